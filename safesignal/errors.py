@@ -21,9 +21,19 @@ class UsageError(SafeSignalError, ValueError):
 
 
 class PortError(SafeSignalError, OSError):
-    """The serial port could not be opened or stopped working."""
+    """The serial port could not be opened or stopped working.
+
+    ``str()`` is the one-line message; ``reason`` what the operating system said.
+    """
 
     exit_code = 3
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class DeviceTimeout(SafeSignalError, TimeoutError):

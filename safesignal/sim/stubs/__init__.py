@@ -1,0 +1,1 @@
+"""MicroPython stub modules for the virtual device (not imported by CPython)."""

@@ -1,0 +1,279 @@
+# The serial console: reads command lines, answers each with info lines and one status line.
+#
+# The device never echoes what is typed (the password would be echoed).  Line endings CR, LF
+# and CRLF all end a line; backspace/DEL edit; Ctrl-C discards the line.
+# Grammar and status codes: ssproto and PROVISIONING.md ("Console protocol").
+
+import hashlib
+
+import ssproto
+from ss_compat import const
+from ss_store import StoreError
+
+_BS = const(0x08)
+_DEL = const(0x7F)
+_CTRL_C = const(0x03)
+_CR = const(0x0D)
+_LF = const(0x0A)
+
+HELP = (
+    "Commands:",
+    "  provision_set_wifi <ssid> <password>    stage WiFi credentials (\"\" = open network)",
+    "  provision_set_device <device-id> <tenant> <building> <room>",
+    "  provision_set_mqtt <mqtt://host[:port]>  broker (default " + ssproto.DEFAULT_MQTT_URI + ")",
+    "  provision_complete                      save everything to NVS and reboot",
+    "  provision_discard                       forget values not yet completed",
+    "  provision_status                        show the configuration (never the password)",
+    "  provision_verify <nonce>                check value of the stored password (for tools)",
+    "  provision_reset --confirm               factory reset: erase credentials, reboot",
+    "  provision clear                         the same as provision_reset --confirm",
+    "  reboot                                  restart the device",
+    "  ping [token]                            answers OK pong [token]",
+    "  help                                    this list",
+    "Quote arguments with spaces: \"My Network\"; inside quotes use \\\" and \\\\.",
+)
+
+
+class LineReader:
+    """Turns a byte stream into lines; over-long lines are reported, not truncated."""
+
+    def __init__(self, reader):
+        self._reader = reader
+        self._buf = bytearray()
+        self._last_cr = False
+        self._overflow = False
+
+    async def readline(self):
+        """Returns bytes of one line, None for an over-long line; raises EOFError at end."""
+        while True:
+            b = await self._reader.read(1)
+            if not b:
+                raise EOFError
+            c = b[0]
+            if c == _LF and self._last_cr:
+                self._last_cr = False
+                continue
+            self._last_cr = c == _CR
+            if c == _CR or c == _LF:
+                line = bytes(self._buf)
+                over = self._overflow
+                self._buf = bytearray()
+                self._overflow = False
+                return None if over else line
+            if c == _BS or c == _DEL:
+                if self._buf:
+                    self._buf = self._buf[:-1]
+                continue
+            if c == _CTRL_C:
+                self._buf = bytearray()
+                self._overflow = False
+                continue
+            if len(self._buf) >= ssproto.MAX_LINE:
+                self._overflow = True
+                continue
+            self._buf.append(c)
+
+
+class Console:
+    def __init__(self, store, chip_id, firmware, reset, wifi=None, mqtt=None):
+        self.store = store
+        self.chip_id = chip_id
+        self.firmware = firmware
+        self._reset = reset  # coroutine function: flush output, then machine.reset()
+        self.wifi = wifi
+        self.mqtt = mqtt
+        self.staged = {}  # fields accepted but not yet committed (RAM only)
+
+    # --- output ---------------------------------------------------------------------
+    def ok(self, text=""):
+        print(ssproto.ok_line(text))
+
+    def err(self, code, message):
+        print(ssproto.err_line(code, message))
+
+    # --- loop -----------------------------------------------------------------------
+    async def run(self, stream):
+        lines = LineReader(stream)
+        while True:
+            raw = await lines.readline()
+            if raw is None:
+                self.err(ssproto.E_TOOLONG, "line longer than %d bytes discarded" % ssproto.MAX_LINE)
+                continue
+            await self.handle_bytes(raw)
+
+    async def handle_bytes(self, raw):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeError:
+            self.err(ssproto.E_ENCODING, "line is not valid UTF-8")
+            return
+        await self.handle(line)
+
+    async def handle(self, line):
+        try:
+            args = ssproto.split_args(line)
+        except ssproto.ProtocolError as e:
+            self.err(e.code, e.message)
+            return
+        if not args:
+            return  # empty line: nothing, like a shell
+        cmd = args[0]
+        fn = getattr(self, "cmd_" + cmd, None) if _is_name(cmd) else None
+        if fn is None:
+            # Never repeat the line: it may be a password typed in the wrong place.
+            self.err(ssproto.E_UNKNOWN, "unknown command (type help)")
+            return
+        try:
+            await fn(args[1:])
+        except ssproto.ProtocolError as e:
+            self.err(e.code, e.message)
+        except StoreError as e:
+            self.err(ssproto.E_NVS, e.message)
+
+    # --- commands -------------------------------------------------------------------
+    async def cmd_help(self, a):
+        for line in HELP:
+            print(line)
+        self.ok()
+
+    async def cmd_ping(self, a):
+        if len(a) > 1:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: ping [token]")
+        self.ok("pong " + ssproto.quote(a[0]) if a else "pong")
+
+    async def cmd_provision_set_wifi(self, a):
+        if len(a) != 2:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_set_wifi <ssid> <password>")
+        ssid = ssproto.check_ssid(a[0])
+        password = ssproto.check_passphrase(a[1])
+        self.staged["wifi_ssid"] = ssid
+        self.staged["wifi_pass"] = password
+        print("WiFi credentials saved: SSID='%s'" % ssid)
+        self._hint()
+        self.ok()
+
+    async def cmd_provision_set_device(self, a):
+        if len(a) != 4:
+            raise ssproto.ProtocolError(
+                ssproto.E_USAGE, "usage: provision_set_device <device-id> <tenant> <building> <room>"
+            )
+        vals = (
+            ssproto.check_ident("device id", a[0]),
+            ssproto.check_ident("tenant", a[1]),
+            ssproto.check_ident("building", a[2]),
+            ssproto.check_ident("room", a[3]),
+        )
+        self.staged["device_id"], self.staged["tenant"], self.staged["building"], self.staged["room"] = vals
+        print("Device configuration saved")
+        self._hint()
+        self.ok()
+
+    async def cmd_provision_set_mqtt(self, a):
+        if len(a) != 1:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_set_mqtt <mqtt://host[:port]>")
+        self.staged["mqtt_uri"] = ssproto.check_mqtt_uri(a[0])
+        print("MQTT broker saved: %s" % a[0])
+        self._hint()
+        self.ok()
+
+    def _hint(self):
+        print("(held in RAM until provision_complete writes it to NVS)")
+
+    def merged(self):
+        cfg = {}
+        if self.store.provision_is_provisioned():
+            cfg = self.store.provision_load_config()
+        for k in self.staged:
+            cfg[k] = self.staged[k]
+        if "mqtt_uri" not in cfg:
+            cfg["mqtt_uri"] = ssproto.DEFAULT_MQTT_URI
+        return cfg
+
+    async def cmd_provision_complete(self, a):
+        if a:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_complete")
+        cfg = self.merged()
+        if "wifi_ssid" not in cfg:
+            raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "WiFi not set: run provision_set_wifi first")
+        if "device_id" not in cfg:
+            raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "device not set: run provision_set_device first")
+        self.store.provision_save_config(cfg)  # atomic, read back and compared
+        self.staged = {}
+        print("Device Provisioning Complete!")
+        print("Rebooting...")
+        self.ok()
+        await self._reset()
+
+    async def cmd_provision_discard(self, a):
+        if a:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_discard")
+        self.staged = {}
+        print("Staged changes discarded")
+        self.ok()
+
+    async def cmd_provision_status(self, a):
+        if a:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_status")
+        st = self.store
+        prov = st.provision_is_provisioned()
+        cfg = st.provision_load_config() if prov else {}
+        vals = {
+            "provisioned": "yes" if prov else "no",
+            "wifi_password": "not set" if not prov else ("set" if cfg["wifi_pass"] else "open network"),
+            "pending": ",".join(sorted([k for k in self.staged if k != "wifi_pass"])) or "none",
+            "wifi_state": self.wifi.state if (prov and self.wifi) else "off",
+            "ip_address": self.wifi.ip if (prov and self.wifi) else "",
+            "mqtt_state": self.mqtt.state if (prov and self.mqtt) else "off",
+            "chip_id": self.chip_id,
+            "firmware": self.firmware,
+        }
+        for k in ("wifi_ssid", "device_id", "tenant", "building", "room", "mqtt_uri"):
+            vals[k] = cfg.get(k, "")
+        for label, name in ssproto.STATUS_FIELDS:
+            print(ssproto.status_line(label, vals[name]))
+        self.ok()
+
+    async def cmd_provision_verify(self, a):
+        if len(a) != 1:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_verify <nonce>")
+        nonce = ssproto.check_nonce(a[0])
+        if not self.store.provision_is_provisioned():
+            raise ssproto.ProtocolError(ssproto.E_STATE, "device is not provisioned")
+        cfg = self.store.provision_load_config()
+        check = ssproto.secret_check(hashlib.sha256, nonce, cfg["wifi_ssid"], cfg["wifi_pass"])
+        print(ssproto.CHECK_LABEL + ": " + check)
+        self.ok()
+
+    async def cmd_provision_reset(self, a):
+        if a != ["--confirm"]:
+            raise ssproto.ProtocolError(
+                ssproto.E_CONFIRM, "this erases all credentials; type: provision_reset --confirm"
+            )
+        await self._factory_reset()
+
+    async def cmd_provision(self, a):
+        if a != ["clear"]:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision clear")
+        await self._factory_reset()
+
+    async def _factory_reset(self):
+        self.store.provision_clear()  # verified erase
+        self.staged = {}
+        print("Provisioning data erased")
+        print("Rebooting into provisioning mode...")
+        self.ok()
+        await self._reset()
+
+    async def cmd_reboot(self, a):
+        if a:
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: reboot")
+        print("Rebooting...")
+        self.ok()
+        await self._reset()
+
+
+def _is_name(s):
+    for c in s:
+        if not ("a" <= c <= "z" or c == "_"):
+            return False
+    return bool(s)

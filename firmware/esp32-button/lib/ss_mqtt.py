@@ -1,0 +1,150 @@
+# A small MQTT 3.1.1 client over asyncio streams.
+#
+# Why not umqtt: umqtt.simple/robust are blocking; while they wait for a broker the console
+# and the button would freeze.  asyncio streams behave the same on MicroPython and CPython.
+# Packet formats: OASIS MQTT Version 3.1.1, sections 2 (fixed header) and 3 (control packets).
+
+import asyncio
+import struct
+
+import ssproto
+from ss_compat import backoff_ms, const, rand16, sleep_ms, wait_for_ms
+
+CONNECT = const(0x10)
+CONNACK = const(0x20)
+PUBLISH = const(0x30)
+PUBACK = const(0x40)
+SUBACK = const(0x90)
+PINGREQ = const(0xC0)
+PINGRESP = const(0xD0)
+DISCONNECT = const(0xE0)
+
+KEEPALIVE_S = const(60)
+CONNECT_TIMEOUT_MS = const(10000)
+
+CONNACK_REASONS = {
+    1: "unacceptable protocol version",
+    2: "client identifier rejected",
+    3: "server unavailable",
+    4: "bad user name or password",
+    5: "not authorised",
+}
+
+
+def encode_length(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _str(s):
+    b = s.encode("utf-8") if isinstance(s, str) else s
+    return struct.pack("!H", len(b)) + b
+
+
+def encode_connect(client_id, keepalive=KEEPALIVE_S, clean=True):
+    var = _str("MQTT") + bytes([4, 0x02 if clean else 0x00]) + struct.pack("!H", keepalive)
+    body = var + _str(client_id)
+    return bytes([CONNECT]) + encode_length(len(body)) + body
+
+
+def encode_pingreq():
+    return bytes([PINGREQ, 0])
+
+
+async def read_packet(reader):
+    """Read one packet; returns (first byte, body bytes).  Raises OSError on EOF."""
+    h = await reader.readexactly(1)
+    n = 0
+    shift = 0
+    while True:
+        b = (await reader.readexactly(1))[0]
+        n |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+        if shift > 21:
+            raise OSError("bad remaining length")
+    body = await reader.readexactly(n) if n else b""
+    return h[0], body
+
+
+class Mqtt:
+    def __init__(self, client_id, uri):
+        self.client_id = client_id
+        self.uri = uri
+        self.state = "idle"
+        self.attempts = 0
+        self._writer = None
+
+    async def _session(self, host, port):
+        print("[MQTT] Connecting to broker...")
+        self.state = "connecting"
+        reader, writer = await wait_for_ms(asyncio.open_connection(host, port), CONNECT_TIMEOUT_MS)
+        self._writer = writer
+        try:
+            writer.write(encode_connect(self.client_id))
+            await writer.drain()
+            kind, body = await wait_for_ms(read_packet(reader), CONNECT_TIMEOUT_MS)
+            if kind & 0xF0 != CONNACK or len(body) < 2:
+                raise OSError("broker did not answer CONNACK")
+            rc = body[1]
+            if rc != 0:
+                self.state = "refused"
+                raise OSError("broker refused: %s" % CONNACK_REASONS.get(rc, "code %d" % rc))
+            self.state = "connected"
+            self.attempts = 0
+            print("[MQTT] Connected to broker")
+            await self._serve(reader, writer)
+        finally:
+            self._writer = None
+            try:
+                writer.close()
+                await writer.wait_closed()
+            except Exception:
+                pass
+
+    async def _serve(self, reader, writer):
+        # Keep the connection alive: PINGREQ every keepalive/2, any packet counts as life.
+        ping_ms = KEEPALIVE_S * 500
+        while True:
+            try:
+                kind, _ = await wait_for_ms(read_packet(reader), ping_ms)
+            except asyncio.TimeoutError:
+                writer.write(encode_pingreq())
+                await writer.drain()
+                kind, _ = await wait_for_ms(read_packet(reader), ping_ms)
+            if kind & 0xF0 == DISCONNECT:
+                raise OSError("broker closed the session")
+
+    async def run(self, wifi):
+        scheme, host, port = ssproto.parse_mqtt_uri(self.uri)
+        while True:
+            await wifi.connected.wait()
+            try:
+                await self._session(host, port)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # OSError, EOFError, TimeoutError: all mean "try again"
+                if self.state == "connected":
+                    print("[MQTT] Connection lost: %s" % _describe(e))
+                else:
+                    print("[MQTT] Connection failed: %s" % _describe(e))
+            self.state = "disconnected"
+            delay = backoff_ms(self.attempts, rand16())
+            self.attempts += 1
+            print("[MQTT] Retrying in %d ms" % delay)
+            await sleep_ms(delay)
+
+
+def _describe(e):
+    if isinstance(e, asyncio.TimeoutError):
+        return "timed out"
+    s = str(e)
+    return s if s else e.__class__.__name__

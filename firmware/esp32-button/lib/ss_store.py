@@ -1,0 +1,241 @@
+# Provisioning store: the device's configuration in NVS, saved atomically.
+#
+# Layout (namespace "provision", LAYOUT_VERSION 1):
+#   i32  "active"  generation g of the committed configuration; absent = not provisioned
+#   blob "cfg0"/"cfg1"  records; generation g lives in slot g % 2
+# A record is  b"SSC" + version(1) + JSON + SHA-256(everything before it).  Saving writes the
+# new record into the slot that is NOT active, commits and reads it back, and only then
+# advances "active" (committed last).  A power cut at any instant leaves "active" pointing at a
+# complete, checksummed record: the old one or the new one.  Clearing erases "active" first.
+#
+# The seed guide's C API names are kept: provision_init, provision_is_provisioned,
+# provision_save_config, provision_load_config, provision_clear.
+
+import hashlib
+import json
+
+from ss_compat import const
+
+
+NAMESPACE = "provision"
+LAYOUT_VERSION = const(1)
+_MAGIC = b"SSC"
+_KEY_ACTIVE = "active"
+_SLOTS = ("cfg0", "cfg1")
+_BUF = const(2048)
+
+# esp_err.h / nvs.h (esp-idf components/nvs_flash/include/nvs.h)
+ESP_ERR_NVS_NOT_FOUND = const(-0x1102)
+ESP_ERR_NVS_INVALID_LENGTH = const(-0x110C)
+
+FIELDS = ("wifi_ssid", "wifi_pass", "device_id", "tenant", "building", "room", "mqtt_uri")
+REQUIRED = ("wifi_ssid", "wifi_pass", "device_id", "tenant", "building", "room", "mqtt_uri")
+
+
+class StoreError(Exception):
+    # reason: "ESP_ERR_NVS_NOT_FOUND" (nothing stored), "CORRUPT", "VERIFY", "IO"
+    def __init__(self, reason, message):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _errno(e):
+    return e.args[0] if e.args else 0
+
+
+def encode_record(gen, cfg):
+    body = {"v": LAYOUT_VERSION, "gen": gen}
+    for k in FIELDS:
+        body[k] = cfg[k]
+    raw = _MAGIC + bytes([LAYOUT_VERSION]) + json.dumps(body).encode("utf-8")
+    return raw + hashlib.sha256(raw).digest()
+
+
+def decode_record(raw):
+    if len(raw) < 4 + 2 + 32 or raw[:3] != _MAGIC:
+        raise StoreError("CORRUPT", "record has no header")
+    if raw[3] != LAYOUT_VERSION:
+        raise StoreError("CORRUPT", "record layout version %d is not supported" % raw[3])
+    body, digest = raw[:-32], raw[-32:]
+    if hashlib.sha256(body).digest() != digest:
+        raise StoreError("CORRUPT", "record checksum mismatch")
+    try:
+        d = json.loads(body[4:].decode("utf-8"))
+    except Exception:
+        raise StoreError("CORRUPT", "record is not valid JSON")
+    if not isinstance(d, dict):
+        raise StoreError("CORRUPT", "record is not an object")
+    cfg = {}
+    for k in FIELDS:
+        v = d.get(k)
+        if not isinstance(v, str):
+            raise StoreError("CORRUPT", "record lacks " + k)
+        cfg[k] = v
+    gen = d.get("gen")
+    if not isinstance(gen, int):
+        raise StoreError("CORRUPT", "record lacks a generation")
+    return gen, cfg
+
+
+class Store:
+    def __init__(self, nvs):
+        self._nvs = nvs  # one esp32.NVS(NAMESPACE), created by the composition root
+        self._gen = 0
+        self._cfg = None
+        self.load_error = None  # StoreError from the last load, for the boot log
+
+    # --- low level -------------------------------------------------------------------
+    def _get_i32(self, key):
+        try:
+            return self._nvs.get_i32(key)
+        except OSError as e:
+            if _errno(e) == ESP_ERR_NVS_NOT_FOUND:
+                return None
+            raise
+
+    def _get_blob(self, key):
+        buf = bytearray(_BUF)
+        try:
+            n = self._nvs.get_blob(key, buf)
+        except OSError as e:
+            if _errno(e) == ESP_ERR_NVS_NOT_FOUND:
+                return None
+            if _errno(e) == ESP_ERR_NVS_INVALID_LENGTH:
+                raise StoreError("CORRUPT", "record " + key + " is too large")
+            raise
+        return bytes(buf[:n])
+
+    def _erase(self, key):
+        try:
+            self._nvs.erase_key(key)
+        except OSError as e:
+            if _errno(e) != ESP_ERR_NVS_NOT_FOUND:
+                raise
+
+    # --- seed API ----------------------------------------------------------------------
+    def provision_init(self):
+        """Read the committed configuration (if any).  Never erases a valid one."""
+        self._cfg = None
+        self._gen = 0
+        self.load_error = None
+        try:
+            gen = self._get_i32(_KEY_ACTIVE)
+            if gen is None:
+                self.load_error = StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
+                self._finish_interrupted_clear()
+                return
+            raw = self._get_blob(_SLOTS[gen % 2])
+            if raw is None:
+                raise StoreError("CORRUPT", "active record is missing")
+            rgen, cfg = decode_record(raw)
+            if rgen != gen:
+                raise StoreError("CORRUPT", "active record has the wrong generation")
+            self._gen = gen
+            self._cfg = cfg
+        except StoreError as e:
+            self.load_error = e
+        except OSError as e:
+            self.load_error = StoreError("IO", "NVS read failed (%d)" % _errno(e))
+
+    def _finish_interrupted_clear(self):
+        # Not provisioned: no record may linger (a power cut during provision_clear).
+        if self._get_blob(_SLOTS[0]) is None and self._get_blob(_SLOTS[1]) is None:
+            return
+        for k in _SLOTS:
+            self._erase(k)
+        self._nvs.commit()
+
+    def provision_is_provisioned(self):
+        return self._cfg is not None
+
+    def provision_load_config(self):
+        """A copy of the committed configuration; raises StoreError if there is none."""
+        if self._cfg is None:
+            raise self.load_error or StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
+        return dict(self._cfg)
+
+    @property
+    def generation(self):
+        return self._gen
+
+    def provision_save_config(self, cfg):
+        """Atomically replace the configuration; verified by reading it back."""
+        for k in REQUIRED:
+            if not isinstance(cfg.get(k), str):
+                raise StoreError("INCOMPLETE", "configuration lacks " + k)
+        gen = self._gen + 1
+        slot = _SLOTS[gen % 2]
+        rec = encode_record(gen, cfg)
+        try:
+            self._nvs.set_blob(slot, rec)
+            self._nvs.commit()
+            if self._get_blob(slot) != rec:
+                raise StoreError("VERIFY", "record read back differs from what was written")
+            self._nvs.set_i32(_KEY_ACTIVE, gen)  # the commit point
+            self._nvs.commit()
+            if self._get_i32(_KEY_ACTIVE) != gen:
+                raise StoreError("VERIFY", "marker read back differs from what was written")
+        except OSError as e:
+            raise StoreError("IO", "NVS write failed (%d)" % _errno(e))
+        old = _SLOTS[(gen + 1) % 2]
+        try:
+            # The previous record is no longer referenced: do not keep old secrets around.
+            self._erase(old)
+            self._nvs.commit()
+        except OSError:
+            pass
+        self._gen = gen
+        self._cfg = {}
+        for k in FIELDS:
+            self._cfg[k] = cfg[k]
+
+    def provision_clear(self):
+        """Factory reset: forget the configuration (marker first, then the records)."""
+        try:
+            self._erase(_KEY_ACTIVE)
+            self._nvs.commit()
+            for k in _SLOTS:
+                self._erase(k)
+            self._nvs.commit()
+            if self._get_i32(_KEY_ACTIVE) is not None:
+                raise StoreError("VERIFY", "marker still present after erase")
+            for k in _SLOTS:
+                if self._get_blob(k) is not None:
+                    raise StoreError("VERIFY", "record still present after erase")
+        except OSError as e:
+            raise StoreError("IO", "NVS erase failed (%d)" % _errno(e))
+        self._cfg = None
+        self._gen = 0
+        self.load_error = StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
+
+
+# Module-level functions with the seed guide's names, over one Store made by provision_init.
+_store = None
+
+
+def provision_init(nvs=None):
+    global _store
+    if nvs is None:
+        import esp32
+
+        nvs = esp32.NVS(NAMESPACE)
+    _store = Store(nvs)
+    _store.provision_init()
+    return _store
+
+
+def provision_is_provisioned():
+    return _store is not None and _store.provision_is_provisioned()
+
+
+def provision_save_config(cfg):
+    _store.provision_save_config(cfg)
+
+
+def provision_load_config():
+    return _store.provision_load_config()
+
+
+def provision_clear():
+    _store.provision_clear()

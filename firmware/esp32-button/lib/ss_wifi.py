@@ -1,0 +1,94 @@
+# WiFi station: connect with exponential backoff and jitter, reconnect on loss.
+# Log lines are the seed guide's ("[WIFI] Connecting to '...'..." and so on).
+
+import asyncio
+
+from ss_compat import backoff_ms, const, rand16, sleep_ms
+
+# network.WLAN status codes (MicroPython ports/esp32/network_wlan.c / docs "network.WLAN")
+STAT_IDLE = const(1000)
+STAT_CONNECTING = const(1001)
+STAT_GOT_IP = const(1010)
+STAT_NO_AP_FOUND = const(201)
+STAT_WRONG_PASSWORD = const(202)
+STAT_CONNECT_FAIL = const(203)
+STAT_HANDSHAKE_TIMEOUT = const(204)
+_STAT_4WAY_HANDSHAKE_TIMEOUT = const(15)  # ESP-IDF WIFI_REASON_4WAY_HANDSHAKE_TIMEOUT
+AUTH_FAIL = (STAT_WRONG_PASSWORD, STAT_HANDSHAKE_TIMEOUT, _STAT_4WAY_HANDSHAKE_TIMEOUT)
+
+CONNECT_TIMEOUT_MS = const(20000)
+_POLL_MS = const(100)
+
+def reason(status):
+    if status in AUTH_FAIL:
+        return "auth_failed", "authentication failed (wrong password?)"
+    if status == STAT_NO_AP_FOUND:
+        return "no_ap", "access point not found"
+    if status == STAT_CONNECT_FAIL:
+        return "failed", "connection failed"
+    return "timeout", "no IP address in time (DHCP?)"
+
+
+class Wifi:
+    def __init__(self, wlan):
+        self._wlan = wlan  # network.WLAN(network.STA_IF), made by the composition root
+        self.state = "idle"
+        self.ip = ""
+        self.attempts = 0
+        self.connected = asyncio.Event()
+        self._ssid = None
+        self._password = None
+
+    def configure(self, ssid, password):
+        self._ssid = ssid
+        self._password = password
+
+    async def _connect_once(self):
+        w = self._wlan
+        print("[WIFI] Connecting to '%s'..." % self._ssid)
+        self.state = "connecting"
+        w.connect(self._ssid, self._password)
+        waited = 0
+        status = STAT_CONNECTING
+        while waited < CONNECT_TIMEOUT_MS:
+            await sleep_ms(_POLL_MS)
+            waited += _POLL_MS
+            status = w.status()
+            if status == STAT_GOT_IP:
+                self.ip = w.ifconfig()[0]
+                self.state = "connected"
+                print("[WIFI] Connected to AP")
+                print("[WIFI] Got IP address: %s" % self.ip)
+                return True
+            if status != STAT_CONNECTING and status != STAT_IDLE:
+                break
+        self.state, why = reason(status)
+        print("[WIFI] Connection failed: %s (status %d)" % (why, status))
+        try:
+            w.disconnect()
+        except OSError:
+            pass
+        return False
+
+    async def run(self):
+        w = self._wlan
+        w.active(True)
+        try:
+            w.config(reconnects=0)  # we reconnect ourselves, with backoff
+        except (OSError, ValueError, TypeError):
+            pass
+        while True:
+            if not await self._connect_once():
+                delay = backoff_ms(self.attempts, rand16())
+                self.attempts += 1
+                print("[WIFI] Retrying in %d ms" % delay)
+                await sleep_ms(delay)
+                continue
+            self.attempts = 0
+            self.connected.set()
+            while w.isconnected():
+                await sleep_ms(500)
+            self.connected.clear()
+            self.state = "connecting"
+            self.ip = ""
+            print("[WIFI] Disconnected from AP")

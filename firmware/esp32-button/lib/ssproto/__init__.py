@@ -1,0 +1,343 @@
+# SafeSignal console protocol: the wire grammar both the firmware and the host tools use.
+#
+# Runs unchanged on MicroPython (>= 1.24) and CPython (>= 3.11): no typing, no dataclasses,
+# no I/O. Everything here is pure functions over str.  The grammar is documented in
+# firmware/esp32-button/PROVISIONING.md ("Console protocol").
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+PROTOCOL_VERSION = const(1)
+
+# Limits (bytes of UTF-8 unless said otherwise).
+MAX_LINE = const(1024)
+SSID_MAX = const(32)
+PASS_MIN = const(8)
+PASS_MAX = const(63)
+IDENT_MAX = const(64)
+URI_MAX = const(200)
+
+DEFAULT_MQTT_URI = "mqtt://safesignal-edge.local:1883"
+
+# Status line: every command's reply ends with exactly one line starting "OK" or "ERR ".
+# No other line the device prints starts with either.
+E_UNKNOWN = "UNKNOWN"  # unknown command
+E_USAGE = "USAGE"  # wrong number of arguments / unknown option
+E_QUOTE = "QUOTE"  # malformed quoting
+E_ENCODING = "ENCODING"  # line is not valid UTF-8
+E_TOOLONG = "TOOLONG"  # line longer than MAX_LINE
+E_INVALID = "INVALID"  # an argument fails validation
+E_INCOMPLETE = "INCOMPLETE"  # provision_complete with required fields missing
+E_CONFIRM = "CONFIRM"  # destructive command without --confirm
+E_NVS = "NVS"  # flash read/write/verify failed
+E_STATE = "STATE"  # command not valid in the current state
+
+
+class ProtocolError(ValueError):
+    # code is one of the E_* constants; the message never contains the offending value
+    # (it may be a secret).
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+_SPACE = " \t"
+
+
+def split_args(line):
+    """Split a console line into arguments.
+
+    Tokens are separated by spaces or tabs.  Double quotes group; inside them ``\\\\`` is a
+    backslash and ``\\"`` a quote, any other escape is an error.  Outside quotes a backslash
+    takes the next character literally.  Quoted and bare parts of one token concatenate;
+    ``""`` is an empty argument.
+    """
+    args = []
+    cur = []
+    in_token = False
+    in_quote = False
+    i = 0
+    n = len(line)
+    while i < n:
+        c = line[i]
+        if in_quote:
+            if c == '"':
+                in_quote = False
+            elif c == "\\":
+                i += 1
+                if i >= n:
+                    raise ProtocolError(E_QUOTE, "backslash at end of line")
+                c = line[i]
+                if c != "\\" and c != '"':
+                    raise ProtocolError(E_QUOTE, "unknown escape inside quotes (use \\\\ or \\\")")
+                cur.append(c)
+            else:
+                cur.append(c)
+        elif c in _SPACE:
+            if in_token:
+                args.append("".join(cur))
+                cur = []
+                in_token = False
+        elif c == '"':
+            in_quote = True
+            in_token = True
+        elif c == "\\":
+            i += 1
+            if i >= n:
+                raise ProtocolError(E_QUOTE, "backslash at end of line")
+            cur.append(line[i])
+            in_token = True
+        else:
+            cur.append(c)
+            in_token = True
+        i += 1
+    if in_quote:
+        raise ProtocolError(E_QUOTE, "unterminated quote")
+    if in_token:
+        args.append("".join(cur))
+    return args
+
+
+def _bare_ok(s):
+    if not s:
+        return False
+    for c in s:
+        o = ord(c)
+        if o <= 0x20 or o == 0x7F or c == '"' or c == "\\":
+            return False
+    return True
+
+
+def quote(s):
+    """Quote one argument so that split_args gives it back exactly."""
+    for c in s:
+        if c == "\r" or c == "\n":
+            raise ProtocolError(E_INVALID, "line breaks cannot be sent in an argument")
+    if _bare_ok(s):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def join_args(args):
+    return " ".join([quote(a) for a in args])
+
+
+# --- status lines ---------------------------------------------------------------------
+
+def ok_line(text=""):
+    return "OK " + text if text else "OK"
+
+
+def err_line(code, message):
+    return "ERR " + code + " " + message
+
+
+def parse_status(line):
+    """Return (ok, code, text) if ``line`` is a status line, else None."""
+    if line == "OK":
+        return (True, "", "")
+    if line.startswith("OK "):
+        return (True, "", line[3:])
+    if line.startswith("ERR "):
+        rest = line[4:]
+        sp = rest.find(" ")
+        if sp < 0:
+            return (False, rest, "")
+        return (False, rest[:sp], rest[sp + 1:])
+    return None
+
+
+def is_log_line(line):
+    # Log lines look like "[WIFI] ..." : a bracketed upper-case tag and a space.
+    if not line.startswith("["):
+        return False
+    end = line.find("] ")
+    if end < 2:
+        return False
+    tag = line[1:end]
+    for c in tag:
+        if not ("A" <= c <= "Z" or c == "_" or "0" <= c <= "9"):
+            return False
+    return True
+
+
+# --- validation -------------------------------------------------------------------------
+
+def _utf8_len(s):
+    return len(s.encode("utf-8"))
+
+
+def _has_control(s):
+    for c in s:
+        o = ord(c)
+        if o < 0x20 or o == 0x7F:
+            return True
+    return False
+
+
+def check_ssid(s):
+    n = _utf8_len(s)
+    if n < 1 or n > SSID_MAX:
+        raise ProtocolError(E_INVALID, "SSID must be 1-32 bytes of UTF-8")
+    if _has_control(s):
+        raise ProtocolError(E_INVALID, "SSID must not contain control characters")
+    return s
+
+
+def _is_hex(s):
+    for c in s:
+        if not ("0" <= c <= "9" or "a" <= c <= "f" or "A" <= c <= "F"):
+            return False
+    return True
+
+
+def check_passphrase(s):
+    # Empty = open network.  Never put the value in a message.
+    if s == "":
+        return s
+    if len(s) == 64 and _is_hex(s):
+        return s
+    for c in s:
+        o = ord(c)
+        if o < 0x20 or o > 0x7E:
+            raise ProtocolError(E_INVALID, "WiFi password must be printable ASCII (or 64 hex digits)")
+    if len(s) < PASS_MIN or len(s) > PASS_MAX:
+        raise ProtocolError(E_INVALID, "WiFi password must be 8-63 characters (or 64 hex digits, or empty for an open network)")
+    return s
+
+
+def _ident_char(c, first):
+    if "a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9":
+        return True
+    return (not first) and (c == "-" or c == "_" or c == ".")
+
+
+def check_ident(what, s):
+    """Device id, tenant, building, room: 1-64 of [A-Za-z0-9._-], starting with a letter or digit."""
+    if len(s) < 1 or len(s) > IDENT_MAX:
+        raise ProtocolError(E_INVALID, what + " must be 1-64 characters")
+    first = True
+    for c in s:
+        if not _ident_char(c, first):
+            raise ProtocolError(
+                E_INVALID, what + " may contain only letters, digits, '.', '_' and '-' and must start with a letter or digit"
+            )
+        first = False
+    return s
+
+
+def _check_host(host):
+    if not host or len(host) > 253:
+        return False
+    for label in host.split("."):
+        if not label or len(label) > 63:
+            return False
+        if label[0] == "-" or label[-1] == "-":
+            return False
+        for c in label:
+            if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c == "-"):
+                return False
+    return True
+
+
+def parse_mqtt_uri(uri):
+    """``mqtt://host[:port]`` -> (scheme, host, port).  Only plain TCP for now."""
+    if len(uri) > URI_MAX:
+        raise ProtocolError(E_INVALID, "MQTT URI is too long")
+    if uri.startswith("mqtt://"):
+        scheme = "mqtt"
+        rest = uri[7:]
+        port = 1883
+    elif uri.startswith("mqtts://"):
+        raise ProtocolError(E_INVALID, "mqtts:// (TLS) is not supported by this firmware yet; use mqtt://")
+    else:
+        raise ProtocolError(E_INVALID, "MQTT URI must look like mqtt://host[:port]")
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    host = rest
+    colon = rest.rfind(":")
+    if colon >= 0:
+        host = rest[:colon]
+        p = rest[colon + 1:]
+        if not p or len(p) > 5 or not p.isdigit():
+            raise ProtocolError(E_INVALID, "MQTT URI port must be a number 1-65535")
+        port = int(p)
+        if port < 1 or port > 65535:
+            raise ProtocolError(E_INVALID, "MQTT URI port must be a number 1-65535")
+    if not _check_host(host):
+        raise ProtocolError(E_INVALID, "MQTT URI host must be a host name or IPv4 address")
+    return (scheme, host, port)
+
+
+def check_mqtt_uri(uri):
+    parse_mqtt_uri(uri)
+    return uri
+
+
+# --- provision_status ---------------------------------------------------------------------
+# provision_status prints one "Label: value" line per field, then OK.  Values are quoted with
+# quote() so a program can read them back exactly.  The labels and their JSON names:
+STATUS_FIELDS = (
+    ("Provisioned", "provisioned"),
+    ("WiFi SSID", "wifi_ssid"),
+    ("WiFi password", "wifi_password"),
+    ("Device ID", "device_id"),
+    ("Tenant", "tenant"),
+    ("Building", "building"),
+    ("Room", "room"),
+    ("MQTT URI", "mqtt_uri"),
+    ("Pending", "pending"),
+    ("WiFi", "wifi_state"),
+    ("IP address", "ip_address"),
+    ("MQTT", "mqtt_state"),
+    ("Chip ID", "chip_id"),
+    ("Firmware", "firmware"),
+)
+
+
+def status_line(label, value):
+    return label + ": " + quote(value)
+
+
+def parse_status_field(line):
+    """``"Label: value"`` -> (json_name, value) for a known label, else None."""
+    for label, name in STATUS_FIELDS:
+        if line.startswith(label + ": "):
+            args = split_args(line[len(label) + 2:])
+            if len(args) != 1:
+                return None
+            return (name, args[0])
+    return None
+
+
+# --- secret check ----------------------------------------------------------------------------
+# provision_verify <nonce> proves that the stored WiFi password equals the one the host sent,
+# without the password ever crossing the wire again: the device answers with the first 4 bytes
+# of SHA-256("safesignal-pass-check" 0 nonce 0 ssid 0 password).  32 bits is enough to catch a
+# wrong value and too few to confirm a guessed password offline.
+
+CHECK_LABEL = "Check"
+
+
+def check_nonce(s):
+    if len(s) < 16 or len(s) > 64 or not _is_hex(s):
+        raise ProtocolError(E_INVALID, "nonce must be 16-64 hex digits")
+    return s
+
+
+def secret_check(sha256, nonce, ssid, password):
+    h = sha256()
+    h.update(b"safesignal-pass-check\x00")
+    h.update(nonce.encode("utf-8"))
+    h.update(b"\x00")
+    h.update(ssid.encode("utf-8"))
+    h.update(b"\x00")
+    h.update(password.encode("utf-8"))
+    d = h.digest()[:4]
+    return "".join(["%02x" % b for b in d])

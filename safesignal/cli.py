@@ -1,0 +1,300 @@
+"""The ``safesignal`` command line: each command parses, calls one library function, renders.
+
+Exit codes: 0 success; 1 other error; 2 bad usage or input; 3 serial port; 4 device timeout;
+5 device refused a command; 6 verification failed; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import hashlib
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import PortError, SafeSignalError, UsageError
+from .provision import ProvisionEvents, ProvisionRequest, factory_reset, provision
+from .session import DeviceSession
+
+PASS_ENV = "SAFESIGNAL_WIFI_PASS"
+RULE = "=" * 60
+
+
+def out(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class _Printer(ProvisionEvents):
+    def sending(self, display: str) -> None:
+        out(f"→ Sending: {display}")
+
+    def replied(self, line: str) -> None:
+        out(f"← {line}")
+        out()
+
+    def phase(self, text: str) -> None:
+        logging.getLogger("safesignal").info("%s", text)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.wifi_pass is not None:
+        return str(args.wifi_pass)
+    env = os.environ.get(PASS_ENV)
+    if env is not None:
+        return env
+    if sys.stdin.isatty():
+        return getpass.getpass("WiFi password (not shown): ")
+    raise UsageError(f"no WiFi password: pass --wifi-pass, set {PASS_ENV}, or run in a terminal to be asked")
+
+
+def _open(port: str, args: argparse.Namespace) -> DeviceSession:
+    out(f"Opening serial port {port}...")
+    try:
+        session = DeviceSession(port, timeout=args.timeout, on_log=_log_sink(args))
+    except PortError as e:
+        err(f"✗ Error: {e}")
+        if e.reason:
+            err(f"  ({e.reason}; is the device connected? on Linux: sudo usermod -a -G dialout $USER)")
+        raise _Reported(e.exit_code) from None
+    out("Serial port opened successfully")
+    return session
+
+
+def _log_sink(args: argparse.Namespace) -> object:
+    if getattr(args, "show_log", False):
+        return lambda line: err(line)
+    return None
+
+
+class _Reported(Exception):
+    """An error already shown to the user; carries the exit code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+# --- commands ------------------------------------------------------------------------------
+def cmd_provision(args: argparse.Namespace) -> int:
+    req = ProvisionRequest(
+        wifi_ssid=args.wifi_ssid,
+        wifi_pass=_password(args),
+        device_id=args.device_id,
+        tenant=args.tenant,
+        building=args.building,
+        room=args.room,
+        mqtt_uri=args.mqtt_uri,
+    )
+    req.validate()
+    out(RULE)
+    out("SafeSignal ESP32 Device Provisioning")
+    out(RULE)
+    out(f"Port: {args.port}")
+    out(f"WiFi SSID: {req.wifi_ssid}")
+    out(f"Device ID: {req.device_id}")
+    out(f"Tenant: {req.tenant}")
+    out(f"Building: {req.building}")
+    out(f"Room: {req.room}")
+    if req.mqtt_uri is not None:
+        out(f"MQTT URI: {req.mqtt_uri}")
+    out(RULE)
+    out()
+    session = _open(args.port, args)
+    with session:
+        out()
+        out("Sending provisioning commands...")
+        out()
+        status = provision(session, req, _Printer(), boot_timeout=args.boot_timeout)
+    if args.json:
+        out(json.dumps(_status_json(status)))
+    out(RULE)
+    out("✓ Provisioning complete!")
+    out(RULE)
+    return 0
+
+
+def _status_json(st: dict[str, str]) -> dict[str, object]:
+    d: dict[str, object] = dict(st)
+    d["provisioned"] = st.get("provisioned") == "yes"
+    return d
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with DeviceSession(args.port, timeout=args.timeout) as session:
+        session.sync()
+        st = session.status()
+    if args.json:
+        out(json.dumps(_status_json(st), ensure_ascii=False))
+        return 0
+    import ssproto
+
+    for label, name in ssproto.STATUS_FIELDS:
+        out(f"{label + ':':15} {st[name]}")
+    return 0
+
+
+def cmd_factory_reset(args: argparse.Namespace) -> int:
+    session = _open(args.port, args)
+    with session:
+        factory_reset(session, _Printer(), boot_timeout=args.boot_timeout)
+    out("✓ Factory reset complete: the device is blank and in provisioning mode")
+    return 0
+
+
+def cmd_console(args: argparse.Namespace) -> int:
+    """Show the device's console output (like `idf.py monitor`), optionally until a line matches."""
+    until = re.compile(args.until) if args.until else None
+    with DeviceSession(args.port, timeout=args.timeout) as session:
+        if args.reboot:
+            session.sync()
+            session.write_line("reboot")
+        deadline = time.monotonic() + args.duration if args.duration else float("inf")
+        while True:
+            line = session.read_line(min(deadline, time.monotonic() + 1.0))
+            if line is not None:
+                out(line)
+                if until is not None and until.search(line):
+                    return 0
+            elif time.monotonic() >= deadline:
+                if until is not None:
+                    err(f"✗ Error: no line matched {args.until!r} within {args.duration:g} s")
+                    return 4
+                return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from .sim.air import AccessPoint, Air
+    from .sim.supervisor import SimConfig, Supervisor, parse_mac
+
+    port_link = Path(args.port_link)
+    flash = Path(args.flash)
+    mac = parse_mac(args.mac) if args.mac else _default_mac(flash)
+    air = Air(Path(args.air) if args.air else None, [AccessPoint(s, p) for s, p in (args.ap or [])])
+    control = Path(args.control) if args.control else port_link.with_name(port_link.name + ".ctl")
+    cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=mac, control=control, heap=args.heap)
+    if args.firmware:
+        cfg.firmware = Path(args.firmware)
+
+    async def run() -> None:
+        sup = Supervisor(cfg)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(sup.stop()))
+        await sup.start()
+        out(f"ready {port_link} control={control} mac={mac.hex(':')}")
+        await sup.wait()
+
+    asyncio.run(run())
+    return 0
+
+
+def _default_mac(flash: Path) -> bytes:
+    # Stable per flash file; locally administered, unicast.
+    d = bytearray(hashlib.sha256(str(flash.resolve()).encode()).digest()[:6])
+    d[0] = (d[0] & 0xFC) | 0x02
+    return bytes(d)
+
+
+# --- parser ----------------------------------------------------------------------------------
+def _add_port(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", required=True, help="serial port: /dev/ttyUSB0, COM3, socket://host:port, rfc2217://…")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
+
+
+def add_provision_args(p: argparse.ArgumentParser) -> None:
+    _add_port(p)
+    p.add_argument("--wifi-ssid", required=True, help="WiFi network name (1-32 bytes)")
+    p.add_argument(
+        "--wifi-pass",
+        help=f"WiFi password (8-63 characters, 64 hex digits, or \"\" for an open network); "
+        f"default: ${PASS_ENV}, else asked without echo",
+    )
+    p.add_argument("--device-id", required=True)
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--building", required=True)
+    p.add_argument("--room", required=True)
+    p.add_argument("--mqtt-uri", help="broker, mqtt://host[:port] (default: the device's, mqtt://safesignal-edge.local:1883)")
+    p.add_argument("--boot-timeout", type=float, default=30.0, help="seconds to wait for the reboot (default 30)")
+    p.add_argument("--json", action="store_true", help="also print the read-back status as one JSON line")
+    p.add_argument("--show-log", action="store_true", help="show the device's log lines on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="safesignal", description="SafeSignal panic-button provisioning tools")
+    ap.add_argument("--version", action="version", version=f"safesignal {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("provision", help="provision a device over its serial console")
+    add_provision_args(p)
+    p.set_defaults(func=cmd_provision)
+
+    p = sub.add_parser("status", help="show a device's configuration (never its password)")
+    _add_port(p)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("factory-reset", help="erase a device's credentials; it reboots into provisioning mode")
+    _add_port(p)
+    p.add_argument("--boot-timeout", type=float, default=30.0)
+    p.add_argument("--show-log", action="store_true")
+    p.set_defaults(func=cmd_factory_reset)
+
+    p = sub.add_parser("console", help="show the device's console output (like idf.py monitor)")
+    _add_port(p)
+    p.add_argument("--reboot", action="store_true", help="reboot the device first, to see its boot log")
+    p.add_argument("--until", help="stop when a line matches this regular expression")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = never)")
+    p.set_defaults(func=cmd_console)
+
+    p = sub.add_parser("sim", help="run a virtual SafeSignal button (the real firmware under MicroPython)")
+    p.add_argument("--port-link", required=True, help="path of the symlink to the device's serial port")
+    p.add_argument("--flash", required=True, help="flash image file (NVS partition; created blank if missing)")
+    p.add_argument("--air", help="JSON file describing the WiFi access points")
+    p.add_argument("--ap", nargs=2, action="append", metavar=("SSID", "PASSPHRASE"), help="add an access point")
+    p.add_argument("--mac", help="chip unique id AA:BB:CC:DD:EE:FF (default: derived from --flash)")
+    p.add_argument("--control", help="control socket path (default: PORT-LINK.ctl)")
+    p.add_argument("--heap", default="256k", help="MicroPython heap size (default 256k)")
+    p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
+    p.set_defaults(func=cmd_sim)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        rc: int = args.func(args)
+        return rc
+    except _Reported as e:
+        return e.code
+    except SafeSignalError as e:
+        if args.verbose:
+            logging.exception("failed")
+        err(f"✗ Error: {e}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        err("✗ Interrupted")
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Serial links: open a port by URL without pulsing the ESP32 into its ROM bootloader."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import serial
+
+from .errors import PortError
+
+log = logging.getLogger(__name__)
+
+BAUDRATE = 115200
+
+
+def open_port(url: str, *, baudrate: int = BAUDRATE) -> serial.SerialBase:
+    """Open ``url`` (a device path, ``socket://host:port``, ``rfc2217://…``, ``loop://``).
+
+    DTR and RTS are set inactive before the port opens: on ESP32 boards they drive EN and
+    GPIO0 through the auto-reset circuit, and the default (both asserted) would reset the
+    chip, or hold it in the ROM bootloader.
+    """
+    try:
+        ser = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=0.05, write_timeout=5)
+        ser.dtr = False
+        ser.rts = False
+        ser.open()
+    except (serial.SerialException, OSError, ValueError) as e:
+        raise PortError(f"Could not open serial port {url}", reason=_reason(e)) from None
+    log.debug("opened %s", url)
+    return ser
+
+
+def reopen(url: str, deadline: float, *, baudrate: int = BAUDRATE) -> serial.SerialBase:
+    """Open ``url``, retrying until ``deadline`` (a native USB port vanishes while the chip resets)."""
+    while True:
+        try:
+            return open_port(url, baudrate=baudrate)
+        except PortError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _reason(e: BaseException) -> str:
+    s = str(e) or e.__class__.__name__
+    return s

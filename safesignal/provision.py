@@ -1,0 +1,144 @@
+"""Provisioning over a device session: stage, commit, wait for the reboot, read back, compare."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ssproto
+
+from .errors import UsageError, VerifyError
+from .session import DeviceSession
+
+log = logging.getLogger(__name__)
+
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    wifi_ssid: str
+    wifi_pass: str
+    device_id: str
+    tenant: str
+    building: str
+    room: str
+    mqtt_uri: str | None = None
+
+    def __repr__(self) -> str:  # never show the password, even in a traceback
+        return (
+            f"ProvisionRequest(wifi_ssid={self.wifi_ssid!r}, wifi_pass='{MASK}', device_id={self.device_id!r}, "
+            f"tenant={self.tenant!r}, building={self.building!r}, room={self.room!r}, mqtt_uri={self.mqtt_uri!r})"
+        )
+
+    def validate(self) -> None:
+        """Check every value before anything is sent: bad input never reaches the device."""
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("--wifi-ssid", lambda: ssproto.check_ssid(self.wifi_ssid)),
+            ("--wifi-pass", lambda: ssproto.check_passphrase(self.wifi_pass)),
+            ("--device-id", lambda: ssproto.check_ident("device id", self.device_id)),
+            ("--tenant", lambda: ssproto.check_ident("tenant", self.tenant)),
+            ("--building", lambda: ssproto.check_ident("building", self.building)),
+            ("--room", lambda: ssproto.check_ident("room", self.room)),
+        ]
+        if self.mqtt_uri is not None:
+            checks.append(("--mqtt-uri", lambda: ssproto.check_mqtt_uri(self.mqtt_uri)))
+        for flag, check in checks:
+            try:
+                check()
+            except ssproto.ProtocolError as e:
+                raise UsageError(f"{flag}: {e.message}") from None
+
+
+@dataclass(frozen=True)
+class Step:
+    args: list[str]
+    display: str  # what may be shown: the password masked
+
+
+def steps_for(req: ProvisionRequest) -> list[Step]:
+    steps = [
+        Step(
+            ["provision_set_wifi", req.wifi_ssid, req.wifi_pass],
+            f"provision_set_wifi {ssproto.quote(req.wifi_ssid)} {MASK}",
+        ),
+        Step(
+            ["provision_set_device", req.device_id, req.tenant, req.building, req.room],
+            ssproto.join_args(["provision_set_device", req.device_id, req.tenant, req.building, req.room]),
+        ),
+    ]
+    if req.mqtt_uri is not None:
+        steps.append(Step(["provision_set_mqtt", req.mqtt_uri], ssproto.join_args(["provision_set_mqtt", req.mqtt_uri])))
+    steps.append(Step(["provision_complete"], "provision_complete"))
+    return steps
+
+
+class ProvisionEvents:
+    """Callbacks for a front end; the library itself never prints."""
+
+    def sending(self, display: str) -> None:
+        pass
+
+    def replied(self, line: str) -> None:
+        pass
+
+    def phase(self, text: str) -> None:
+        pass
+
+
+def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEvents | None = None,
+              *, boot_timeout: float = 30.0) -> dict[str, str]:
+    """Provision the device and return its status as read back after the reboot.
+
+    Raises DeviceError if the device refuses a step (nothing is committed then: values are
+    held in the device's RAM until provision_complete), VerifyError if what it reports after
+    the reboot differs from what was sent.
+    """
+    ev = events or ProvisionEvents()
+    req.validate()
+    session.sync()
+    session.command(["provision_discard"])  # forget anything staged by an earlier, aborted run
+    for step in steps_for(req):
+        ev.sending(step.display)
+        reply = session.command(step.args)
+        ev.replied(reply.first)
+    ev.phase("waiting for the device to reboot")
+    session.wait_reboot(boot_timeout)
+    ev.phase("reading the configuration back")
+    status = session.status()
+    verify(session, req, status)
+    return status
+
+
+def verify(session: DeviceSession, req: ProvisionRequest, status: dict[str, str]) -> None:
+    want = {
+        "provisioned": "yes",
+        "wifi_ssid": req.wifi_ssid,
+        "device_id": req.device_id,
+        "tenant": req.tenant,
+        "building": req.building,
+        "room": req.room,
+    }
+    if req.mqtt_uri is not None:
+        want["mqtt_uri"] = req.mqtt_uri
+    wrong = [k for k, v in want.items() if status.get(k) != v]
+    if wrong:
+        raise VerifyError(f"device reports different values after reboot for: {', '.join(wrong)}")
+    if not session.secret_matches(req.wifi_ssid, req.wifi_pass):
+        raise VerifyError("device's stored WiFi password does not match what was sent")
+
+
+def factory_reset(session: DeviceSession, events: ProvisionEvents | None = None,
+                  *, boot_timeout: float = 30.0) -> dict[str, str]:
+    ev = events or ProvisionEvents()
+    session.sync()
+    ev.sending("provision_reset --confirm")
+    reply = session.command(["provision_reset", "--confirm"])
+    ev.replied(reply.first)
+    ev.phase("waiting for the device to reboot")
+    session.wait_reboot(boot_timeout)
+    status = session.status()
+    if status.get("provisioned") != "no" or status.get("wifi_ssid"):
+        raise VerifyError("device still reports a configuration after the factory reset")
+    return status

@@ -1,0 +1,151 @@
+"""The virtual WiFi "air": which access points exist and how they behave.
+
+An air file is JSON::
+
+    {"access_points": [
+        {"ssid": "SafeSignal-Edge", "passphrase": "…", "ip": "192.168.1.50",
+         "fail": null, "wrong_password_status": 202, "connect_ms": 300}
+    ]}
+
+``fail`` may be ``"dhcp_timeout"`` (associates, never gets an address) or ``"down"`` (not
+on the air).  ``wrong_password_status`` is what a wrong passphrase reports: 202
+(STAT_WRONG_PASSWORD), 204 (STAT_HANDSHAKE_TIMEOUT) or 15, as real boards do.  The file is
+read again at every connection attempt, so a test can change the air while a device runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+# network.WLAN status codes, MicroPython ports/esp32/network_wlan.c
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+STAT_NO_AP_FOUND = 201
+STAT_WRONG_PASSWORD = 202
+STAT_HANDSHAKE_TIMEOUT = 204
+
+
+@dataclass
+class AccessPoint:
+    ssid: str
+    passphrase: str
+    ip: str = "192.168.1.50"
+    gateway: str = "192.168.1.1"
+    fail: str | None = None
+    wrong_password_status: int = STAT_WRONG_PASSWORD
+    connect_ms: int = 300
+
+    def accepts(self, key: str) -> bool:
+        if self.passphrase == "":
+            return key == ""
+        if key == self.passphrase:
+            return True
+        if len(key) == 64:
+            # A 64-hex-digit key is the PSK itself: PBKDF2-HMAC-SHA1(passphrase, ssid, 4096, 32)
+            # (IEEE 802.11i-2004, H.4).
+            psk = hashlib.pbkdf2_hmac("sha1", self.passphrase.encode(), self.ssid.encode(), 4096, 32)
+            return key.lower() == psk.hex()
+        return False
+
+
+def _ap_from_json(d: Any) -> AccessPoint:
+    if not isinstance(d, dict) or not isinstance(d.get("ssid"), str):
+        raise UsageError("air file: every access point needs an \"ssid\" string")
+    fail = d.get("fail")
+    if fail not in (None, "dhcp_timeout", "down"):
+        raise UsageError("air file: \"fail\" must be null, \"dhcp_timeout\" or \"down\"")
+    return AccessPoint(
+        ssid=d["ssid"],
+        passphrase=str(d.get("passphrase", "")),
+        ip=str(d.get("ip", "192.168.1.50")),
+        gateway=str(d.get("gateway", "192.168.1.1")),
+        fail=fail,
+        wrong_password_status=int(d.get("wrong_password_status", STAT_WRONG_PASSWORD)),
+        connect_ms=int(d.get("connect_ms", 300)),
+    )
+
+
+class Air:
+    def __init__(self, path: Path | None = None, extra: list[AccessPoint] | None = None) -> None:
+        self.path = path
+        self.extra = list(extra or [])
+        self.access_points()  # fail early on a bad file
+
+    def access_points(self) -> list[AccessPoint]:
+        aps: list[AccessPoint] = []
+        if self.path is not None and self.path.exists():
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise UsageError(f"air file {self.path}: {e}") from None
+            for d in data.get("access_points", []) if isinstance(data, dict) else []:
+                aps.append(_ap_from_json(d))
+        return aps + self.extra
+
+
+class Station:
+    """The device's station interface as the air sees it (one per device)."""
+
+    def __init__(self, air: Air) -> None:
+        self.air = air
+        self.active = False
+        self._ssid: str | None = None
+        self._key = ""
+        self._started = 0.0
+        self._result: tuple[int, AccessPoint | None] = (STAT_IDLE, None)
+        self._pending: tuple[int, AccessPoint | None, int] = (STAT_IDLE, None, 0)
+
+    def connect(self, ssid: str, key: str) -> None:
+        self.active = True
+        self._ssid = ssid
+        self._key = key
+        self._started = time.monotonic()
+        self._result = (STAT_CONNECTING, None)
+        ap = next((a for a in self.air.access_points() if a.ssid == ssid and a.fail != "down"), None)
+        if ap is None:
+            self._pending = (STAT_NO_AP_FOUND, None, 1500)
+        elif (ap.passphrase == "") != (key == ""):
+            # auth mode mismatch: ESP-IDF's scan threshold filters the AP out
+            self._pending = (STAT_NO_AP_FOUND, None, 1500)
+        elif not ap.accepts(key):
+            self._pending = (ap.wrong_password_status, None, ap.connect_ms)
+        elif ap.fail == "dhcp_timeout":
+            self._pending = (STAT_CONNECTING, None, 0)
+        else:
+            self._pending = (STAT_GOT_IP, ap, ap.connect_ms)
+
+    def disconnect(self) -> None:
+        self._ssid = None
+        self._result = (STAT_IDLE, None)
+        self._pending = (STAT_IDLE, None, 0)
+
+    def status(self) -> int:
+        if self._ssid is None:
+            return STAT_IDLE
+        code, ap, after_ms = self._pending
+        if code != STAT_CONNECTING and (time.monotonic() - self._started) * 1000 >= after_ms:
+            self._result = (code, ap)
+        code, ap = self._result
+        if code == STAT_GOT_IP and ap is not None:
+            # Still on the air with the same passphrase?  Otherwise the link drops.
+            now = next((a for a in self.air.access_points() if a.ssid == ap.ssid), None)
+            if now is None or now.fail == "down" or not now.accepts(self._key):
+                self._result = (STAT_IDLE, None)
+                self._pending = (STAT_IDLE, None, 0)
+                self._ssid = None
+                return STAT_IDLE
+        return code
+
+    def ifconfig(self) -> list[str]:
+        code, ap = self._result
+        if code == STAT_GOT_IP and ap is not None:
+            return [ap.ip, "255.255.255.0", ap.gateway, ap.gateway]
+        return ["0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0"]

@@ -1,0 +1,49 @@
+"""Client for a running virtual device's control socket (``safesignal sim --control PATH``)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from ..errors import SafeSignalError
+
+
+class SimControl:
+    def __init__(self, path: Path | str, timeout: float = 10.0) -> None:
+        self.path = str(path)
+        self.timeout = timeout
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        args["op"] = op
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(self.timeout)
+                s.connect(self.path)
+                s.sendall(json.dumps(args).encode() + b"\n")
+                buf = b""
+                while not buf.endswith(b"\n"):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    buf += chunk
+        except OSError as e:
+            raise SafeSignalError(f"cannot reach the virtual device at {self.path}: {e}") from None
+        reply: dict[str, Any] = json.loads(buf)
+        if not reply.get("ok"):
+            raise SafeSignalError(f"virtual device refused {op}: {reply.get('error')}")
+        return reply
+
+    def state(self) -> dict[str, Any]:
+        st: dict[str, Any] = self.call("state")["state"]
+        return st
+
+    def reset(self) -> None:
+        self.call("reset")
+
+    def power_cut(self) -> None:
+        self.call("power_cut")
+
+    def power_cut_after(self, writes: int) -> None:
+        self.call("power_cut_after", writes=writes)

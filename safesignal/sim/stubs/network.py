@@ -1,0 +1,45 @@
+# Virtual-device stub of MicroPython's network module: network.WLAN in station mode, answered
+# by the supervisor's WiFi "air" model.  Status codes as on the ESP32 port.
+
+import _hw
+
+STA_IF = 0
+AP_IF = 1
+STAT_IDLE = 1000
+STAT_CONNECTING = 1001
+STAT_GOT_IP = 1010
+STAT_NO_AP_FOUND = 201
+STAT_WRONG_PASSWORD = 202
+STAT_CONNECT_FAIL = 203
+STAT_HANDSHAKE_TIMEOUT = 204
+
+
+class WLAN:
+    def __init__(self, interface_id=STA_IF):
+        if interface_id != STA_IF:
+            raise ValueError("the virtual device models the station interface only")
+
+    def active(self, is_active=None):
+        return _hw.call("wlan_active", value=is_active)
+
+    def connect(self, ssid=None, key=None, bssid=None):
+        _hw.call("wlan_connect", ssid=ssid, key=key if key is not None else "")
+
+    def disconnect(self):
+        _hw.call("wlan_disconnect")
+
+    def status(self, param=None):
+        if param is not None:
+            return _hw.call("wlan_status_param", param=param)
+        return _hw.call("wlan_status")
+
+    def isconnected(self):
+        return _hw.call("wlan_status") == STAT_GOT_IP
+
+    def ifconfig(self, config=None):
+        return tuple(_hw.call("wlan_ifconfig"))
+
+    def config(self, *args, **kwargs):
+        if args:
+            return _hw.call("wlan_config_get", name=args[0])
+        return None
