@@ -232,6 +232,12 @@ def add_provision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-log", action="store_true", help="show the device's log lines on stderr")
 
 
+def _add_factory_reset_args(p: argparse.ArgumentParser) -> None:
+    _add_port(p)
+    p.add_argument("--boot-timeout", type=float, default=30.0, help="seconds to wait for the reboot (default 30)")
+    p.add_argument("--show-log", action="store_true", help="show the device's log lines on stderr")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="safesignal", description="SafeSignal panic-button provisioning tools")
     ap.add_argument("--version", action="version", version=f"safesignal {__version__}")
@@ -248,9 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("factory-reset", help="erase a device's credentials; it reboots into provisioning mode")
-    _add_port(p)
-    p.add_argument("--boot-timeout", type=float, default=30.0)
-    p.add_argument("--show-log", action="store_true")
+    _add_factory_reset_args(p)
     p.set_defaults(func=cmd_factory_reset)
 
     p = sub.add_parser("console", help="show the device's console output (like idf.py monitor)")
@@ -274,7 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    return _run(build_parser(), argv)
+
+
+def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> int:
+    """The seed guide's scripts (provision_device.py, factory_reset.py): one command each."""
+    parser = argparse.ArgumentParser(prog=prog, description=f"SafeSignal {command} over the serial console")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
+    if command == "provision":
+        add_provision_args(parser)
+        parser.set_defaults(func=cmd_provision)
+    elif command == "factory-reset":
+        _add_factory_reset_args(parser)
+        parser.set_defaults(func=cmd_factory_reset)
+    else:
+        raise ValueError(command)
+    return _run(parser, argv)
+
+
+def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,

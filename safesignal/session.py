@@ -51,6 +51,7 @@ class DeviceSession:
         self.timeout = timeout
         self.on_log = on_log
         self.log_lines: list[str] = []
+        self.received: list[str] = []  # every line the device sent (for audits: no secrets there)
         self._ser = ser if ser is not None else open_port(url)
         self._buf = b""
         self._pending: list[str] = []
@@ -108,6 +109,7 @@ class DeviceSession:
             if chunk:
                 self._buf += chunk
         line = self._pending.pop(0)
+        self.received.append(line)
         if ssproto.is_log_line(line):
             self.log_lines.append(line)
             if self.on_log is not None:

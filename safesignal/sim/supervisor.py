@@ -253,8 +253,8 @@ class Supervisor:
         self._kill("power cut")
 
     def power_cut_after(self, writes: int) -> None:
-        """Cut the power when the device issues its ``writes``-th NVS write/erase/commit."""
-        self._cut_after = writes
+        """Cut the power when the device issues its ``writes``-th NVS write/erase/commit (0 disarms)."""
+        self._cut_after = writes if writes > 0 else None
 
     def state(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,196 @@
+"""Shared fixtures: real mosquitto, virtual devices (real MicroPython behind a real pty), and
+a guard that fails a test when any output it captured contains a secret."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from safesignal.session import DeviceSession
+from safesignal.sim.control import SimControl
+
+REPO = Path(__file__).resolve().parents[1]
+FIRMWARE = REPO / "firmware" / "esp32-button"
+SCRIPTS = FIRMWARE / "scripts"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(what: str, how: str) -> None:
+    """A missing resource fails in CI and skips (with the command that provides it) elsewhere."""
+    if IN_CI:
+        pytest.fail(f"{what} is missing in CI: {how}")
+    pytest.skip(f"{what} is missing: {how}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class SecretGuard:
+    def __init__(self) -> None:
+        self.secrets: list[str] = []
+        self.outputs: list[tuple[str, str]] = []
+        self.files: list[Path] = []
+
+    def secret(self, value: str) -> str:
+        self.secrets.append(value)
+        return value
+
+    def output(self, name: str, text: str | bytes) -> None:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        self.outputs.append((name, text))
+
+    def check(self) -> None:
+        outs = list(self.outputs)
+        for f in self.files:
+            if f.exists():
+                outs.append((str(f), f.read_text(encoding="utf-8", errors="replace")))
+        for name, text in outs:
+            for s in self.secrets:
+                assert s not in text, f"a secret appeared in {name}"
+
+
+@pytest.fixture
+def guard() -> Iterator[SecretGuard]:
+    g = SecretGuard()
+    yield g
+    g.check()
+
+
+class Sim:
+    """One `safesignal sim` process: the CLI contract, driven the way a user or script would."""
+
+    def __init__(self, tmp: Path, guard: SecretGuard, name: str = "dev", aps: list[tuple[str, str]] | None = None,
+                 air: Path | None = None, flash: Path | None = None, mac: str | None = None) -> None:
+        self.dir = tmp / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = str(self.dir / "ttySIM0")
+        self.flash = flash or self.dir / "flash.bin"
+        self.control_path = self.dir / "ctl"
+        self.stdout_path = self.dir / "sim.stdout"
+        self.stderr_path = self.dir / "sim.stderr"
+        guard.files += [self.stdout_path, self.stderr_path]
+        self.guard = guard
+        cmd = [sys.executable, "-m", "safesignal", "sim", "--port-link", self.port, "--flash", str(self.flash),
+               "--control", str(self.control_path)]
+        for ssid, pw in aps or []:
+            cmd += ["--ap", ssid, pw]
+        if air is not None:
+            cmd += ["--air", str(air)]
+        if mac is not None:
+            cmd += ["--mac", mac]
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO)
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        self._out.write(line)
+        self._out.flush()
+        if not line.startswith(b"ready "):
+            self.stop()
+            raise AssertionError(f"sim did not start: {line!r} {self.stderr_path.read_text()}")
+        self.ready_line = line.decode().strip()
+        self.control = SimControl(self.control_path)
+
+    def session(self, timeout: float = 10.0) -> DeviceSession:
+        return DeviceSession(self.port, timeout=timeout)
+
+    def wait_boot(self, after: int, timeout: float = 15.0) -> None:
+        """Wait until the device has booted again since state()["boots"] was ``after``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            st = self.control.state()
+            if st["boots"] > after and st["running"]:
+                return
+            time.sleep(0.02)
+        raise AssertionError("device did not reboot")
+
+    def stop(self) -> int:
+        if self._out.closed:
+            return self.proc.returncode
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self._out.write(self.proc.stdout.read())
+        self._out.close()
+        self._err.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def make_sim(tmp_path: Path, guard: SecretGuard) -> Iterator[object]:
+    sims: list[Sim] = []
+
+    def make(**kw: object) -> Sim:
+        s = Sim(tmp_path, guard, **kw)  # type: ignore[arg-type]
+        sims.append(s)
+        return s
+
+    yield make
+    for s in sims:
+        s.stop()
+
+
+class Mosquitto:
+    def __init__(self, tmp: Path) -> None:
+        exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        if exe is None:
+            need("mosquitto", "apt-get install mosquitto")
+        self.port = free_port()
+        self.log_path = tmp / "mosquitto.log"
+        conf = tmp / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {self.log_path}\nlog_type all\n"
+            + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        self.proc = subprocess.Popen([str(exe), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"mosquitto did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                time.sleep(0.02)
+        self.uri = f"mqtt://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, text: str, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"mosquitto never logged {text!r}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    m = Mosquitto(tmp_path)
+    yield m
+    m.stop()
