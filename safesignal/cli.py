@@ -17,7 +17,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -73,9 +73,9 @@ def _open(port: str, args: argparse.Namespace) -> DeviceSession:
     return session
 
 
-def _log_sink(args: argparse.Namespace) -> object:
+def _log_sink(args: argparse.Namespace) -> Callable[[str], None] | None:
     if getattr(args, "show_log", False):
-        return lambda line: err(line)
+        return err
     return None
 
 
@@ -158,13 +158,18 @@ def cmd_console(args: argparse.Namespace) -> int:
     """Show the device's console output (like `idf.py monitor`), optionally until a line matches."""
     until = re.compile(args.until) if args.until else None
     with DeviceSession(args.port, timeout=args.timeout) as session:
+        booting = False
         if args.reboot:
             session.sync()
-            session.write_line("reboot")
+            session.command(["reboot"])
+            booting = True  # skip what the old boot still prints until the new one starts
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         while True:
             line = session.read_line(min(deadline, time.monotonic() + 1.0))
             if line is not None:
+                if booting and not line.startswith("[BOOT]"):
+                    continue
+                booting = False
                 out(line)
                 if until is not None and until.search(line):
                     return 0

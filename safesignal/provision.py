@@ -69,7 +69,8 @@ def steps_for(req: ProvisionRequest) -> list[Step]:
         ),
     ]
     if req.mqtt_uri is not None:
-        steps.append(Step(["provision_set_mqtt", req.mqtt_uri], ssproto.join_args(["provision_set_mqtt", req.mqtt_uri])))
+        args = ["provision_set_mqtt", req.mqtt_uri]
+        steps.append(Step(args, ssproto.join_args(args)))
     steps.append(Step(["provision_complete"], "provision_complete"))
     return steps
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import serial
+
 import ssproto
 
 from .errors import DeviceError, DeviceTimeout, PortError
@@ -101,7 +102,7 @@ class DeviceSession:
             if time.monotonic() >= deadline:
                 return None
             try:
-                n = self._ser.in_waiting
+                n = getattr(self._ser, "in_waiting", 0)
                 chunk = self._ser.read(n if n > 0 else 1)
             except (serial.SerialException, OSError):
                 self._recover(deadline)

@@ -170,7 +170,8 @@ class Mosquitto:
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"mosquitto did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                    why = self.proc.stderr.read() if self.proc.stderr else ""
+                    raise AssertionError(f"mosquitto did not start: {why!r}") from None
                 time.sleep(0.02)
         self.uri = f"mqtt://127.0.0.1:{self.port}"
 

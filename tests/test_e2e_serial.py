@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FIRMWARE, Mosquitto, SecretGuard, Sim
 from safesignal.nvs import parse_partition
 from safesignal.session import BOOT_LINE, DeviceSession
-
-from conftest import SCRIPTS, FIRMWARE, Mosquitto, SecretGuard, Sim
 
 SSID = "SafeSignal-Edge"
 IDENT = ["esp32-prod-001", "tenant-a", "building-a", "room-1"]
@@ -153,8 +152,12 @@ def test_manual_console_flow(make_sim, guard: SecretGuard, mosquitto: Mosquitto)
     sim = make_sim(aps=[(SSID, pw)])
     with sim.session() as s:
         s.sync()
-        typed = [f"provision_set_wifi SafeSignal-Edge {pw}", "provision_set_device esp32-prod-001 tenant-a building-a room-1",
-                 f"provision_set_mqtt {mosquitto.uri}", "provision_complete"]
+        typed = [
+            f"provision_set_wifi SafeSignal-Edge {pw}",
+            "provision_set_device esp32-prod-001 tenant-a building-a room-1",
+            f"provision_set_mqtt {mosquitto.uri}",
+            "provision_complete",
+        ]
         for line in typed:
             s._ser.write(line.encode() + b"\r")
             s.wait_for_line("OK", 10)
@@ -272,8 +275,13 @@ def test_bad_values_rejected_nothing_saved(make_sim, guard: SecretGuard) -> None
             st = s.status()
             assert st["pending"] == "none" and st["provisioned"] == "no", args
         # malformed lines
-        for raw, code in ((b'provision_set_wifi "unterminated', "QUOTE"), (b"provision_set_wifi \xff\xfe x", "ENCODING"),
-                          (b"a" * 2000, "TOOLONG"), (b"no_such_command secret-ish", "UNKNOWN")):
+        malformed = [
+            (b'provision_set_wifi "unterminated', "QUOTE"),
+            (b"provision_set_wifi \xff\xfe x", "ENCODING"),
+            (b"a" * 2000, "TOOLONG"),
+            (b"no_such_command secret-ish", "UNKNOWN"),
+        ]
+        for raw, code in malformed:
             s._ser.write(raw + b"\r\n")
             while True:
                 line = s.read_line(time.monotonic() + 5)
@@ -302,7 +310,9 @@ def test_port_that_does_not_exist(guard: SecretGuard, tmp_path: Path) -> None:
     assert p.returncode == 3 and p.stderr.splitlines()[0] == f"✗ Error: Could not open serial port {port}"
 
 
-def test_wrong_wifi_password_then_fix_without_factory_reset(make_sim, guard: SecretGuard, mosquitto: Mosquitto) -> None:
+def test_wrong_wifi_password_then_fix_without_factory_reset(
+    make_sim, guard: SecretGuard, mosquitto: Mosquitto
+) -> None:
     good, bad = guard.secret("the-right-password"), guard.secret("the-wrong-password")
     sim = make_sim(aps=[(SSID, good)])
     r = run_cli(guard, "provision", *seed_args(sim.port, bad, "--mqtt-uri", mosquitto.uri))

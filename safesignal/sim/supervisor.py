@@ -136,7 +136,7 @@ class Supervisor:
         if self._proc is not None:
             try:
                 await asyncio.wait_for(self._proc.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         for t in self._tasks:
             t.cancel()

@@ -6,6 +6,8 @@ import sys
 from ss_compat import sleep_ms
 
 FIRMWARE = "safesignal-button 0.1.0"
+# Oldest MicroPython this firmware supports (also pinned in manifest.py and PROVISIONING.md).
+REQUIRES_MICROPYTHON = (1, 24, 0)
 
 
 def _chip_id(machine):
@@ -29,6 +31,9 @@ async def _main():
     from ss_wifi import Wifi
 
     print("[BOOT] %s, chip %s" % (FIRMWARE, _chip_id(machine)))
+    if tuple(sys.implementation.version[:3]) < REQUIRES_MICROPYTHON:
+        print("[BOOT] Warning: MicroPython %d.%d.%d is older than the supported %d.%d.%d"
+              % (tuple(sys.implementation.version[:3]) + REQUIRES_MICROPYTHON))
     store = ss_store.provision_init(esp32.NVS(ss_store.NAMESPACE))
     print("[PROVISION] Provisioning system initialized")
 

@@ -16,7 +16,6 @@ import json
 
 from ss_compat import const
 
-
 NAMESPACE = "provision"
 LAYOUT_VERSION = const(1)
 _MAGIC = b"SSC"

@@ -208,7 +208,9 @@ def check_passphrase(s):
         if o < 0x20 or o > 0x7E:
             raise ProtocolError(E_INVALID, "WiFi password must be printable ASCII (or 64 hex digits)")
     if len(s) < PASS_MIN or len(s) > PASS_MAX:
-        raise ProtocolError(E_INVALID, "WiFi password must be 8-63 characters (or 64 hex digits, or empty for an open network)")
+        raise ProtocolError(
+            E_INVALID, "WiFi password must be 8-63 characters (or 64 hex digits, or empty for an open network)"
+        )
     return s
 
 
@@ -226,7 +228,8 @@ def check_ident(what, s):
     for c in s:
         if not _ident_char(c, first):
             raise ProtocolError(
-                E_INVALID, what + " may contain only letters, digits, '.', '_' and '-' and must start with a letter or digit"
+                E_INVALID,
+                what + " may contain only letters, digits, '.', '_' and '-' and must start with a letter or digit",
             )
         first = False
     return s

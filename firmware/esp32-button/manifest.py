@@ -1,0 +1,14 @@
+# Freeze the SafeSignal firmware into a MicroPython build for the ESP32-S3 (optional: copying
+# the files with mpremote works too; see PROVISIONING.md).  Requires MicroPython >= 1.24.0.
+#
+#   make -C ports/esp32 BOARD=ESP32_GENERIC_S3 FROZEN_MANIFEST=/path/to/firmware/esp32-button/manifest.py
+#
+# A frozen main.py takes precedence over one on the filesystem, so a frozen build cannot be
+# replaced by copying files onto the board.
+
+include("$(PORT_DIR)/boards/manifest.py")
+
+package("ssproto", base_path="lib")
+for name in ("ss_app.py", "ss_compat.py", "ss_console.py", "ss_mqtt.py", "ss_store.py", "ss_wifi.py"):
+    module(name, base_path="lib")
+module("main.py")

@@ -1,0 +1,131 @@
+"""The host session against a scripted console on a real pty: echo, log lines in the middle of
+replies, CR-only / LF-only / CRLF line ends, a device that is still booting, timeouts."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import tty
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from safesignal.errors import DeviceError, DeviceTimeout
+from safesignal.session import DeviceSession
+
+
+class FakeConsole:
+    """Answers like the firmware, with the quirks of real consoles switched on."""
+
+    def __init__(self, eol: bytes = b"\r\n", echo: bool = True, boot_delay: float = 0.0,
+                 reply: Callable[[str], list[str]] | None = None) -> None:
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.port = os.ttyname(self.slave)
+        self.eol = eol
+        self.echo = echo
+        self.boot_delay = boot_delay
+        self.reply = reply
+        self.seen: list[str] = []
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def send(self, *lines: str) -> None:
+        os.write(self.master, b"".join(x.encode() + self.eol for x in lines))
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        buf = b""
+        while not self._stop:
+            try:
+                data = os.read(self.master, 1024)
+            except OSError:
+                time.sleep(0.01)
+                continue
+            if time.monotonic() - started < self.boot_delay:
+                continue  # still booting: input is lost
+            buf += data
+            while b"\r\n" in buf:
+                raw, buf = buf.split(b"\r\n", 1)
+                line = raw.decode()
+                self.seen.append(line)
+                if self.echo:
+                    self.send(line)
+                self.send("[WIFI] Connecting to 'x'...")  # a log line before the reply
+                if line.startswith("ping "):
+                    self.send("OK pong " + line[5:])
+                elif self.reply is not None:
+                    self.send(*self.reply(line))
+
+    def close(self) -> None:
+        self._stop = True
+        os.close(self.master)
+        os.close(self.slave)
+
+
+@pytest.fixture
+def console() -> Iterator[Callable[..., FakeConsole]]:
+    made: list[FakeConsole] = []
+
+    def make(**kw: object) -> FakeConsole:
+        c = FakeConsole(**kw)  # type: ignore[arg-type]
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def status_reply(line: str) -> list[str]:
+    if line == "provision_status":
+        return ["Provisioned: yes", "[MQTT] Connecting to broker...", 'WiFi SSID: "My Net"', "Pending: none",
+                "OK"]
+    if line.startswith("provision_set_wifi"):
+        return ["ERR INVALID SSID must be 1-32 bytes of UTF-8"]
+    return ["ERR UNKNOWN unknown command (type help)"]
+
+
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n", b"\r"])
+def test_reply_parsing_with_echo_logs_and_line_ends(console, eol: bytes) -> None:
+    c = console(eol=eol, reply=status_reply)
+    with DeviceSession(c.port, timeout=3) as s:
+        s.sync()
+        r = s.command(["provision_status"])
+        assert r.ok
+        assert r.lines == ["Provisioned: yes", 'WiFi SSID: "My Net"', "Pending: none"]
+        assert "[MQTT] Connecting to broker..." in s.log_lines
+        with pytest.raises(DeviceError) as e:
+            s.command(["provision_set_wifi", "x" * 40, "password1"])
+        assert e.value.code == "INVALID"
+
+
+def test_sync_waits_for_a_booting_device_and_drains_stale_replies(console) -> None:
+    c = console(boot_delay=1.0, reply=status_reply)
+    c.send("OK pong stale", "OK")  # junk from before we opened the port
+    with DeviceSession(c.port, timeout=5) as s:
+        t = time.monotonic()
+        s.sync()
+        assert time.monotonic() - t >= 0.9
+        assert s.command(["provision_status"]).lines[0] == "Provisioned: yes"
+
+
+def test_timeout_is_clear(console) -> None:
+    c = console(reply=lambda line: [])  # never answers commands
+    with DeviceSession(c.port, timeout=0.5) as s:
+        s.sync()
+        with pytest.raises(DeviceTimeout, match="no answer to 'provision_status'"):
+            s.command(["provision_status"])
+
+
+def test_silent_device_sync_times_out(tmp_path) -> None:
+    master, slave = os.openpty()
+    try:
+        with DeviceSession(os.ttyname(slave), timeout=0.6) as s:
+            with pytest.raises(DeviceTimeout, match="did not answer"):
+                s.sync()
+    finally:
+        os.close(master)
+        os.close(slave)
