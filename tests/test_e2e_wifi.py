@@ -1,0 +1,132 @@
+"""The virtual WiFi air: status codes real boards give, live changes to the air file, and the
+firmware's reaction to each (log lines, state, retries, reconnects)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from safesignal.session import DeviceSession
+
+from conftest import SecretGuard, Sim
+
+
+def write_air(path: Path, aps: list[dict[str, object]]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"access_points": aps}))
+    os.replace(tmp, path)
+
+
+def provision(s: DeviceSession, ssid: str, pw: str) -> None:
+    s.sync()
+    s.command(["provision_set_wifi", ssid, pw])
+    s.command(["provision_set_device", "dev-1", "t", "b", "r"])
+    s.command(["provision_set_mqtt", "mqtt://127.0.0.1:9"])  # nothing listens there
+    s.command(["provision_complete"])
+    s.wait_reboot()
+
+
+def wait_state(s: DeviceSession, want: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (got := s.status()["wifi_state"]) != want:
+        assert time.monotonic() < deadline, f"wifi state stayed {got}, wanted {want}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("code", [202, 204, 15])
+def test_wrong_password_codes_all_mean_auth_failure(make_sim, guard: SecretGuard, tmp_path: Path, code: int) -> None:
+    good = guard.secret("correct-horse-1")
+    bad = guard.secret("battery-staple-2")
+    air = tmp_path / "air.json"
+    write_air(air, [{"ssid": "Net", "passphrase": good, "wrong_password_status": code}])
+    sim: Sim = make_sim(air=air)
+    with sim.session() as s:
+        provision(s, "Net", bad)
+        s.wait_for_line(f"[WIFI] Connection failed: authentication failed (wrong password?) (status {code})", 10)
+        assert s.status()["wifi_state"] in ("auth_failed", "connecting")
+        guard.output("console", "\n".join(s.received))
+
+
+def test_unknown_ssid_dhcp_timeout_and_live_air_changes(make_sim, guard: SecretGuard, tmp_path: Path) -> None:
+    pw = guard.secret("air-password-1")
+    air = tmp_path / "air.json"
+    write_air(air, [])  # nothing on the air yet
+    sim: Sim = make_sim(air=air)
+    with sim.session() as s:
+        provision(s, "Late-AP", pw)
+        s.wait_for_line("[WIFI] Connection failed: access point not found (status 201)", 10)
+        wait_state(s, "no_ap")
+        # The AP appears: the device finds it on a later retry, without any help.
+        write_air(air, [{"ssid": "Late-AP", "passphrase": pw, "connect_ms": 50}])
+        s.wait_for_line("[WIFI] Got IP address: 192.168.1.50", 15)
+        wait_state(s, "connected")
+        # The AP goes down: the link drops and the device notices.
+        write_air(air, [{"ssid": "Late-AP", "passphrase": pw, "fail": "down"}])
+        s.wait_for_line("[WIFI] Disconnected from AP", 10)
+        # Back, but its DHCP server is broken: associated, no address, so it times out (20 s).
+        write_air(air, [{"ssid": "Late-AP", "passphrase": pw, "fail": "dhcp_timeout"}])
+        s.wait_for_line("[WIFI] Connection failed: no IP address in time (DHCP?) (status 1001)", 40)
+        assert s.status()["provisioned"] == "yes"  # the console answered throughout
+        guard.output("console", "\n".join(s.received))
+
+
+def test_password_prompt_is_hidden(make_sim, guard: SecretGuard) -> None:
+    """No --wifi-pass and no environment variable: the tool asks on the terminal, without echo."""
+    pw = guard.secret("typed-at-the-prompt")
+    sim: Sim = make_sim(aps=[("Net", pw)])
+    env = {k: v for k, v in os.environ.items() if k != "SAFESIGNAL_WIFI_PASS"}
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the pty is its controlling terminal, as for a person at a laptop
+        os.execve(sys.executable, [sys.executable, "-m", "safesignal", "provision", "--port", sim.port,
+                                   "--wifi-ssid", "Net", "--device-id", "d", "--tenant", "t", "--building", "b",
+                                   "--room", "r"], env)
+    out = b""
+    typed = False
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            chunk = b""
+        out += chunk
+        if not typed and b"WiFi password (not shown): " in out:
+            os.write(fd, pw.encode() + b"\n")
+            typed = True
+        done, st = os.waitpid(pid, os.WNOHANG)
+        if done:
+            status = st
+            try:
+                while chunk := os.read(fd, 4096):
+                    out += chunk
+            except OSError:
+                pass
+            break
+        if not chunk:
+            time.sleep(0.02)
+    os.close(fd)
+    text = out.decode(errors="replace")
+    guard.output("terminal", text)
+    assert typed, text
+    assert status is not None and os.waitstatus_to_exitcode(status) == 0, text
+    assert "✓ Provisioning complete!" in text
+    with sim.session() as s:
+        s.sync()
+        assert s.secret_matches("Net", pw)
+
+
+def test_no_password_without_terminal_is_a_clear_error(make_sim, guard: SecretGuard) -> None:
+    sim: Sim = make_sim()
+    env = {k: v for k, v in os.environ.items() if k != "SAFESIGNAL_WIFI_PASS"}
+    p = subprocess.run([sys.executable, "-m", "safesignal", "provision", "--port", sim.port, "--wifi-ssid", "Net",
+                        "--device-id", "d", "--tenant", "t", "--building", "b", "--room", "r"],
+                       capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=30)
+    assert p.returncode == 2
+    assert "no WiFi password" in p.stderr and "SAFESIGNAL_WIFI_PASS" in p.stderr
