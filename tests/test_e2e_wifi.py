@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from safesignal.session import DeviceSession
-
 from conftest import SecretGuard, Sim
+from safesignal.session import DeviceSession
 
 
 def write_air(path: Path, aps: list[dict[str, object]]) -> None:

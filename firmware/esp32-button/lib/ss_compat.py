@@ -32,7 +32,11 @@ def rand16():
 def backoff_ms(attempt, rnd, lo=1000, hi=60000):
     """Delay before retry number ``attempt`` (0-based): exponential from ``lo`` capped at
     ``hi``, then jitter: a uniform pick in [50%, 100%] of it (``rnd`` is a random int)."""
-    base = lo << min(attempt, 10)
+    base = lo
+    for _ in range(attempt):
+        if base >= hi:
+            break
+        base <<= 1
     if base > hi:
         base = hi
     return base // 2 + (rnd % (base // 2 + 1))

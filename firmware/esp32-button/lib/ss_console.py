@@ -61,8 +61,12 @@ class LineReader:
                 self._overflow = False
                 return None if over else line
             if c == _BS or c == _DEL:
-                if self._buf:
-                    self._buf = self._buf[:-1]
+                # Remove one character, not one byte: step back over UTF-8 continuation bytes.
+                i = len(self._buf) - 1
+                while i > 0 and self._buf[i] & 0xC0 == 0x80:
+                    i -= 1
+                if i >= 0:
+                    self._buf = self._buf[:i]
                 continue
             if c == _CTRL_C:
                 self._buf = bytearray()

@@ -32,6 +32,8 @@ CONNACK_REASONS = {
 
 
 def encode_length(n):
+    if n < 0 or n > 268435455:  # 4 bytes of 7 bits: MQTT 3.1.1 section 2.2.3
+        raise ValueError("remaining length out of range")
     out = bytearray()
     while True:
         b = n & 0x7F
@@ -59,7 +61,8 @@ def encode_pingreq():
 
 
 async def read_packet(reader):
-    """Read one packet; returns (first byte, body bytes).  Raises OSError on EOF."""
+    """Read one packet; returns (first byte, body bytes).  Raises EOFError (CPython:
+    IncompleteReadError) when the connection ends, OSError on a malformed length."""
     h = await reader.readexactly(1)
     n = 0
     shift = 0

@@ -124,13 +124,15 @@ class Store:
                 self.load_error = StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
                 self._finish_interrupted_clear()
                 return
+            # Known from here on, even if the record turns out bad: the next save must go to
+            # the other slot, never over the one the marker points at.
+            self._gen = gen
             raw = self._get_blob(_SLOTS[gen % 2])
             if raw is None:
                 raise StoreError("CORRUPT", "active record is missing")
             rgen, cfg = decode_record(raw)
             if rgen != gen:
                 raise StoreError("CORRUPT", "active record has the wrong generation")
-            self._gen = gen
             self._cfg = cfg
         except StoreError as e:
             self.load_error = e

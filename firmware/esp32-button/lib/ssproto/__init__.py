@@ -170,13 +170,17 @@ def is_log_line(line):
 # --- validation -------------------------------------------------------------------------
 
 def _utf8_len(s):
-    return len(s.encode("utf-8"))
+    try:
+        return len(s.encode("utf-8"))
+    except UnicodeError:  # lone surrogates (CPython argv with undecodable bytes)
+        raise ProtocolError(E_INVALID, "value must be valid UTF-8")
 
 
 def _has_control(s):
+    # C0, DEL and C1 (U+0080-U+009F: terminal escapes such as CSI U+009B, NEL U+0085)
     for c in s:
         o = ord(c)
-        if o < 0x20 or o == 0x7F:
+        if o < 0x20 or 0x7F <= o <= 0x9F:
             return True
     return False
 
@@ -188,6 +192,14 @@ def check_ssid(s):
     if _has_control(s):
         raise ProtocolError(E_INVALID, "SSID must not contain control characters")
     return s
+
+
+def _is_digits(s):
+    # ASCII only: str.isdigit() also accepts superscripts and other scripts' digits.
+    for c in s:
+        if not ("0" <= c <= "9"):
+            return False
+    return True
 
 
 def _is_hex(s):
@@ -268,7 +280,7 @@ def parse_mqtt_uri(uri):
     if colon >= 0:
         host = rest[:colon]
         p = rest[colon + 1:]
-        if not p or len(p) > 5 or not p.isdigit():
+        if not p or len(p) > 5 or not _is_digits(p):
             raise ProtocolError(E_INVALID, "MQTT URI port must be a number 1-65535")
         port = int(p)
         if port < 1 or port > 65535:
