@@ -4,7 +4,13 @@ ensure_venv() {
     local extra="$1"
     local py="${PYTHON:-python3}"
     if [ ! -x .venv/bin/python ]; then
-        "$py" -m venv .venv
+        # Debian's python3 lacks ensurepip unless python3-venv is installed: fall back to
+        # virtualenv from PyPI (user install, no root needed).
+        if ! "$py" -m venv .venv 2>/dev/null; then
+            rm -rf .venv
+            "$py" -m virtualenv --version >/dev/null 2>&1 || "$py" -m pip install --quiet --user virtualenv
+            "$py" -m virtualenv --quiet .venv
+        fi
     fi
     local stamp=".venv/.installed$extra-$(sha256sum pyproject.toml | cut -c1-16)"
     if [ ! -e "$stamp" ]; then
