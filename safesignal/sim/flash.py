@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from ..nvs import NvsEntry, NvsFullError, build_partition, parse_partition
+from ..nvs import NvsEntry, NvsFormatError, NvsFullError, build_partition, parse_partition
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,7 @@ ESP_ERR_NVS_NOT_FOUND = 0x1102
 ESP_ERR_NVS_NOT_ENOUGH_SPACE = 0x1105
 ESP_ERR_NVS_KEY_TOO_LONG = 0x1109
 ESP_ERR_NVS_INVALID_LENGTH = 0x110C
+ESP_ERR_NVS_VALUE_TOO_LONG = 0x110E
 
 _MISSING = object()
 
@@ -93,10 +94,15 @@ class FlashNvs:
                 merged[k] = v
             else:
                 merged.pop(k, None)
+        # Entries of one namespace together, namespaces in the order they were first opened.
+        order = {ns: i for i, ns in enumerate(self.namespaces)}
+        entries = sorted(merged.values(), key=lambda e: order.get(e.namespace, len(order)))
         try:
-            image = build_partition(list(merged.values()), self.size)
+            image = build_partition(entries, self.size)
         except NvsFullError:
             raise NvsOpError(ESP_ERR_NVS_NOT_ENOUGH_SPACE) from None
+        except NvsFormatError:
+            raise NvsOpError(ESP_ERR_NVS_VALUE_TOO_LONG) from None
         self._write(image)
         self.committed = merged
         self.pending = {}
