@@ -349,3 +349,37 @@ def test_sim_ready_line_and_clean_exit(make_sim) -> None:
         assert s.status()["chip_id"] == "aa:bb:cc:dd:ee:01"
     assert sim.stop() == 0
     assert not os.path.lexists(sim.port)
+
+
+def test_help_reboot_and_ctrl_c_keep_the_console(make_sim, guard: SecretGuard) -> None:
+    sim = make_sim()
+    with sim.session() as s:
+        s.sync()
+        r = s.command(["help"])
+        assert r.lines[0] == "Commands:"
+        for cmd in ("provision_set_wifi", "provision_set_device", "provision_set_mqtt", "provision_complete",
+                    "provision_status", "provision_reset --confirm", "provision clear", "reboot", "help"):
+            assert any(line.strip().startswith(cmd) for line in r.lines), cmd
+        # Ctrl-C discards the line being typed; it does not stop the firmware or open a REPL.
+        boots = sim.control.state()["boots"]
+        s._ser.write(b"provision_set_wifi half-typed\x03")
+        s._ser.write(b"\x03\x03\r\n")
+        assert s.command(["ping", "after-ctrl-c"]).text == "pong after-ctrl-c"
+        assert s.status()["pending"] == "none"
+        assert sim.control.state()["boots"] == boots
+        assert not any(">>>" in x for x in s.received)
+        # reboot restarts the chip (the flash stays as it was).
+        r = s.command(["reboot"])
+        assert r.lines == ["Rebooting..."]
+        s.wait_reboot()
+        assert sim.control.state()["boots"] == boots + 1
+        guard.output("console", "\n".join(s.received))
+
+
+def test_sim_exits_cleanly_on_sigint(make_sim) -> None:
+    import signal
+
+    sim = make_sim()
+    sim.proc.send_signal(signal.SIGINT)
+    assert sim.proc.wait(10) == 0
+    assert not os.path.lexists(sim.port)
