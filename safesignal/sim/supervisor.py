@@ -24,6 +24,7 @@ import shutil
 import signal
 import sys
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,30 +267,15 @@ class Supervisor:
             "cut_pending": self._cut_after,
         }
 
-    async def _ctl_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    @staticmethod
+    async def _json_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          handle: Callable[[bytes], dict[str, Any] | None]) -> None:
+        """Serve one JSON-lines connection; ``handle`` returns the reply, or None to hang up."""
         try:
             while line := await reader.readline():
-                try:
-                    req = json.loads(line)
-                    op = req.get("op")
-                    if op == "state":
-                        reply: dict[str, Any] = {"ok": True, "state": self.state()}
-                    elif op == "reset":
-                        self.reset()
-                        reply = {"ok": True}
-                    elif op == "power_cut":
-                        self.power_cut()
-                        reply = {"ok": True}
-                    elif op == "power_cut_after":
-                        self.power_cut_after(int(req["writes"]))
-                        reply = {"ok": True}
-                    elif op == "stop":
-                        reply = {"ok": True}
-                        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
-                    else:
-                        reply = {"ok": False, "error": f"unknown op {op!r}"}
-                except (ValueError, KeyError, TypeError) as e:
-                    reply = {"ok": False, "error": str(e)}
+                reply = handle(line)
+                if reply is None:
+                    break
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -297,40 +283,59 @@ class Supervisor:
         finally:
             writer.close()
 
+    async def _ctl_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._json_lines(reader, writer, self._ctl)
+
+    def _ctl(self, line: bytes) -> dict[str, Any]:
+        try:
+            req = json.loads(line)
+            op = req.get("op")
+            if op == "state":
+                return {"ok": True, "state": self.state()}
+            if op == "reset":
+                self.reset()
+            elif op == "power_cut":
+                self.power_cut()
+            elif op == "power_cut_after":
+                self.power_cut_after(int(req["writes"]))
+            elif op == "stop":
+                asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
+            else:
+                return {"ok": False, "error": f"unknown op {op!r}"}
+            return {"ok": True}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return {"ok": False, "error": str(e)}
+
     # --- hardware channel ----------------------------------------------------------------
     async def _hw_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         boot = self.boots
-        try:
-            while line := await reader.readline():
-                if boot != self.boots or not self.running:
-                    break  # a process that was reset or cut: nothing it sent counts
-                try:
-                    req = json.loads(line)
-                except ValueError:
-                    break  # a line cut short by a kill
-                op = req.get("op")
-                if op in _MUTATING and self._cut_after is not None:
-                    self._cut_after -= 1
-                    if self._cut_after <= 0:
-                        self._cut_after = None
-                        self.power_cut()
-                        break
-                if op == "reset":
-                    self.reset()
-                    break
-                try:
-                    reply = {"result": self._hw(op, req)}
-                except NvsOpError as e:
-                    reply = {"errno": -e.code}
-                except (KeyError, ValueError, TypeError) as e:
-                    log.error("bad hardware call %r: %s", op, e)
-                    reply = {"errno": 22}  # EINVAL
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
+
+        def handle(line: bytes) -> dict[str, Any] | None:
+            if boot != self.boots or not self.running:
+                return None  # a process that was reset or cut: nothing it sent counts
+            try:
+                req = json.loads(line)
+            except ValueError:
+                return None  # a line cut short by a kill
+            op = req.get("op")
+            if op in _MUTATING and self._cut_after is not None:
+                self._cut_after -= 1
+                if self._cut_after <= 0:
+                    self._cut_after = None
+                    self.power_cut()
+                    return None
+            if op == "reset":
+                self.reset()  # no reply: the stub waits to be killed, like a chip in reset
+                return None
+            try:
+                return {"result": self._hw(op, req)}
+            except NvsOpError as e:
+                return {"errno": -e.code}
+            except (KeyError, ValueError, TypeError) as e:
+                log.error("bad hardware call %r: %s", op, e)
+                return {"errno": 22}  # EINVAL
+
+        await self._json_lines(reader, writer, handle)
 
     def _hw(self, op: str, req: dict[str, Any]) -> Any:
         f = self.flash
