@@ -383,3 +383,28 @@ def test_sim_exits_cleanly_on_sigint(make_sim) -> None:
     sim.proc.send_signal(signal.SIGINT)
     assert sim.proc.wait(10) == 0
     assert not os.path.lexists(sim.port)
+
+
+def test_several_devices_provisioned_at_once(make_sim, guard: SecretGuard, mosquitto: Mosquitto) -> None:
+    """A factory bench: several boards on several ports, provisioned in parallel."""
+    import concurrent.futures
+
+    pw = guard.secret("bench-password-7")
+    sims = [make_sim(name=f"dev{i}", aps=[(SSID, pw)], mac=f"02:00:00:00:00:{i:02x}") for i in range(4)]
+
+    def one(i: int) -> subprocess.CompletedProcess[str]:
+        return run_cli(guard, "provision", "--port", sims[i].port, "--wifi-ssid", SSID, "--wifi-pass", pw,
+                       "--device-id", f"esp32-line-{i:03d}", "--tenant", "t", "--building", "b", "--room", f"r{i}",
+                       "--mqtt-uri", mosquitto.uri)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(4)))
+    assert [r.returncode for r in results] == [0, 0, 0, 0], [r.stderr for r in results]
+    for i, sim in enumerate(sims):
+        with sim.session() as s:
+            s.sync()
+            st = s.status()
+            want = (f"esp32-line-{i:03d}", f"r{i}", f"02:00:00:00:00:{i:02x}")
+            assert (st["device_id"], st["room"], st["chip_id"]) == want
+    for i in range(4):
+        mosquitto.wait_log(f"as esp32-line-{i:03d}")
