@@ -17,6 +17,6 @@ def test_mypy_strict() -> None:
 
 
 def test_ruff() -> None:
-    p = subprocess.run([str(BIN / "ruff"), "check", "safesignal", "tests", "firmware"], cwd=REPO,
+    p = subprocess.run([str(BIN / "ruff"), "check", "safesignal", "tests", "firmware", "bench"], cwd=REPO,
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
