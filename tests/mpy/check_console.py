@@ -1,18 +1,24 @@
-# ss_console under MicroPython: LineReader and Console.handle with a fake store.
+# ss_console: LineReader, and Console over a fake store (and over the real one on the fake NVS).
+# Runtime-neutral: tests/test_firmware_units.py runs it under MicroPython and under CPython.
 # Output is captured by shadowing the module-global name ``print`` in ss_console (a module
-# attribute assignment, which works on MicroPython where builtins cannot be patched).
+# attribute assignment, which works on MicroPython where builtins cannot be patched).  The hook
+# accepts exactly what a bare print(line) passes, so every output is one whole line; anything
+# written another way would reach this script's stdout, which the pytest runner rejects.
 import asyncio
 import hashlib
 
-from mpyunit import eq, run, test
+from fakenvs import FakeNVS
+from mpyunit import eq, raises, run, test
 
 import ss_console
+import ss_store
 import ssproto
 from ss_store import StoreError
 
+N = ssproto.MAX_LINE
 SECRET = "Zq9-Secret-Pw!x"
 CFG = {
-    "wifi_ssid": "Net",
+    "wifi_ssid": "Caf\u00e9 Net",
     "wifi_pass": SECRET,
     "device_id": "btn-01",
     "tenant": "acme",
@@ -20,6 +26,12 @@ CFG = {
     "room": "101",
     "mqtt_uri": "mqtt://broker.local:1883",
 }
+
+
+def variant_cfg(**changes):
+    c = dict(CFG)
+    c.update(changes)
+    return c
 
 
 class Bytes:
@@ -45,6 +57,8 @@ def lines_of(data):
     return asyncio.run(go())
 
 
+# --- LineReader ----------------------------------------------------------------------------
+
 @test
 def test_line_endings():
     eq(lines_of(b"a\rb\nc\r\nd\n"), [b"a", b"b", b"c", b"d"])
@@ -52,35 +66,41 @@ def test_line_endings():
     eq(lines_of(b"\r\r"), [b"", b""])
     eq(lines_of(b"\n\r"), [b"", b""])
     eq(lines_of(b"\n\n"), [b"", b""])
-    eq(lines_of(b"abc"), [])
+    eq(lines_of(b"a\r\n\nb\r"), [b"a", b"", b"b"])
+    eq(lines_of("caf\u00e9\r".encode()), ["caf\u00e9".encode()])
+    eq(lines_of(b"partial"), [], "EOF drops an unfinished line")
 
 
 @test
 def test_backspace_and_del():
     eq(lines_of(b"ab\x08c\n"), [b"ac"])
+    eq(lines_of(b"ab\x7f\x7fc\r"), [b"c"])
     eq(lines_of(b"ab\x7f\x7fc\n"), [b"c"])
     eq(lines_of(b"\x08\x7fa\n"), [b"a"])
 
 
 @test
 def test_backspace_removes_whole_utf8_character():
-    eq(lines_of("caf\u00e9".encode() + b"\x7f\n"), [b"caf"])
-    eq(lines_of("x\u20ac".encode() + b"\x08y\n"), [b"xy"])
+    # A terminal sends one DEL per character; the line must stay valid UTF-8.
+    for typed, want in (("caf\u00e9\x7f", "caf"), ("x\u20ac\x08y", "xy"), ("\U0001f600\x7fok", "ok")):
+        eq(lines_of(typed.encode() + b"\n"), [want.encode()], repr(typed))
 
 
 @test
 def test_ctrl_c_discards_line():
+    eq(lines_of(b"secret\x03ping\r\n"), [b"ping"])
     eq(lines_of(b"secret\x03ping\n"), [b"ping"])
     eq(lines_of(b"x" * 2000 + b"\x03ok\n"), [b"ok"])
 
 
 @test
 def test_over_long_lines():
-    n = ssproto.MAX_LINE
-    eq(lines_of(b"x" * n + b"\n"), [b"x" * n])
-    eq(lines_of(b"x" * (n + 1) + b"\nping\n"), [None, b"ping"])
+    eq(lines_of(b"x" * N + b"\n"), [b"x" * N])
+    eq(lines_of(b"x" * (N + 1) + b"\nping\n"), [None, b"ping"])
     eq(lines_of(b"y" * 3000 + b"\r\nok\r\n"), [None, b"ok"])
 
+
+# --- Console -------------------------------------------------------------------------------
 
 class FakeStore:
     def __init__(self, cfg=None, fail=False):
@@ -99,44 +119,72 @@ class FakeStore:
 
     def provision_save_config(self, cfg):
         if self.fail:
-            raise StoreError("VERIFY", "simulated verify failure")
+            raise StoreError("VERIFY", "record read back differs from what was written")
         self.saves.append(dict(cfg))
         self.cfg = dict(cfg)
 
     def provision_clear(self):
         if self.fail:
-            raise StoreError("IO", "simulated erase failure")
+            raise StoreError("IO", "NVS erase failed (-1)")
         self.clears += 1
         self.cfg = None
 
 
+class Link:
+    def __init__(self, state, ip=""):
+        self.state = state
+        self.ip = ip
+
+
 class Rig:
-    def __init__(self, cfg=None, fail=False):
+    """A Console over a store (a FakeStore unless given) and a fake reset.
+
+    ``out`` collects every line printed, "<RESET>" where the reset ran; cmd/raw/loop return the
+    lines one call printed, without a final "<RESET>"."""
+
+    def __init__(self, cfg=None, fail=False, store=None, **links):
         self.out = []
         self.resets = 0
-        self.store = FakeStore(cfg, fail)
+        self.store = store if store is not None else FakeStore(cfg, fail)
+        self.console = ss_console.Console(self.store, "aa:bb:cc", "safesignal-button test", self._reset, **links)
 
-        async def reset():
-            self.resets += 1
-            self.out.append("<RESET>")
+    async def _reset(self):
+        self.resets += 1
+        self.out.append("<RESET>")
 
-        self.console = ss_console.Console(self.store, "aa:bb", "fw 1", reset)
+    def _print(self, *a, **kw):
+        assert not kw, "print with %r" % kw
+        assert len(a) == 1 and isinstance(a[0], str), "print%r" % (a,)
+        assert "\n" not in a[0] and "\r" not in a[0], "line break inside %r" % a[0]
+        self.out.append(a[0])
 
-    def cmd(self, line):
+    def _capture(self, coro):
         start = len(self.out)
-
-        def hook(*a):
-            self.out.append(" ".join([str(x) for x in a]))
-
-        ss_console.print = hook
+        ss_console.print = self._print
         try:
-            asyncio.run(self.console.handle(line))
+            asyncio.run(coro)
         finally:
             del ss_console.print
         got = self.out[start:]
         if got and got[-1] == "<RESET>":
             got = got[:-1]
         return got
+
+    def cmd(self, line):
+        return self._capture(self.console.handle(line))
+
+    def raw(self, data):
+        return self._capture(self.console.handle_bytes(data))
+
+    def loop(self, data):
+        """Console.run over a byte stream, until it ends in EOFError."""
+        async def go():
+            try:
+                await self.console.run(Bytes(data))
+            except EOFError:
+                return
+            raise AssertionError("run() ended without EOFError")
+        return self._capture(go())
 
 
 def reply(lines):
@@ -149,129 +197,219 @@ def reply(lines):
     return st
 
 
+def fields_of(lines):
+    reply(lines)
+    fields = {}
+    for ln in lines[:-1]:
+        f = ssproto.parse_status_field(ln)
+        assert f is not None, ln
+        fields[f[0]] = f[1]
+    return fields
+
+
 @test
 def test_help_and_ping():
     r = Rig()
-    assert reply(r.cmd("help"))[0]
+    out = r.cmd("help")
+    eq(reply(out), (True, "", ""))
+    assert [ln for ln in out if "provision_set_wifi" in ln], "help does not list provision_set_wifi"
     eq(reply(r.cmd("ping")), (True, "", "pong"))
+    eq(reply(r.cmd("ping tok")), (True, "", "pong tok"))
     eq(reply(r.cmd('ping "a b"')), (True, "", 'pong "a b"'))
     eq(reply(r.cmd("ping a b"))[:2], (False, "USAGE"))
-    eq(r.cmd(""), [])
-    eq(r.cmd("   "), [])
+
+
+@test
+def test_empty_line_is_silent():
+    r = Rig()
+    for line in ("", "   ", "\t"):
+        eq(r.cmd(line), [], repr(line))
 
 
 @test
 def test_unknown_command_not_echoed():
     r = Rig()
-    for line in (SECRET, "provision_set_wif x", "PING", "cmd_help", "_hint", '""', "merged"):
+    for line in ("Zq9-Typed-Secret", "provision_set_wif Zq9-Typed-Secret", "PING", "cmd_help", "_hint", "merged",
+                 '""', "Zq9-Typed-Secret more words", "ok", "run"):
         out = r.cmd(line)
         eq(reply(out)[:2], (False, "UNKNOWN"), line)
-        for ln in out:
-            assert line not in ln or line == "", line
+        eq(len(out), 1, line)
+        for part in line.split() + [line]:
+            if len(part) > 3 or not part.isalpha():
+                assert part not in out[0], line
+
+
+# Lines that must be refused with the given code, changing nothing.
+BAD_INPUT_BY_CODE = {
+    "USAGE": [
+        "provision_set_wifi",
+        "provision_set_wifi " + SECRET,
+        "provision_set_wifi net " + SECRET + " extra",
+        "provision_set_device a b c",
+        "provision_set_device a b c d e",
+        "provision_set_mqtt",
+        "provision_set_mqtt a b",
+        "provision_complete now",
+        "provision_discard x",
+        "provision_status x",
+        "provision_verify",
+        "provision",
+        "provision clear now",
+        "provision erase",
+        "reboot now",
+    ],
+    "INVALID": [
+        'provision_set_wifi "" ' + SECRET,
+        "provision_set_wifi " + "x" * 33 + " " + SECRET,
+        "provision_set_wifi net Zq9-Sho",
+        "provision_set_wifi net " + SECRET * 5,
+        'provision_set_wifi net "' + SECRET + '\u00e4"',
+        'provision_set_wifi "' + SECRET + '\t" pw',
+        "provision_set_device -a b c d",
+        "provision_set_device a b c d/e",
+        "provision_set_device a b c " + SECRET,
+        "provision_set_mqtt mqtts://h:8883",
+        "provision_set_mqtt mqtt://h:0",
+        "provision_set_mqtt mqtt://h:65536",
+        "provision_set_mqtt " + SECRET,
+        "provision_verify " + SECRET,
+    ],
+    "QUOTE": [
+        'provision_set_wifi "net ' + SECRET,
+        'provision_set_wifi net "a\\q"',
+        "provision_set_wifi net " + SECRET + "\\",
+    ],
+    "CONFIRM": [
+        "provision_reset",
+        "provision_reset --confirm x",
+        "provision_reset confirm",
+        "provision_reset --CONFIRM",
+    ],
+}
+BAD_INPUT = [(line, code) for code in BAD_INPUT_BY_CODE for line in BAD_INPUT_BY_CODE[code]]
 
 
 @test
 def test_bad_input_leaves_state_alone():
-    bad = [
-        ("provision_set_wifi", "USAGE"),
-        ("provision_set_wifi only", "USAGE"),
-        ("provision_set_wifi a b c", "USAGE"),
-        ('provision_set_wifi "" password1', "INVALID"),
-        ("provision_set_wifi " + "x" * 33 + " password1", "INVALID"),
-        ("provision_set_wifi net short", "INVALID"),
-        ('provision_set_wifi net "p\u00e4sswort1"', "INVALID"),
-        ("provision_set_device a b c", "USAGE"),
-        ("provision_set_device -a b c d", "INVALID"),
-        ("provision_set_device a b c d/e", "INVALID"),
-        ("provision_set_mqtt mqtts://h:8883", "INVALID"),
-        ("provision_set_mqtt mqtt://h:0", "INVALID"),
-        ("provision_set_mqtt", "USAGE"),
-        ('provision_set_wifi "net', "QUOTE"),
-        ("provision_complete now", "USAGE"),
-        ("provision_discard x", "USAGE"),
-        ("provision_status x", "USAGE"),
-        ("provision_verify", "USAGE"),
-        ("provision_verify xyz", "INVALID"),
-        ("provision_reset", "CONFIRM"),
-        ("provision_reset --confirm x", "CONFIRM"),
-        ("provision_reset confirm", "CONFIRM"),
-        ("provision", "USAGE"),
-        ("provision clear now", "USAGE"),
-        ("reboot now", "USAGE"),
-    ]
-    for line, code in bad:
+    for line, code in BAD_INPUT:
         r = Rig(CFG)
-        r.console.staged = {"room": "r1", "wifi_ssid": "S", "wifi_pass": SECRET}
+        staged = {"room": "r1", "wifi_ssid": "S", "wifi_pass": "pw-staged-1"}
+        r.console.staged = dict(staged)
         out = r.cmd(line)
         eq(reply(out)[:2], (False, code), line)
-        eq(r.console.staged, {"room": "r1", "wifi_ssid": "S", "wifi_pass": SECRET}, line)
+        eq(len(out), 1, line)
+        eq(r.console.staged, staged, line)
         eq(r.store.saves, [], line)
         eq(r.store.clears, 0, line)
         eq(r.store.cfg, CFG, line)
         eq(r.resets, 0, line)
-        for ln in out:
-            assert SECRET not in ln, line
+        assert SECRET not in out[0] and SECRET[:7] not in out[0], line
+        assert staged["wifi_pass"] not in out[0], line
+
+
+def real_store(durable=None):
+    nvs = FakeNVS(durable)
+    st = ss_store.Store(nvs)
+    st.provision_init()
+    return nvs, st
+
+
+@test
+def test_bad_input_leaves_real_store_untouched():
+    nvs, st = real_store()
+    st.provision_save_config(CFG)
+    nvs, st = real_store(nvs.durable)
+    before = dict(nvs.durable)
+    calls = nvs.calls
+    r = Rig(store=st)
+    for line, _ in BAD_INPUT:
+        r.cmd(line)
+    eq(nvs.calls, calls)
+    eq(nvs.durable, before)
 
 
 @test
 def test_complete_requires_wifi_and_device():
     r = Rig()
     eq(reply(r.cmd("provision_complete"))[:2], (False, "INCOMPLETE"))
+    r.cmd("provision_set_device a b c d")
+    eq(reply(r.cmd("provision_complete"))[:2], (False, "INCOMPLETE"))
+    r.cmd("provision_discard")
     r.cmd("provision_set_wifi net password1")
     eq(reply(r.cmd("provision_complete"))[:2], (False, "INCOMPLETE"))
     eq(r.store.saves, [])
     eq(r.resets, 0)
+    eq(r.console.staged["wifi_ssid"], "net")
 
 
 @test
-def test_full_provisioning_flow():
+def test_full_flow_never_prints_the_password():
     r = Rig()
-    out = []
     for line in (
         'provision_set_wifi "My Net" "' + SECRET + '"',
         "provision_set_device btn-01 acme hq 101",
-        "provision_status",
     ):
-        o = r.cmd(line)
-        eq(reply(o), (True, "", ""), line)
-        out += o
+        eq(reply(r.cmd(line)), (True, "", ""), line)
     eq(r.console.staged["wifi_pass"], SECRET)
-    o = r.cmd("provision_complete")
-    out += o
+    o = r.cmd("provision_status")
     eq(reply(o), (True, "", ""))
+    f = fields_of(o)
+    eq(f["provisioned"], "no")
+    eq(f["wifi_password"], "not set")
+    eq(f["pending"], "building,device_id,room,tenant,wifi_ssid")
+    eq(reply(r.cmd("provision_complete")), (True, "", ""))
     eq(r.resets, 1)
-    eq(r.out[-1], "<RESET>")
-    eq(r.out[-2], "OK")
+    eq(r.out[-2:], ["OK", "<RESET>"], "the reply is out before the reset")
     eq(r.console.staged, {})
     eq(r.store.saves, [{
         "wifi_ssid": "My Net", "wifi_pass": SECRET, "device_id": "btn-01", "tenant": "acme",
         "building": "hq", "room": "101", "mqtt_uri": ssproto.DEFAULT_MQTT_URI,
     }])
-    o = r.cmd("provision_status")
-    out += o
-    reply(o)
-    fields = {}
-    for ln in o[:-1]:
-        f = ssproto.parse_status_field(ln)
-        assert f is not None, ln
-        fields[f[0]] = f[1]
-    eq(fields["provisioned"], "yes")
-    eq(fields["wifi_ssid"], "My Net")
-    eq(fields["wifi_password"], "set")
-    eq(fields["pending"], "none")
-    eq(fields["mqtt_uri"], ssproto.DEFAULT_MQTT_URI)
+    f = fields_of(r.cmd("provision_status"))
+    eq(f["provisioned"], "yes")
+    eq(f["wifi_ssid"], "My Net")
+    eq(f["wifi_password"], "set")
+    eq(f["pending"], "none")
+    eq(f["mqtt_uri"], ssproto.DEFAULT_MQTT_URI)
+    eq(f["chip_id"], "aa:bb:cc")
+    eq(sorted(f), sorted([name for _, name in ssproto.STATUS_FIELDS]))
     o = r.cmd("provision_verify 0123456789abcdef")
-    out += o
-    reply(o)
-    eq(o[-2], "Check: " + ssproto.secret_check(hashlib.sha256, "0123456789abcdef", "My Net", SECRET))
-    for ln in out:
+    eq(reply(o), (True, "", ""))
+    eq(o[:-1], ["Check: " + ssproto.secret_check(hashlib.sha256, "0123456789abcdef", "My Net", SECRET)])
+    r.cmd("provision_set_wifi other " + SECRET)
+    r.cmd("help")
+    r.cmd(SECRET)
+    r.cmd("ping")
+    r.cmd("provision_reset --confirm")
+    for ln in r.out:
         assert SECRET not in ln, ln
 
 
 @test
+def test_status_open_network_and_links():
+    r = Rig(variant_cfg(wifi_pass=""), wifi=Link("connected", "10.0.0.9"), mqtt=Link("connected"))
+    r.cmd("provision_set_mqtt mqtt://h:1")
+    f = fields_of(r.cmd("provision_status"))
+    eq(f["wifi_password"], "open network")
+    eq(f["wifi_ssid"], CFG["wifi_ssid"])
+    eq(f["wifi_state"], "connected")
+    eq(f["ip_address"], "10.0.0.9")
+    eq(f["mqtt_state"], "connected")
+    eq(f["pending"], "mqtt_uri")
+    eq(f["mqtt_uri"], CFG["mqtt_uri"], "staged values are not shown as committed")
+
+
+@test
+def test_complete_merges_with_stored_config():
+    r = Rig(CFG)
+    r.cmd("provision_set_mqtt mqtt://other:1")
+    eq(reply(r.cmd("provision_complete")), (True, "", ""))
+    eq(r.store.saves, [variant_cfg(mqtt_uri="mqtt://other:1")])
+
+
+@test
 def test_verify_requires_provisioning():
-    r = Rig()
-    eq(reply(r.cmd("provision_verify 0123456789abcdef"))[:2], (False, "STATE"))
+    eq(reply(Rig().cmd("provision_verify 0123456789abcdef"))[:2], (False, "STATE"))
 
 
 @test
@@ -283,6 +421,10 @@ def test_store_failure_is_err_nvs():
     eq(reply(r.cmd("provision_complete"))[:2], (False, "NVS"))
     eq(r.console.staged, staged)
     eq(r.resets, 0)
+    for ln in r.out:
+        assert "password1" not in ln, ln
+    eq(reply(r.cmd("provision_reset --confirm"))[:2], (False, "NVS"))
+    eq(r.resets, 0)
 
 
 @test
@@ -291,25 +433,62 @@ def test_factory_reset():
         r = Rig(CFG)
         r.console.staged = {"room": "x"}
         eq(reply(r.cmd(line)), (True, "", ""), line)
-        eq(r.store.clears, 1)
-        eq(r.resets, 1)
-        eq(r.console.staged, {})
+        eq(r.store.clears, 1, line)
+        eq(r.resets, 1, line)
+        eq(r.console.staged, {}, line)
+        eq(r.out[-2:], ["OK", "<RESET>"], line)
+
+
+@test
+def test_discard_and_reboot():
+    r = Rig()
+    r.cmd("provision_set_device a b c d")
+    eq(reply(r.cmd("provision_discard")), (True, "", ""))
+    eq(r.console.staged, {})
+    eq(reply(r.cmd("reboot")), (True, "", ""))
+    eq(r.resets, 1)
+
+
+@test
+def test_with_real_store():
+    nvs, st = real_store()
+    r = Rig(store=st)
+    r.cmd("provision_set_wifi net " + SECRET)
+    r.cmd("provision_set_device btn-01 acme hq 101")
+    r.cmd("provision_set_mqtt mqtt://broker.local")
+    eq(reply(r.cmd("provision_complete")), (True, "", ""))
+    after = real_store(nvs.durable)[1].provision_load_config()
+    eq(after["wifi_pass"], SECRET)
+    eq(after["mqtt_uri"], "mqtt://broker.local")
+    eq(reply(r.cmd("provision clear")), (True, "", ""))
+    eq(nvs.durable, {})
 
 
 @test
 def test_invalid_utf8_line():
     r = Rig()
-    start = len(r.out)
+    eq(reply(r.raw(b"provision_set_wifi net pass\xff\xfeword"))[:2], (False, "ENCODING"))
+    eq(r.console.staged, {})
 
-    def hook(*a):
-        r.out.append(" ".join([str(x) for x in a]))
 
-    ss_console.print = hook
-    try:
-        asyncio.run(r.console.handle_bytes(b"ping \xff\xfe"))
-    finally:
-        del ss_console.print
-    eq(reply(r.out[start:])[:2], (False, "ENCODING"))
+@test
+def test_run_loop():
+    r = Rig()
+    out = r.loop(b"ping\r\n" + b"x" * 2000 + b"\r\nping 2\r\n\xff\n\r\n")
+    eq([ssproto.parse_status(ln) for ln in out], [
+        (True, "", "pong"),
+        (False, "TOOLONG", "line longer than %d bytes discarded" % N),
+        (True, "", "pong 2"),
+        (False, "ENCODING", "line is not valid UTF-8"),
+    ])
+
+
+@test
+def test_rig_rejects_output_that_is_not_one_line():
+    r = Rig()
+    raises(AssertionError, r._print, "a", "b")
+    raises(AssertionError, r._print, "a", end="")
+    raises(AssertionError, r._print, "a\nb")
 
 
 run()

@@ -1,7 +1,8 @@
-# ss_mqtt packet encoding/decoding and ss_compat.backoff_ms under MicroPython.
+# ss_mqtt packet encoding/decoding and ss_compat.backoff_ms.
+# Runtime-neutral: tests/test_firmware_units.py runs it under MicroPython and under CPython.
 import asyncio
 
-from mpyunit import eq, raises, run, test
+from mpyunit import eq, run, test
 
 import ss_mqtt
 from ss_compat import backoff_ms
@@ -39,19 +40,27 @@ def connect_bytes(cid, keepalive=60, flags=0x02):
 def test_encode_connect():
     eq(ss_mqtt.encode_connect("btn-01"),
        b"\x10\x12\x00\x04MQTT\x04\x02\x00\x3c\x00\x06btn-01")
+    eq(ss_mqtt.encode_connect("c", keepalive=300, clean=False), b"\x10\x0d\x00\x04MQTT\x04\x00\x01\x2c\x00\x01c")
     eq(ss_mqtt.encode_connect("btn-01", keepalive=300, clean=False), connect_bytes(b"btn-01", 300, 0))
     long_id = "d" * 200
-    eq(ss_mqtt.encode_connect(long_id), connect_bytes(long_id.encode()))
-    eq(ss_mqtt.encode_connect(long_id)[1:3], b"\xd4\x01")
+    pkt = ss_mqtt.encode_connect(long_id)
+    eq(pkt, connect_bytes(long_id.encode()))
+    eq(pkt[:3], b"\x10\xd4\x01", "remaining length 212")
+    eq(pkt[3:15], b"\x00\x04MQTT\x04\x02\x00\x3c\x00\xc8")
+    eq(ss_mqtt.encode_connect("\u00e9")[-4:], b"\x00\x02\xc3\xa9", "client id as UTF-8")
+    eq(ss_mqtt.encode_pingreq(), b"\xc0\x00")
 
 
 class Feed:
+    # The part of an asyncio stream that read_packet uses; a short read raises EOFError, as
+    # MicroPython's does (CPython's IncompleteReadError is a subclass of EOFError).
     def __init__(self, data):
         self.data = data
         self.pos = 0
 
     async def readexactly(self, n):
         if self.pos + n > len(self.data):
+            self.pos = len(self.data)
             raise EOFError
         b = self.data[self.pos:self.pos + n]
         self.pos += n
@@ -59,33 +68,72 @@ class Feed:
 
 
 def packets(data):
+    """Every packet read_packet returns from data, then the exception that ended the reading."""
     async def go():
         f = Feed(data)
         out = []
-        while f.pos < len(data):
-            out.append(await ss_mqtt.read_packet(f))
-        return out
+        while True:
+            try:
+                out.append(await ss_mqtt.read_packet(f))
+            except (EOFError, OSError) as e:
+                out.append(e)
+                return out
     return asyncio.run(go())
 
 
 @test
-def test_read_packet():
-    eq(packets(b"\x20\x02\x00\x00\xd0\x00"), [(0x20, b"\x00\x00"), (0xD0, b"")])
+def test_read_packet_sequence():
     body = bytes(range(200))
-    eq(packets(b"\x30\xc8\x01" + body), [(0x30, body)])
-    raises(OSError, packets, b"\x30\xff\xff\xff\xff\x7f")
-    raises(EOFError, packets, b"\x20\x02\x00")
+    got = packets(b"\x20\x02\x00\x00" + b"\xd0\x00" + b"\x30\xc8\x01" + body)
+    eq(got[:3], [(0x20, b"\x00\x00"), (0xD0, b""), (0x30, body)])
+    eq(len(got), 4)
+    assert isinstance(got[3], EOFError), "no clean EOF at a packet boundary: %r" % got[3]
+
+
+@test
+def test_read_packet_round_trip_connect():
+    pkt = ss_mqtt.encode_connect("btn-01")
+    eq(packets(pkt)[0], (0x10, pkt[2:]))
+
+
+@test
+def test_read_packet_bad_length():
+    got = packets(b"\x30\xff\xff\xff\xff\x7f")
+    eq(len(got), 1)
+    assert isinstance(got[0], OSError), got
+
+
+@test
+def test_read_packet_truncated():
+    for data in (b"\x20", b"\x20\x02\x00", b"\x30\x80"):
+        got = packets(data)
+        eq(len(got), 1, repr(data))
+        assert isinstance(got[0], EOFError), (data, got)
 
 
 @test
 def test_backoff_bounds_defaults():
-    for attempt in range(40):
+    for attempt in list(range(40)) + [100, 200]:
         base = min(1000 << attempt, 60000)
         for rnd in (0, 1, 2, 499, 500, 501, 1000, 29999, 30000, 65535):
             d = backoff_ms(attempt, rnd)
             assert base // 2 <= d <= base, (attempt, rnd, d)
         eq(backoff_ms(attempt, 0), base // 2)
         eq(backoff_ms(attempt, base // 2), base)
+    eq(backoff_ms(0, 0), 500)
+
+
+@test
+def test_backoff_bounds_other_limits():
+    # Exponential from lo, capped at hi, then 50%..100% jitter (the property test in
+    # tests/test_firmware_units.py tries many more limits on CPython).
+    for lo, hi in ((2, 2), (2, 5), (100, 100000), (3000, 10**7)):
+        for attempt in (0, 1, 5, 40):
+            base = min(lo << attempt, hi)
+            for rnd in (0, 1, base // 2, 65535):
+                d = backoff_ms(attempt, rnd, lo, hi)
+                assert base // 2 <= d <= base, (lo, hi, attempt, rnd, d)
+            eq(backoff_ms(attempt, 0, lo, hi), base // 2)
 
 
 run()

@@ -1,12 +1,17 @@
-# ss_store under MicroPython, over the fake esp32.NVS, including the power-cut model check.
-from fakenvs import BLOB, ESP_ERR_NVS_NOT_FOUND, FakeNVS, PowerCut, cut_states
+# ss_store over the fake esp32.NVS, including the power-cut model check.
+# Runtime-neutral: tests/test_firmware_units.py runs it under MicroPython and under CPython.
+import hashlib
+
+from fakenvs import BLOB, ESP_ERR_NVS_INVALID_LENGTH, ESP_ERR_NVS_NOT_FOUND, FakeNVS, PowerCut, cut_states
 from mpyunit import eq, raises, run, test
 
 import ss_store
 
+SECRET_A = "OldSecretPassA1"
+SECRET_B = "NewSecretPassB2"
 CFG_A = {
     "wifi_ssid": "Caf\u00e9 Net",
-    "wifi_pass": "OldSecretPassA1",
+    "wifi_pass": SECRET_A,
     "device_id": "btn-01",
     "tenant": "acme",
     "building": "hq",
@@ -15,15 +20,22 @@ CFG_A = {
 }
 CFG_B = {
     "wifi_ssid": "Other \"quoted\" \\ net",
-    "wifi_pass": "NewSecretPassB2",
+    "wifi_pass": SECRET_B,
     "device_id": "btn-02",
     "tenant": "acme",
     "building": "annex",
     "room": "7",
     "mqtt_uri": "mqtt://10.0.0.2:1884",
 }
-CFG_C = dict(CFG_A)
-CFG_C["wifi_pass"] = "ThirdSecretPassC3"
+
+
+def variant(cfg, **changes):
+    c = dict(cfg)
+    c.update(changes)
+    return c
+
+
+CFG_C = variant(CFG_A, wifi_pass="ThirdSecretPassC3", room="102")
 
 
 def fresh(durable=None, autocommit=False):
@@ -51,6 +63,41 @@ def contains(durable, secret):
     return False
 
 
+def active_slot(durable):
+    keys = [k for k in durable if durable[k][0] == BLOB]
+    eq(len(keys), 1, "record slots in use")
+    return keys[0]
+
+
+# --- the fake NVS itself -------------------------------------------------------------------
+
+@test
+def test_fake_nvs_semantics():
+    nvs = FakeNVS()
+    eq(raises(OSError, nvs.get_i32, "k").args[0], ESP_ERR_NVS_NOT_FOUND)
+    eq(raises(OSError, nvs.get_blob, "k", bytearray(8)).args[0], ESP_ERR_NVS_NOT_FOUND)
+    eq(raises(OSError, nvs.erase_key, "k").args[0], ESP_ERR_NVS_NOT_FOUND)
+    nvs.set_blob("k", b"abc")
+    nvs.set_i32("n", 7)
+    # a value of the other type looks like a missing one
+    eq(raises(OSError, nvs.get_i32, "k").args[0], ESP_ERR_NVS_NOT_FOUND)
+    eq(raises(OSError, nvs.get_blob, "n", bytearray(8)).args[0], ESP_ERR_NVS_NOT_FOUND)
+    eq(raises(OSError, nvs.get_blob, "k", bytearray(2)).args[0], ESP_ERR_NVS_INVALID_LENGTH)
+    buf = bytearray(8)
+    eq(nvs.get_blob("k", buf), 3)
+    eq(bytes(buf[:3]), b"abc")
+    eq(nvs.reset().durable, {}, "uncommitted changes survive a reset")
+    nvs.commit()
+    eq(nvs.reset().get_i32("n"), 7)
+    eq(nvs.reset().get_blob("k", buf), 3)
+    nvs.budget = nvs.calls
+    raises(PowerCut, nvs.set_i32, "n", 8)
+    raises(PowerCut, nvs.commit)
+    eq(nvs.get_i32("n"), 7, "a cut call had an effect")
+
+
+# --- ss_store ------------------------------------------------------------------------------
+
 @test
 def test_blank_init():
     nvs, st = fresh()
@@ -62,12 +109,16 @@ def test_blank_init():
 
 @test
 def test_round_trip_and_persistence():
-    nvs, st = fresh()
-    st.provision_save_config(CFG_A)
-    eq(st.provision_load_config(), CFG_A)
-    nvs2, st2 = fresh(nvs.durable)
-    eq(st2.provision_load_config(), CFG_A)
-    assert st2.load_error is None
+    for cfg in (CFG_A, CFG_B, variant(CFG_A, wifi_pass=""), variant(CFG_A, wifi_ssid="\u20ac" * 10 + "xx")):
+        nvs, st = fresh()
+        st.provision_save_config(cfg)
+        assert st.provision_is_provisioned()
+        eq(st.provision_load_config(), cfg)
+        nvs2, st2 = fresh(nvs.durable)  # after a reset
+        assert st2.load_error is None
+        eq(st2.provision_load_config(), cfg)
+        eq(st.generation, 1)
+        eq(st2.generation, 1)
 
 
 @test
@@ -79,13 +130,23 @@ def test_load_returns_copy():
 
 
 @test
+def test_extra_keys_are_not_stored():
+    nvs, st = fresh()
+    st.provision_save_config(variant(CFG_A, extra="x"))
+    eq(fresh(nvs.durable)[1].provision_load_config(), CFG_A)
+
+
+@test
 def test_resave_replaces_and_erases_old_secret():
     nvs, st = fresh(provisioned(CFG_A))
     st.provision_save_config(CFG_B)
     eq(st.provision_load_config(), CFG_B)
     eq(state(fresh(nvs.durable)[1]), CFG_B)
-    assert not contains(nvs.durable, CFG_A["wifi_pass"])
+    assert not contains(nvs.durable, SECRET_A)
+    st.provision_save_config(CFG_C)
+    eq(state(fresh(nvs.durable)[1]), CFG_C)
     eq(len(nvs.blobs()), 1)
+    eq(fresh(nvs.durable)[1].generation, 3)
 
 
 @test
@@ -93,8 +154,10 @@ def test_clear():
     nvs, st = fresh(provisioned(CFG_A))
     st.provision_clear()
     assert not st.provision_is_provisioned()
+    eq(st.load_error.reason, "ESP_ERR_NVS_NOT_FOUND")
     eq(nvs.durable, {})
     assert not fresh(nvs.durable)[1].provision_is_provisioned()
+    st.provision_clear()  # clearing a blank store is fine
 
 
 @test
@@ -109,30 +172,97 @@ def test_incomplete_config_rejected_without_writes():
 @test
 def test_corrupt_record_every_byte():
     base = provisioned(CFG_A)
-    key = None
-    for k in base:
-        if base[k][0] == BLOB:
-            key = k
+    key = active_slot(base)
     raw = base[key][1]
-    for i in range(len(raw)):
-        bad = dict(base)
-        b = bytearray(raw)
-        b[i] ^= 0x01
-        bad[key] = (BLOB, bytes(b))
-        nvs, st = fresh(bad)
-        assert not st.provision_is_provisioned(), i
-        eq(st.load_error.reason, "CORRUPT", "byte %d" % i)
+    for mask in (0x01, 0x20):
+        for i in range(len(raw)):
+            bad = dict(base)
+            b = bytearray(raw)
+            b[i] ^= mask
+            bad[key] = (BLOB, bytes(b))
+            nvs, st = fresh(bad)
+            what = "byte %d ^ %#x" % (i, mask)
+            assert not st.provision_is_provisioned(), what
+            eq(st.load_error.reason, "CORRUPT", what)
+            raises(ss_store.StoreError, st.provision_load_config)
 
 
 @test
-def test_oversized_record_is_corrupt():
-    base = provisioned(CFG_A)
-    bad = dict(base)
-    for k in bad:
-        if bad[k][0] == BLOB:
-            bad[k] = (BLOB, b"x" * 5000)
-    nvs, st = fresh(bad)
-    eq(st.load_error.reason, "CORRUPT")
+def test_damaged_states_are_corrupt():
+    forged = ss_store.encode_record(1, CFG_B)[:-32] + b"\x00" * 32
+    mangles = [
+        ("truncated", lambda d, k: d.update({k: (BLOB, d[k][1][:-1])})),
+        ("empty", lambda d, k: d.update({k: (BLOB, b"")})),
+        ("larger than the read buffer", lambda d, k: d.update({k: (BLOB, b"x" * 5000)})),
+        ("marker points at nothing", lambda d, k: d.pop(k)),
+        ("marker points at the wrong slot", lambda d, k: d.update({"active": ("i32", 2)})),
+        ("wrong generation in the right slot", lambda d, k: d.update({"active": ("i32", 3)})),
+        ("checksum zeroed", lambda d, k: d.update({k: (BLOB, forged)})),
+    ]
+    for name, mangle in mangles:
+        d = dict(provisioned(CFG_A))
+        mangle(d, active_slot(d))
+        nvs, st = fresh(d)
+        assert not st.provision_is_provisioned(), name
+        eq(st.load_error.reason, "CORRUPT", name)
+
+
+@test
+def test_save_after_corruption_recovers():
+    d = dict(provisioned(CFG_A))
+    d[active_slot(d)] = (BLOB, b"garbage" * 10)
+    nvs, st = fresh(d)
+    st.provision_save_config(CFG_B)
+    eq(state(fresh(nvs.durable)[1]), CFG_B)
+
+
+@test
+def test_record_encoding():
+    rec = ss_store.encode_record(5, CFG_B)
+    eq(rec[:4], b"SSC\x01")
+    eq(hashlib.sha256(rec[:-32]).digest(), rec[-32:])
+    eq(ss_store.decode_record(rec), (5, CFG_B))
+
+
+class Full(FakeNVS):
+    def set_blob(self, key, value):
+        raise OSError(-0x1105)  # ESP_ERR_NVS_NOT_ENOUGH_SPACE
+
+
+class Flaky(FakeNVS):
+    def set_blob(self, key, value):
+        FakeNVS.set_blob(self, key, bytes(value)[:-1] + b"?")  # flash wrote something else
+
+
+@test
+def test_failed_save_keeps_old_config():
+    for nvs_class, reason in ((Full, "IO"), (Flaky, "VERIFY")):
+        nvs = nvs_class(provisioned(CFG_A))
+        st = ss_store.Store(nvs)
+        st.provision_init()
+        e = raises(ss_store.StoreError, st.provision_save_config, CFG_B)
+        eq(e.reason, reason)
+        assert SECRET_B not in e.message, reason
+        eq(st.provision_load_config(), CFG_A, reason)
+        eq(state(fresh(nvs.durable)[1]), CFG_A, reason)
+
+
+@test
+def test_module_level_api():
+    st = ss_store.provision_init(FakeNVS())
+    assert not ss_store.provision_is_provisioned()
+    ss_store.provision_save_config(CFG_A)
+    assert ss_store.provision_is_provisioned()
+    eq(ss_store.provision_load_config(), CFG_A)
+    ss_store.provision_clear()
+    assert not st.provision_is_provisioned()
+
+
+# --- power-cut model check ---------------------------------------------------------------
+
+def _init(st):
+    st.provision_init()
+    return st
 
 
 @test
@@ -151,30 +281,30 @@ def test_power_cut_model():
         ]
         for name, start, want_old, want_new, op in scenarios:
             runs = cut_states(make, start, op, autocommit)
-            assert len(runs) >= 3, name
+            assert len(runs) >= 3, name  # at least a write and a commit happened
+            eq(runs[0][1], start, name + ": cut before any call changed something")
             eq(state(fresh(runs[-1][1], autocommit)[1]), want_new, name + " completed")
             for k, durable in runs:
                 what = "%s, cut after %s calls, autocommit=%s" % (name, k, autocommit)
-                nvs, st = fresh(durable, autocommit)
+                nvs, st = fresh(durable, autocommit)  # must not raise
                 got = state(st)
                 assert got == want_old or got == want_new, what
                 if got is None:
                     eq(st.load_error.reason, "ESP_ERR_NVS_NOT_FOUND", what)
-                    assert not contains(nvs.durable, CFG_A["wifi_pass"]), what + ": old secret lingers"
-                    assert not contains(nvs.durable, CFG_B["wifi_pass"]), what + ": new secret lingers"
-                # and the store is usable again afterwards
+                    assert not contains(nvs.durable, SECRET_A), what + ": an erased secret survived the reboot"
+                    assert not contains(nvs.durable, SECRET_B), what + ": an unsaved secret survived the reboot"
+                else:
+                    assert st.load_error is None, what
+                # and the store is fully usable again afterwards
                 st.provision_save_config(CFG_C)
                 eq(state(fresh(nvs.durable, autocommit)[1]), CFG_C, what + ": save after recovery")
-
-
-def _init(st):
-    st.provision_init()
-    return st
+                assert not contains(nvs.durable, SECRET_A), what + ": old secret lingers after recovery"
+                assert not contains(nvs.durable, SECRET_B), what + ": new secret lingers after recovery"
 
 
 @test
 def test_power_cut_during_recovery():
-    # A cut during the cleanup that provision_init does after an interrupted clear.
+    # provision_init finishes an interrupted clear; cut that too, at every step.
     old = provisioned(CFG_A)
     runs = cut_states(lambda nvs: _init(ss_store.Store(nvs)), old, lambda st: st.provision_clear())
     for k, durable in runs:
@@ -182,36 +312,6 @@ def test_power_cut_during_recovery():
         for k2, d2 in runs2:
             got = state(fresh(d2)[1])
             assert got is None or got == CFG_A, (k, k2)
-
-
-@test
-def test_io_error_is_store_error():
-    class Full(FakeNVS):
-        def set_blob(self, key, value):
-            raise OSError(-0x1105)  # ESP_ERR_NVS_NOT_ENOUGH_SPACE
-    nvs = Full(provisioned(CFG_A))
-    st = ss_store.Store(nvs)
-    st.provision_init()
-    eq(raises(ss_store.StoreError, st.provision_save_config, CFG_B).reason, "IO")
-    eq(st.provision_load_config(), CFG_A)
-    eq(state(fresh(nvs.durable)[1]), CFG_A)
-
-
-@test
-def test_fake_nvs_semantics():
-    nvs = FakeNVS()
-    eq(raises(OSError, nvs.get_i32, "k").args[0], ESP_ERR_NVS_NOT_FOUND)
-    nvs.set_blob("k", b"abc")
-    eq(raises(OSError, nvs.get_i32, "k").args[0], ESP_ERR_NVS_NOT_FOUND)
-    eq(raises(OSError, nvs.get_blob, "k", bytearray(2)).args[0], -0x110C)
-    buf = bytearray(8)
-    eq(nvs.get_blob("k", buf), 3)
-    eq(bytes(buf[:3]), b"abc")
-    eq(nvs.reset().durable, {})
-    nvs.commit()
-    eq(nvs.reset().get_blob("k", buf), 3)
-    nvs.budget = nvs.calls
-    raises(PowerCut, nvs.commit)
 
 
 run()
