@@ -146,8 +146,7 @@ class Console:
         self.ok("pong " + ssproto.quote(a[0]) if a else "pong")
 
     async def cmd_provision_set_wifi(self, a):
-        if len(a) != 2:
-            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_set_wifi <ssid> <password>")
+        _expect(a, 2, "usage: provision_set_wifi <ssid> <password>")
         ssid = ssproto.check_ssid(a[0])
         password = ssproto.check_passphrase(a[1])
         self.staged["wifi_ssid"] = ssid
@@ -157,10 +156,7 @@ class Console:
         self.ok()
 
     async def cmd_provision_set_device(self, a):
-        if len(a) != 4:
-            raise ssproto.ProtocolError(
-                ssproto.E_USAGE, "usage: provision_set_device <device-id> <tenant> <building> <room>"
-            )
+        _expect(a, 4, "usage: provision_set_device <device-id> <tenant> <building> <room>")
         vals = (
             ssproto.check_ident("device id", a[0]),
             ssproto.check_ident("tenant", a[1]),
@@ -173,8 +169,7 @@ class Console:
         self.ok()
 
     async def cmd_provision_set_mqtt(self, a):
-        if len(a) != 1:
-            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_set_mqtt <mqtt://host[:port]>")
+        _expect(a, 1, "usage: provision_set_mqtt <mqtt://host[:port]>")
         self.staged["mqtt_uri"] = ssproto.check_mqtt_uri(a[0])
         print("MQTT broker saved: %s" % a[0])
         self._hint()
@@ -194,8 +189,7 @@ class Console:
         return cfg
 
     async def cmd_provision_complete(self, a):
-        if a:
-            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_complete")
+        _expect(a, 0, "usage: provision_complete")
         cfg = self.merged()
         if "wifi_ssid" not in cfg:
             raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "WiFi not set: run provision_set_wifi first")
@@ -209,15 +203,13 @@ class Console:
         await self._reset()
 
     async def cmd_provision_discard(self, a):
-        if a:
-            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_discard")
+        _expect(a, 0, "usage: provision_discard")
         self.staged = {}
         print("Staged changes discarded")
         self.ok()
 
     async def cmd_provision_status(self, a):
-        if a:
-            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_status")
+        _expect(a, 0, "usage: provision_status")
         st = self.store
         prov = st.provision_is_provisioned()
         cfg = st.provision_load_config() if prov else {}
@@ -238,8 +230,7 @@ class Console:
         self.ok()
 
     async def cmd_provision_verify(self, a):
-        if len(a) != 1:
-            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_verify <nonce>")
+        _expect(a, 1, "usage: provision_verify <nonce>")
         nonce = ssproto.check_nonce(a[0])
         if not self.store.provision_is_provisioned():
             raise ssproto.ProtocolError(ssproto.E_STATE, "device is not provisioned")
@@ -269,11 +260,15 @@ class Console:
         await self._reset()
 
     async def cmd_reboot(self, a):
-        if a:
-            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: reboot")
+        _expect(a, 0, "usage: reboot")
         print("Rebooting...")
         self.ok()
         await self._reset()
+
+
+def _expect(args, n, usage):
+    if len(args) != n:
+        raise ssproto.ProtocolError(ssproto.E_USAGE, usage)
 
 
 def _is_name(s):
