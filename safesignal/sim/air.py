@@ -32,6 +32,21 @@ STAT_NO_AP_FOUND = 201
 STAT_WRONG_PASSWORD = 202
 STAT_HANDSHAKE_TIMEOUT = 204
 
+# network.WLAN(STA_IF).config(name=value) parameters (ports/esp32/network_wlan.c) the virtual
+# station accepts and records; "reconnects" is -1 (retry forever) until the firmware sets it.
+WLAN_CONFIG_SETTABLE = {
+    "reconnects": "int",
+    "dhcp_hostname": "str",
+    "hostname": "str",
+    "txpower": "number",
+    "pm": "int",
+    "ps_mode": "int",
+    "protocol": "int",
+    "channel": "int",
+    "mac": "mac",
+}
+WLAN_CONFIG_DEFAULTS: dict[str, Any] = {"reconnects": -1}
+
 
 @dataclass
 class AccessPoint:
@@ -102,6 +117,38 @@ class Station:
         self._started = 0.0
         self._result: tuple[int, AccessPoint | None] = (STAT_IDLE, None)
         self._pending: tuple[int, AccessPoint | None, int] = (STAT_IDLE, None, 0)
+        self.config: dict[str, Any] = dict(WLAN_CONFIG_DEFAULTS)
+
+    @property
+    def ssid(self) -> str | None:
+        """The SSID of the current connection attempt or connection."""
+        return self._ssid
+
+    def power_on(self) -> None:
+        """A (re)boot: the radio is off, not associated, configuration back to defaults."""
+        self.disconnect()
+        self.active = False
+        self.config = dict(WLAN_CONFIG_DEFAULTS)
+
+    def set_config(self, name: str, value: Any) -> bool:
+        """``WLAN.config(name=value)``; False for a parameter the station interface lacks."""
+        if name not in WLAN_CONFIG_SETTABLE:
+            return False
+        kind = WLAN_CONFIG_SETTABLE[name]
+        if kind == "mac":
+            if not (isinstance(value, dict) and isinstance(value.get("hex"), str) and len(value["hex"]) == 12):
+                raise ValueError("invalid buffer length")
+            value = value["hex"]
+        elif kind == "str":
+            if not isinstance(value, str):
+                raise TypeError(f"{name} must be a str")
+        elif kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{name} must be an int")
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number")
+        self.config["hostname" if name == "dhcp_hostname" else name] = value
+        return True
 
     def connect(self, ssid: str, key: str) -> None:
         self.active = True

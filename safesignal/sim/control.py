@@ -47,3 +47,8 @@ class SimControl:
 
     def power_cut_after(self, writes: int) -> None:
         self.call("power_cut_after", writes=writes)
+
+    def nvs_mode(self, write_through: bool) -> None:
+        """Flash write model: ``True`` = write-through (every set/erase reaches the flash at
+        once, commit is a no-op: ESP-IDF's behaviour), ``False`` = held until commit."""
+        self.call("nvs_mode", write_through=bool(write_through))

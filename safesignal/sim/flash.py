@@ -1,7 +1,16 @@
 """The virtual device's flash: its NVS partition, kept in ESP-IDF's NVS format in a file.
 
-Writes are held per boot until ``commit`` (uncommitted writes are lost at a reset or power
-cut, as on a board).  A commit rewrites the whole image to a temporary file, fsyncs it and
+Two write models, switchable while the device runs (``write_through``):
+
+* **commit** (default): writes are held per boot until ``commit``, and uncommitted writes are
+  lost at a reset or power cut.  This is all MicroPython's ``esp32.NVS`` documentation
+  promises ("changes are only guaranteed to be written to flash after ``commit``").
+* **write-through**: every ``set``/``erase`` reaches the file at once and ``commit`` has
+  nothing left to do.  This is what ESP-IDF actually does (``nvs_set_*``/``nvs_erase_key``
+  write the flash; ``nvs_commit`` is a no-op in the current implementation).
+
+Firmware that is correct under the commit model is correct under both.  Every write rewrites
+the whole image to a new temporary file (mode 0600: it holds the WiFi password), fsyncs it and
 renames it over the old one, so the file is always a complete, readable NVS image.
 """
 
@@ -11,6 +20,7 @@ import logging
 import os
 from pathlib import Path
 
+from ..errors import UsageError
 from ..nvs import NvsEntry, NvsFormatError, NvsFullError, build_partition, parse_partition
 
 log = logging.getLogger(__name__)
@@ -26,6 +36,8 @@ ESP_ERR_NVS_KEY_TOO_LONG = 0x1109
 ESP_ERR_NVS_INVALID_LENGTH = 0x110C
 ESP_ERR_NVS_VALUE_TOO_LONG = 0x110E
 
+FILE_MODE = 0o600  # the image holds the WiFi password
+
 _MISSING = object()
 
 
@@ -35,24 +47,55 @@ class NvsOpError(Exception):
         self.code = code
 
 
+def check_flash_path(path: Path) -> None:
+    """Raise UsageError unless ``path`` is an existing regular file or can be created."""
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise UsageError(f"--flash {path}: not a regular file")
+        if not os.access(path, os.R_OK):
+            raise UsageError(f"--flash {path}: not readable")
+        parent = path.parent
+    else:
+        parent = path.parent
+        if not parent.is_dir():
+            raise UsageError(f"--flash {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        # every write makes a temporary file next to the image and renames it
+        raise UsageError(f"--flash {path}: directory {parent} is not writable")
+
+
 class FlashNvs:
-    def __init__(self, path: Path, size: int = NVS_SIZE) -> None:
+    """The NVS partition.  The constructor reads an existing image (or starts blank) but
+    creates no file; :meth:`create` writes the blank image when the device first powers up."""
+
+    def __init__(self, path: Path, size: int = NVS_SIZE, *, write_through: bool = False) -> None:
         self.path = path
         self.size = size
+        self.write_through = write_through
         self.committed: dict[tuple[str, str], NvsEntry] = {}
-        self.pending: dict[tuple[str, str], NvsEntry | object] = {}
+        self.pending: dict[tuple[str, str], NvsEntry | None] = {}
         self.namespaces: list[str] = []
-        if path.exists():
-            image = path.read_bytes()
-            part = parse_partition(image)
+        self._exists = path.exists()
+        if self._exists:
+            try:
+                image = path.read_bytes()
+                part = parse_partition(image)
+            except OSError as err:
+                raise UsageError(f"--flash {path}: {err.strerror or err}") from None
+            except NvsFormatError as err:
+                raise UsageError(f"--flash {path}: not an NVS partition image: {err}") from None
             for issue in part.issues:
                 log.warning("flash %s: %s", path, issue)
             for e in part.entries:
                 self.committed[(e.namespace, e.key)] = e
             self.namespaces = sorted(part.namespaces, key=lambda n: part.namespaces[n])
             self.size = len(image)
-        else:
-            self._write(b"\xff" * size)
+
+    def create(self) -> None:
+        """Write the blank image if there is no file yet (a fresh chip's erased flash)."""
+        if not self._exists:
+            self._write(b"\xff" * self.size)
+            self._exists = True
 
     # --- the esp32.NVS operations ------------------------------------------------------
     def open(self, ns: str) -> None:
@@ -77,23 +120,46 @@ class FlashNvs:
         if not key or len(key.encode()) > 15:
             raise NvsOpError(ESP_ERR_NVS_KEY_TOO_LONG)
         self.open(ns)
-        self.pending[(ns, key)] = NvsEntry(ns, key, type_, value)
+        self._change({(ns, key): NvsEntry(ns, key, type_, value)})
 
     def erase(self, ns: str, key: str) -> None:
         if self._lookup(ns, key) is None:
             raise NvsOpError(ESP_ERR_NVS_NOT_FOUND)
-        self.pending[(ns, key)] = None
+        self._change({(ns, key): None})
 
     def commit(self) -> None:
+        """Write what is pending.  In write-through mode nothing is pending (except writes
+        held before a switch from commit mode), so this is normally a no-op."""
         if not self.pending:
             return
+        self._apply(self.pending)
+        self.pending = {}
+
+    def set_write_through(self, on: bool) -> None:
+        """Switch the write model.  Writes still pending from commit mode stay pending until
+        the next commit (or are lost at a reset), whatever the new mode."""
+        self.write_through = on
+
+    def drop_pending(self) -> None:
+        """A reset or power cut: what was not committed is gone."""
+        self.pending = {}
+
+    # --- the image -----------------------------------------------------------------------
+    def _change(self, changes: dict[tuple[str, str], NvsEntry | None]) -> None:
+        if not self.write_through:
+            self.pending.update(changes)
+            return
+        # On top of the file's content; older writes still held from commit mode stay held.
+        self._apply(changes)
+        for k in changes:
+            self.pending.pop(k, None)
+
+    def _apply(self, changes: dict[tuple[str, str], NvsEntry | None]) -> None:
         merged = dict(self.committed)
-        for k, v in self.pending.items():
-            if isinstance(v, NvsEntry):
-                merged.pop(k, None)  # a rewritten key goes to the end, as ESP-IDF appends
+        for k, v in changes.items():
+            merged.pop(k, None)  # a rewritten key goes to the end, as ESP-IDF appends
+            if v is not None:
                 merged[k] = v
-            else:
-                merged.pop(k, None)
         # Entries of one namespace together, namespaces in the order they were first opened.
         order = {ns: i for i, ns in enumerate(self.namespaces)}
         entries = sorted(merged.values(), key=lambda e: order.get(e.namespace, len(order)))
@@ -104,17 +170,29 @@ class FlashNvs:
         except NvsFormatError:
             raise NvsOpError(ESP_ERR_NVS_VALUE_TOO_LONG) from None
         self._write(image)
+        self._exists = True
         self.committed = merged
-        self.pending = {}
-
-    def drop_pending(self) -> None:
-        """A reset or power cut: what was not committed is gone."""
-        self.pending = {}
 
     def _write(self, image: bytes) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(image)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            tmp.unlink()  # a leftover could carry another owner or mode; O_EXCL below
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # whatever the umask
+            with os.fdopen(fd, "wb") as f:
+                fd = -1
+                f.write(image)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+            raise
         os.replace(tmp, self.path)

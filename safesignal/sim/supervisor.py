@@ -5,12 +5,23 @@
     host tool --pyserial--> PORT-LINK (pty, raw) <--> Supervisor <--pipes--> micropython main.py
                                                      |  FlashNvs (ESP-IDF NVS image file)
                                                      |  Station / Air (WiFi model)
-                                                     |  hw server (127.0.0.1, JSON lines) <-- stub modules
-                                                     |  control socket (reset, power cut, state)
+                                                     |  hw server (127.0.0.1, JSON lines, token) <-- stubs
+                                                     |  control socket (0600: reset, power cut, state)
 
 The firmware files run unmodified; the stub modules in ``stubs/`` come first on MICROPYPATH
 and forward every hardware call here.  A reset restarts the process and keeps the flash; a
 power cut is a SIGKILL at any moment.
+
+The hw channel is a loopback TCP port any local user could reach, so every boot gets a fresh
+random token (in the device process's environment, ``SAFESIGNAL_HW_TOKEN``, readable only by
+its owner); a connection whose first line is not that token is dropped unanswered.
+
+Ctrl-C: console input reaches the device through a pipe, where 0x03 is plain data.  A board's
+UART driver instead consumes the interrupt character and raises KeyboardInterrupt while it is
+enabled (``micropython.kbd_intr``).  MicroPython's unix port keeps SIGINT caught exactly while
+the interrupt character is enabled (``kbd_intr(-1)`` resets SIGINT to SIG_DFL), so a 0x03 from
+the host becomes a SIGINT when the device process catches SIGINT (``SigCgt`` in
+``/proc/PID/status``) and stays data otherwise.
 """
 
 from __future__ import annotations
@@ -20,8 +31,11 @@ import binascii
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
+import socket
+import stat
 import sys
 import tty
 from collections.abc import Callable
@@ -30,8 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SafeSignalError, UsageError
-from .air import Air, Station
-from .flash import FlashNvs, NvsOpError
+from .air import WLAN_CONFIG_SETTABLE, Air, Station
+from .flash import FlashNvs, NvsOpError, check_flash_path
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +54,9 @@ DEFAULT_FIRMWARE = REPO_ROOT / "firmware" / "esp32-button"
 STUBS = Path(__file__).resolve().parent / "stubs"
 
 _MUTATING = ("nvs_set", "nvs_erase", "nvs_commit")
+INTR_CHAR = 0x03  # Ctrl-C, MicroPython's default interrupt character
+HW_AUTH_TIMEOUT = 5.0  # seconds a hw-channel connection may take to present its token
+SOCKET_MODE = 0o600
 
 
 def find_micropython() -> str:
@@ -62,6 +79,57 @@ def parse_mac(s: str) -> bytes:
         raise UsageError(f"--mac must look like AA:BB:CC:DD:EE:FF, not {s!r}") from None
 
 
+def catches_sigint(pid: int) -> bool:
+    """True if process ``pid`` has a handler installed for SIGINT (Linux ``/proc``).
+
+    The bit for signal N in ``SigCgt`` is ``1 << (N - 1)``.  Where there is no ``/proc``,
+    answers False, so 0x03 stays console data."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def _check_dir(flag: str, path: Path) -> None:
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: directory {parent} is not writable")
+
+
+def check_paths(cfg: SimConfig) -> None:
+    """Reject unusable paths before anything is created (UsageError, one clear line)."""
+    fw = cfg.firmware
+    if not (fw / "main.py").is_file():
+        raise UsageError(f"no firmware at {fw} (main.py missing)")
+    exe = cfg.micropython
+    if not (os.path.isfile(exe) and os.access(exe, os.X_OK)) and shutil.which(exe) is None:
+        raise UsageError(f"micropython interpreter {exe} not found or not executable")
+    _check_dir("--port-link", cfg.port_link)
+    if cfg.port_link.exists() and not cfg.port_link.is_symlink():
+        raise UsageError(f"--port-link {cfg.port_link}: exists and is not a symlink (refusing to replace it)")
+    check_flash_path(cfg.flash)
+    ctl = cfg.control
+    if ctl is not None:
+        _check_dir("--control", ctl)
+        if ctl.is_symlink() or ctl.exists():
+            if ctl.is_symlink() or not stat.S_ISSOCK(ctl.lstat().st_mode):
+                raise UsageError(f"--control {ctl}: exists and is not a socket (refusing to replace it)")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)
+                try:
+                    probe.connect(str(ctl))
+                except OSError:
+                    pass  # stale socket of a sim that is gone: replaced at start
+                else:
+                    raise UsageError(f"--control {ctl}: another virtual device is using it")
+
+
 @dataclass
 class SimConfig:
     port_link: Path
@@ -74,15 +142,14 @@ class SimConfig:
     micropython: str = field(default_factory=find_micropython)
     reset_delay: float = 0.05
     crash_delay: float = 1.0
+    nvs_write_through: bool = False
 
 
 class Supervisor:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
-        main_py = cfg.firmware / "main.py"
-        if not main_py.exists():
-            raise UsageError(f"no firmware at {cfg.firmware} (main.py missing)")
-        self.flash = FlashNvs(cfg.flash)
+        check_paths(cfg)
+        self.flash = FlashNvs(cfg.flash, write_through=cfg.nvs_write_through)  # creates no file
         self.station = Station(cfg.air)
         self.boots = 0
         self.running = False
@@ -97,33 +164,84 @@ class Supervisor:
         self._hw_server: asyncio.Server | None = None
         self._ctl_server: asyncio.Server | None = None
         self._hw_port = 0
+        self._hw_token = ""
+        self._link_made = False
+        self._ctl_made = False
+        self.rejected_hw_connections = 0
+        self.interrupts = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------
+    @property
+    def hw_port(self) -> int:
+        """The hw channel's loopback TCP port (0 before start)."""
+        return self._hw_port
+
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            self._stopping = True
+            self._kill()
+            if self._proc is not None:
+                try:
+                    await asyncio.wait_for(self._proc.wait(), 5)
+                except TimeoutError:
+                    pass
+            await self._close()
+            raise
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._hw_server = await asyncio.start_server(self._hw_client, "127.0.0.1", 0)
         self._hw_port = self._hw_server.sockets[0].getsockname()[1]
         if self.cfg.control is not None:
             try:
-                self.cfg.control.unlink()
-            except FileNotFoundError:
-                pass
-            self._ctl_server = await asyncio.start_unix_server(self._ctl_client, str(self.cfg.control))
+                sock = self._bind_control(self.cfg.control)
+            except OSError as e:
+                raise UsageError(f"--control {self.cfg.control}: {e.strerror or e}") from None
+            self._ctl_made = True
+            self._ctl_server = await asyncio.start_unix_server(self._ctl_client, sock=sock)
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # without raw mode the pty would echo the device's output back
         os.set_blocking(self._master, False)
         link = self.cfg.port_link
         tmp = link.with_name(link.name + ".new")
         try:
+            if tmp.is_symlink():
+                tmp.unlink()  # left over by a sim that was killed; anything else is not ours
+            os.symlink(os.ttyname(self._slave), tmp)
+        except OSError as e:
+            raise UsageError(f"--port-link {link}: cannot create {tmp}: {e.strerror or e}") from None
+        try:
+            os.replace(tmp, link)  # atomic: a host never sees a missing or half-made link
+        except OSError as e:
             tmp.unlink()
-        except FileNotFoundError:
-            pass
-        os.symlink(os.ttyname(self._slave), tmp)
-        os.replace(tmp, link)  # atomic: a host never sees a missing or half-made link
+            raise UsageError(f"--port-link {link}: {e.strerror or e}") from None
+        self._link_made = True
         loop.add_reader(self._master, self._on_host_bytes)
         await self._boot()
+        self.flash.create()  # a blank chip's erased NVS, once the device is really up
         self._tasks.append(asyncio.create_task(self._lifecycle()))
+
+    @staticmethod
+    def _bind_control(path: Path) -> socket.socket:
+        """A listening-to-be unix socket at ``path`` with mode 0600.  It is chmod-ed before
+        listen(), so there is no moment at which another user could connect."""
+        try:
+            if stat.S_ISSOCK(path.lstat().st_mode):
+                path.unlink()  # stale (check_paths made sure nobody answers on it)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, SOCKET_MODE)
+        except BaseException:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
 
     async def wait(self) -> None:
         await self._stopped.wait()
@@ -141,33 +259,42 @@ class Supervisor:
                 pass
         for t in self._tasks:
             t.cancel()
+        await self._close()
+        self._stopped.set()
+
+    async def _close(self) -> None:
+        """Undo what start made (also after a start that failed half-way)."""
         loop = asyncio.get_running_loop()
         if self._master >= 0:
             loop.remove_reader(self._master)
             os.close(self._master)
             os.close(self._slave)
             self._master = self._slave = -1
-        try:
-            if self.cfg.port_link.is_symlink():
-                self.cfg.port_link.unlink()
-        except OSError:
-            pass
+        if self._link_made:
+            self._link_made = False
+            try:
+                if self.cfg.port_link.is_symlink():
+                    self.cfg.port_link.unlink()
+            except OSError:
+                pass
         for srv in (self._hw_server, self._ctl_server):
             if srv is not None:
                 srv.close()
-        if self.cfg.control is not None:
+        self._hw_server = self._ctl_server = None
+        if self._ctl_made and self.cfg.control is not None:
+            self._ctl_made = False
             try:
                 self.cfg.control.unlink()
             except OSError:
                 pass
-        self._stopped.set()
 
     async def _boot(self) -> None:
         env = dict(os.environ)
         env["MICROPYPATH"] = os.pathsep.join([str(STUBS), str(self.cfg.firmware / "lib"), ".frozen"])
         env["SAFESIGNAL_HW_PORT"] = str(self._hw_port)
-        self.station.disconnect()
-        self.station.active = False
+        self._hw_token = secrets.token_hex(32)  # per boot: a cut process's token is worthless
+        env["SAFESIGNAL_HW_TOKEN"] = self._hw_token
+        self.station.power_on()
         self.flash.drop_pending()
         self._exit_reason = ""
         self.boots += 1
@@ -233,8 +360,35 @@ class Supervisor:
         except (BlockingIOError, OSError):
             return
         proc = self._proc
-        if data and proc is not None and self.running and proc.stdin is not None:
-            proc.stdin.write(data)  # while in reset, input is lost, as on a chip
+        if not data or proc is None or not self.running or proc.stdin is None or proc.returncode is not None:
+            return  # while in reset, input is lost, as on a chip
+        if INTR_CHAR in data:
+            data = self._interrupt_chars(proc, data)
+        if data:
+            proc.stdin.write(data)
+
+    def _interrupt_chars(self, proc: asyncio.subprocess.Process, data: bytes) -> bytes:
+        """Each 0x03: SIGINT (the byte consumed) if the device catches SIGINT, else data.
+
+        Input before the 0x03 is written first, so it is ahead of the interrupt, as in a
+        UART's receive buffer.  Returns the input still to write."""
+        assert proc.stdin is not None
+        parts = data.split(bytes([INTR_CHAR]))
+        out = parts[0]
+        for part in parts[1:]:
+            if catches_sigint(proc.pid):
+                if out:
+                    proc.stdin.write(out)
+                    out = b""
+                try:
+                    os.kill(proc.pid, signal.SIGINT)
+                    self.interrupts += 1
+                except ProcessLookupError:
+                    return b""
+            else:
+                out += bytes([INTR_CHAR])
+            out += part
+        return out
 
     def _kill(self, reason: str = "stopped") -> None:
         proc = self._proc
@@ -257,14 +411,22 @@ class Supervisor:
         """Cut the power when the device issues its ``writes``-th NVS write/erase/commit (0 disarms)."""
         self._cut_after = writes if writes > 0 else None
 
+    def nvs_mode(self, write_through: bool) -> None:
+        """Switch the flash between commit mode and write-through mode (see flash.py)."""
+        self.flash.set_write_through(write_through)
+
     def state(self) -> dict[str, Any]:
         return {
             "boots": self.boots,
             "running": self.running,
             "wifi_status": self.station.status(),
+            "wlan_config": dict(self.station.config),
             "port": str(self.cfg.port_link),
             "flash": str(self.cfg.flash),
             "cut_pending": self._cut_after,
+            "nvs_write_through": self.flash.write_through,
+            "nvs_pending": len(self.flash.pending),
+            "interrupts": self.interrupts,
         }
 
     @staticmethod
@@ -298,6 +460,12 @@ class Supervisor:
                 self.power_cut()
             elif op == "power_cut_after":
                 self.power_cut_after(int(req["writes"]))
+            elif op == "nvs_mode":
+                wt = req["write_through"]
+                if not isinstance(wt, bool):
+                    return {"ok": False, "error": "write_through must be true or false"}
+                self.nvs_mode(wt)
+                return {"ok": True, "write_through": wt}
             elif op == "stop":
                 asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
             else:
@@ -308,6 +476,17 @@ class Supervisor:
 
     # --- hardware channel ----------------------------------------------------------------
     async def _hw_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The first line must be this boot's token; anything else is hung up on, unanswered.
+        try:
+            first = await asyncio.wait_for(reader.readline(), HW_AUTH_TIMEOUT)
+        except (TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError):
+            first = b""
+        token = self._hw_token.encode()
+        if not token or not secrets.compare_digest(first.rstrip(b"\r\n"), token):
+            self.rejected_hw_connections += 1
+            log.warning("hw channel: refused a connection without the device's token")
+            writer.close()
+            return
         boot = self.boots
 
         def handle(line: bytes) -> dict[str, Any] | None:
@@ -378,6 +557,17 @@ class Supervisor:
         if op == "wlan_ifconfig":
             st.status()
             return st.ifconfig()
+        if op == "wlan_config_set":
+            return st.set_config(str(req["name"]), req.get("value"))
         if op == "wlan_config_get":
-            return self.cfg.mac.hex() if req.get("name") == "mac" else None
+            name = str(req["name"])
+            if name == "mac":
+                return [True, {"hex": st.config.get("mac", self.cfg.mac.hex())}]
+            if name in ("ssid", "essid"):
+                return [True, st.ssid or ""]
+            if name == "dhcp_hostname":
+                name = "hostname"
+            if name in st.config or name in WLAN_CONFIG_SETTABLE:
+                return [True, st.config.get(name)]
+            return [False, None]
         raise ValueError(f"unknown hw op {op!r}")

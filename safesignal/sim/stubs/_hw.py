@@ -1,6 +1,7 @@
 # Virtual-device stub transport (MicroPython side).  Holds no hardware logic: every call is
 # forwarded over a loopback socket to the CPython supervisor (safesignal/sim/supervisor.py),
-# one JSON object per line each way.
+# one JSON object per line each way.  The first line of a connection is the per-boot token
+# the supervisor put in our environment; without it the supervisor hangs up.
 
 import json
 import os
@@ -9,18 +10,27 @@ import socket
 _sock = None
 
 
+def _connect():
+    port = os.getenv("SAFESIGNAL_HW_PORT")
+    token = os.getenv("SAFESIGNAL_HW_TOKEN")
+    if not port or not token:
+        raise OSError(19)  # ENODEV: not started by the virtual device's supervisor
+    s = socket.socket()
+    s.connect(socket.getaddrinfo("127.0.0.1", int(port))[0][-1])
+    s.write(token.encode() + b"\n")
+    return s
+
+
 def call(op, **args):
     global _sock
     if _sock is None:
-        port = int(os.getenv("SAFESIGNAL_HW_PORT"))
-        s = socket.socket()
-        s.connect(socket.getaddrinfo("127.0.0.1", port)[0][-1])
-        _sock = s
+        _sock = _connect()
     args["op"] = op
     _sock.write(json.dumps(args).encode() + b"\n")
     line = _sock.readline()
     if not line:
-        # The supervisor is gone or is resetting us: wait to be killed, like a chip in reset.
+        # The supervisor is gone, is resetting us or refused us: wait to be killed, like a
+        # chip in reset.
         while True:
             _sock.readline()
     reply = json.loads(line)

@@ -1,6 +1,8 @@
 # Virtual-device stub of MicroPython's network module: network.WLAN in station mode, answered
 # by the supervisor's WiFi "air" model.  Status codes as on the ESP32 port.
 
+import binascii
+
 import _hw
 
 STA_IF = 0
@@ -40,6 +42,23 @@ class WLAN:
         return tuple(_hw.call("wlan_ifconfig"))
 
     def config(self, *args, **kwargs):
-        if args:
-            return _hw.call("wlan_config_get", name=args[0])
-        return None
+        # As ports/esp32/network_wlan.c: either one query or keyword settings; an unknown
+        # parameter is ValueError("unknown config param"); "mac" is 6 bytes.
+        if args and kwargs:
+            raise TypeError("either pos or kw args are allowed")
+        if kwargs:
+            for name in kwargs:
+                v = kwargs[name]
+                if isinstance(v, (bytes, bytearray)):
+                    v = {"hex": binascii.hexlify(bytes(v)).decode()}
+                if not _hw.call("wlan_config_set", name=name, value=v):
+                    raise ValueError("unknown config param")
+            return None
+        if len(args) != 1:
+            raise TypeError("can query only one param")
+        found, value = _hw.call("wlan_config_get", name=args[0])
+        if not found:
+            raise ValueError("unknown config param")
+        if isinstance(value, dict):
+            return binascii.unhexlify(value["hex"])
+        return value
