@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .errors import PortError, SafeSignalError, UsageError
@@ -50,13 +51,29 @@ class _Printer(ProvisionEvents):
 
 
 def _password(args: argparse.Namespace) -> str:
+    """--wifi-pass, else $SAFESIGNAL_WIFI_PASS (empty counts as unset), else a hidden prompt.
+
+    An empty password means an open network, and only with --open-network: an empty variable
+    or an Enter pressed by mistake must not provision a device that can never join.
+    """
+    if args.open_network:
+        if args.wifi_pass not in (None, ""):
+            raise UsageError("--open-network and a non-empty --wifi-pass contradict each other")
+        return ""
     if args.wifi_pass is not None:
+        if args.wifi_pass == "":
+            raise UsageError("--wifi-pass is empty: for an open network pass --open-network instead")
         return str(args.wifi_pass)
     env = os.environ.get(PASS_ENV)
-    if env is not None:
+    if env:
         return env
     if sys.stdin.isatty():
-        return getpass.getpass("WiFi password (not shown): ")
+        first = getpass.getpass("WiFi password (not shown): ")
+        if not first:
+            raise UsageError("no WiFi password entered: for an open network pass --open-network")
+        if getpass.getpass("Again, to confirm: ") != first:
+            raise UsageError("the two passwords differ; nothing was sent")
+        return first
     raise UsageError(f"no WiFi password: pass --wifi-pass, set {PASS_ENV}, or run in a terminal to be asked")
 
 
@@ -156,7 +173,10 @@ def cmd_factory_reset(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """Show the device's console output (like `idf.py monitor`), optionally until a line matches."""
-    until = re.compile(args.until) if args.until else None
+    try:
+        until = re.compile(args.until) if args.until else None
+    except re.error as e:
+        raise UsageError(f"--until is not a valid regular expression: {e}") from None
     with DeviceSession(args.port, timeout=args.timeout) as session:
         booting = False
         if args.reboot:
@@ -224,9 +244,9 @@ def add_provision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wifi-ssid", required=True, help="WiFi network name (1-32 bytes)")
     p.add_argument(
         "--wifi-pass",
-        help=f"WiFi password (8-63 characters, 64 hex digits, or \"\" for an open network); "
-        f"default: ${PASS_ENV}, else asked without echo",
+        help=f"WiFi password (8-63 characters or 64 hex digits); default: ${PASS_ENV}, else asked without echo",
     )
+    p.add_argument("--open-network", action="store_true", help="the network has no password")
     p.add_argument("--device-id", required=True)
     p.add_argument("--tenant", required=True)
     p.add_argument("--building", required=True)
@@ -244,10 +264,10 @@ def _add_factory_reset_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="safesignal", description="SafeSignal panic-button provisioning tools")
+    ap = _Parser(prog="safesignal", description="SafeSignal panic-button provisioning tools")
     ap.add_argument("--version", action="version", version=f"safesignal {__version__}")
     ap.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("provision", help="provision a device over its serial console")
     add_provision_args(p)
@@ -288,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> int:
     """The seed guide's scripts (provision_device.py, factory_reset.py): one command each."""
-    parser = argparse.ArgumentParser(prog=prog, description=f"SafeSignal {command} over the serial console")
+    parser = _Parser(prog=prog, description=f"SafeSignal {command} over the serial console")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")
     if command == "provision":
         add_provision_args(parser)
@@ -299,6 +319,16 @@ def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> i
     else:
         raise ValueError(command)
     return _run(parser, argv)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that never repeats what it could not parse: it may be a mistyped password."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments:"):
+            message = "unrecognized arguments (values not shown; quote values that contain spaces)"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:

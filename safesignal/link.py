@@ -17,14 +17,18 @@ BAUDRATE = 115200
 def open_port(url: str, *, baudrate: int = BAUDRATE) -> serial.SerialBase:
     """Open ``url`` (a device path, ``socket://host:port``, ``rfc2217://…``, ``loop://``).
 
-    DTR and RTS are set inactive before the port opens: on ESP32 boards they drive EN and
-    GPIO0 through the auto-reset circuit, and the default (both asserted) would reset the
-    chip, or hold it in the ROM bootloader.
+    DTR and RTS stay as the operating system raises them on open: both asserted.  On ESP32
+    boards they drive EN and GPIO0 through the two-transistor auto-reset circuit, which pulls
+    EN low only while RTS is asserted and DTR is not, and GPIO0 low only while DTR is asserted
+    and RTS is not (esptool's reset sequences rely on exactly this).  Both asserted is neutral,
+    so the chip keeps running.  Lowering them one after the other, as setting ``dtr=False``
+    then ``rts=False`` would, passes through RTS-only and resets the chip.  Native USB
+    (USB-CDC/Serial-JTAG) consoles also treat an asserted DTR as "a terminal is connected";
+    with DTR low, MicroPython's TinyUSB console may drop output.  mpremote opens ports the
+    same way.
     """
     try:
         ser = serial.serial_for_url(url, do_not_open=True, baudrate=baudrate, timeout=0.05, write_timeout=5)
-        ser.dtr = False
-        ser.rts = False
         ser.open()
     except (serial.SerialException, OSError, ValueError) as e:
         raise PortError(f"Could not open serial port {url}", reason=_reason(e)) from None

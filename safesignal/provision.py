@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ssproto
 
-from .errors import UsageError, VerifyError
+from .errors import SafeSignalError, UsageError, VerifyError
 from .session import DeviceSession
 
 log = logging.getLogger(__name__)
@@ -53,24 +53,24 @@ class ProvisionRequest:
 
 @dataclass(frozen=True)
 class Step:
-    args: list[str]
-    display: str  # what may be shown: the password masked
+    args: list[str] = field(repr=False)  # may hold the password
+    display: str = ""  # what may be shown: the password masked
+    stages: tuple[str, ...] = ()  # the fields this step stages on the device
 
 
 def steps_for(req: ProvisionRequest) -> list[Step]:
+    device = ["provision_set_device", req.device_id, req.tenant, req.building, req.room]
     steps = [
         Step(
             ["provision_set_wifi", req.wifi_ssid, req.wifi_pass],
             f"provision_set_wifi {ssproto.quote(req.wifi_ssid)} {MASK}",
+            ("wifi_ssid",),
         ),
-        Step(
-            ["provision_set_device", req.device_id, req.tenant, req.building, req.room],
-            ssproto.join_args(["provision_set_device", req.device_id, req.tenant, req.building, req.room]),
-        ),
+        Step(device, ssproto.join_args(device), ("building", "device_id", "room", "tenant")),
     ]
     if req.mqtt_uri is not None:
         args = ["provision_set_mqtt", req.mqtt_uri]
-        steps.append(Step(args, ssproto.join_args(args)))
+        steps.append(Step(args, ssproto.join_args(args), ("mqtt_uri",)))
     steps.append(Step(["provision_complete"], "provision_complete"))
     return steps
 
@@ -98,18 +98,54 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
     """
     ev = events or ProvisionEvents()
     req.validate()
+    session.add_secret(req.wifi_pass)
     session.sync()
     session.command(["provision_discard"])  # forget anything staged by an earlier, aborted run
-    for step in steps_for(req):
-        ev.sending(step.display)
-        reply = session.command(step.args)
-        ev.replied(reply.first)
+    before = session.status()  # boot id and chip id, to recognise the reboot and the chip
+    staged: set[str] = set()
+    committed = False
+    try:
+        for step in steps_for(req):
+            if not step.stages:  # provision_complete: only if exactly our values are staged
+                _check_staged(session, before["boot_id"], staged)
+                committed = True
+            ev.sending(step.display)
+            reply = session.command(step.args)
+            ev.replied(reply.first)
+            staged.update(step.stages)
+    finally:
+        if not committed:
+            _discard_quietly(session)  # do not leave the password staged in the device's RAM
     ev.phase("waiting for the device to reboot")
-    session.wait_reboot(boot_timeout)
+    session.wait_reboot(before["boot_id"], boot_timeout)
     ev.phase("reading the configuration back")
     status = session.status()
+    if status["chip_id"] != before["chip_id"]:
+        raise VerifyError(f"a different device answered after the reboot (chip {status['chip_id']}, "
+                          f"expected {before['chip_id']}): were ports swapped?")
     verify(session, req, status)
     return status
+
+
+def _check_staged(session: DeviceSession, boot_id: str, staged: set[str]) -> None:
+    """Refuse to commit unless the device still holds exactly what we staged this session.
+
+    A reset between two steps (brownout, watchdog, another program on the port) loses the
+    staged values; committing then would merge the rest with the old configuration.
+    """
+    st = session.status()
+    pending = {p for p in st["pending"].split(",") if p and p != "none"}
+    if st["boot_id"] != boot_id or pending != staged:
+        raise SafeSignalError(
+            "the device restarted or lost staged values during provisioning; nothing was committed, run it again"
+        )
+
+
+def _discard_quietly(session: DeviceSession) -> None:
+    try:
+        session.command(["provision_discard"], timeout=3)
+    except (SafeSignalError, OSError):
+        log.debug("could not discard staged values", exc_info=True)
 
 
 def verify(session: DeviceSession, req: ProvisionRequest, status: dict[str, str]) -> None:
@@ -134,12 +170,16 @@ def factory_reset(session: DeviceSession, events: ProvisionEvents | None = None,
                   *, boot_timeout: float = 30.0) -> dict[str, str]:
     ev = events or ProvisionEvents()
     session.sync()
+    boot_id = session.boot_id()
+    chip = session.status()["chip_id"]
     ev.sending("provision_reset --confirm")
     reply = session.command(["provision_reset", "--confirm"])
     ev.replied(reply.first)
     ev.phase("waiting for the device to reboot")
-    session.wait_reboot(boot_timeout)
+    session.wait_reboot(boot_id, boot_timeout)
     status = session.status()
+    if status["chip_id"] != chip:
+        raise VerifyError(f"a different device answered after the reboot (chip {status['chip_id']}): ports swapped?")
     if status.get("provisioned") != "no" or status.get("wifi_ssid"):
         raise VerifyError("device still reports a configuration after the factory reset")
     return status

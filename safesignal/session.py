@@ -11,6 +11,7 @@ import hashlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,12 +19,14 @@ import serial
 
 import ssproto
 
-from .errors import DeviceError, DeviceTimeout, PortError
+from .errors import DeviceError, DeviceTimeout, PortError, SafeSignalError
 from .link import open_port, reopen
 
 log = logging.getLogger(__name__)
 
 BOOT_LINE = "[PROVISION] Provisioning system initialized"
+MASK = "********"
+KEEP_LINES = 5000  # lines remembered for audits; a long `console` run must not grow forever
 
 
 @dataclass
@@ -51,11 +54,24 @@ class DeviceSession:
         self.url = url
         self.timeout = timeout
         self.on_log = on_log
-        self.log_lines: list[str] = []
-        self.received: list[str] = []  # every line the device sent (for audits: no secrets there)
+        self.log_lines: deque[str] = deque(maxlen=KEEP_LINES)
+        self.received: deque[str] = deque(maxlen=KEEP_LINES)  # what the device sent, secrets masked
+        self.boots_seen = 0  # boot lines read so far
+        self.last_boot_id: str | None = None  # the device's Boot ID at the last sync
+        self._secrets: list[str] = []
         self._ser = ser if ser is not None else open_port(url)
         self._buf = b""
         self._pending: list[str] = []
+
+    def add_secret(self, value: str) -> None:
+        """Mask ``value`` in every line read from now on (an echo must not reveal it)."""
+        if value and value not in self._secrets:
+            self._secrets.append(value)
+
+    def _mask(self, line: str) -> str:
+        for sec in self._secrets:
+            line = line.replace(sec, MASK)
+        return line
 
     def close(self) -> None:
         try:
@@ -80,8 +96,7 @@ class DeviceSession:
         deadline = deadline if deadline is not None else time.monotonic() + self.timeout
         while True:
             try:
-                self._ser.write(data)
-                self._ser.flush()
+                self._ser.write(data)  # bounded by the port's write_timeout; no tcdrain (it can hang)
                 return
             except (serial.SerialException, OSError) as e:
                 if time.monotonic() >= deadline:
@@ -109,8 +124,10 @@ class DeviceSession:
                 continue
             if chunk:
                 self._buf += chunk
-        line = self._pending.pop(0)
+        line = self._mask(self._pending.pop(0))
         self.received.append(line)
+        if line == BOOT_LINE:
+            self.boots_seen += 1
         if ssproto.is_log_line(line):
             self.log_lines.append(line)
             if self.on_log is not None:
@@ -121,6 +138,7 @@ class DeviceSession:
     def command(self, args: Sequence[str], *, timeout: float | None = None, check: bool = True) -> Reply:
         """Send one command; collect its info lines up to the status line."""
         line = ssproto.join_args(list(args))
+        echo = self._mask(line)
         reply = Reply(command=args[0])
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         self.write_line(line, deadline)
@@ -128,7 +146,7 @@ class DeviceSession:
             got = self.read_line(deadline)
             if got is None:
                 raise DeviceTimeout(f"no answer to '{args[0]}' within {timeout or self.timeout:g} s")
-            if got == line or ssproto.is_log_line(got):
+            if got == echo or ssproto.is_log_line(got):
                 continue  # our own echo, or the device's log
             st = ssproto.parse_status(got)
             if st is None:
@@ -166,7 +184,8 @@ class DeviceSession:
             if got is None:
                 raise DeviceTimeout(f"device on {self.url} stopped answering")
             if got == f"OK pong {final}":
-                return
+                break
+        self.last_boot_id = self.boot_id()
 
     def wait_for_line(self, wanted: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -177,10 +196,34 @@ class DeviceSession:
             if got == wanted:
                 return
 
-    def wait_reboot(self, timeout: float = 30.0) -> None:
-        """After a command that reboots the device: wait for its boot line, then sync."""
-        self.wait_for_line(BOOT_LINE, timeout)
-        self.sync()
+    def boot_id(self) -> str:
+        return self.status()["boot_id"]
+
+    def wait_reboot(self, old_boot_id: str | None = None, timeout: float = 30.0) -> None:
+        """After a command that reboots the device: wait until it answers with a new boot id.
+
+        The boot line is the fast path; if it was lost (a native-USB port re-enumerating, a
+        flushed buffer), polling ``provision_status`` for a changed ``Boot ID`` still tells a
+        finished reboot from a reply of the old firmware.
+        """
+        old = old_boot_id if old_boot_id is not None else self.last_boot_id
+        if old is None:
+            raise SafeSignalError("wait_reboot needs the boot id from before the reboot (sync first)")
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeviceTimeout(f"device did not come back from its reboot within {timeout:g} s")
+            try:
+                self.wait_for_line(BOOT_LINE, min(remaining, 5.0))
+            except DeviceTimeout:
+                pass
+            try:
+                self.sync(max(0.5, min(deadline - time.monotonic(), 5.0)))
+                if self.last_boot_id != old:
+                    return
+            except DeviceTimeout:
+                continue
 
     def status(self) -> dict[str, str]:
         reply = self.command(["provision_status"])
@@ -191,14 +234,20 @@ class DeviceSession:
                 out[f[0]] = f[1]
         missing = [name for _, name in ssproto.STATUS_FIELDS if name not in out]
         if missing:
-            raise DeviceError("PROTOCOL", f"provision_status lacks {', '.join(missing)}", "provision_status")
+            raise SafeSignalError(
+                f"the device's provision_status lacks {', '.join(missing)}: is its firmware older than this tool?"
+            )
         return out
 
     def secret_matches(self, ssid: str, password: str) -> bool:
         """True if the device's stored WiFi password equals ``password`` (it is not sent)."""
         nonce = secrets.token_hex(16)
-        reply = self.command(["provision_verify", nonce])
+        reply = self.command(["provision_verify", nonce], timeout=max(self.timeout, 15.0))  # ~1 s PBKDF2 on a chip
         prefix = ssproto.CHECK_LABEL + ": "
         got = next((x[len(prefix):] for x in reply.lines if x.startswith(prefix)), None)
-        want = ssproto.secret_check(hashlib.sha256, nonce, ssid, password)
+        if password == "" or (len(password) == 64 and all(c in "0123456789abcdefABCDEF" for c in password)):
+            psk = ssproto.wpa_psk(hashlib.sha1, password, ssid)
+        else:
+            psk = hashlib.pbkdf2_hmac("sha1", password.encode(), ssid.encode(), 4096, 32)
+        want = ssproto.secret_check(hashlib.sha256, nonce, ssid, psk)
         return got is not None and secrets.compare_digest(got, want)

@@ -408,3 +408,61 @@ def test_several_devices_provisioned_at_once(make_sim, guard: SecretGuard, mosqu
             assert (st["device_id"], st["room"], st["chip_id"]) == want
     for i in range(4):
         mosquitto.wait_log(f"as esp32-line-{i:03d}")
+
+
+def test_reset_between_steps_commits_nothing(make_sim, guard: SecretGuard) -> None:
+    """A brownout between two provisioning steps loses the staged values: the tool must stop
+    before provision_complete instead of committing a mix of old and new."""
+    from safesignal.errors import SafeSignalError
+    from safesignal.provision import ProvisionEvents, ProvisionRequest, provision
+
+    old_pw, new_pw = guard.secret("old-network-pw"), guard.secret("new-network-pw")
+    sim = make_sim(aps=[("Old", old_pw), ("New", new_pw)])
+    assert run_cli(guard, "provision", "--port", sim.port, "--wifi-ssid", "Old", "--wifi-pass", old_pw,
+                   "--device-id", "old-dev", "--tenant", "t", "--building", "b", "--room", "r").returncode == 0
+
+    class Brownout(ProvisionEvents):
+        def replied(self, line: str) -> None:
+            if line.startswith("WiFi credentials saved"):
+                boots = sim.control.state()["boots"]
+                sim.control.reset()
+                sim.wait_boot(boots)
+
+    req = ProvisionRequest("New", new_pw, "new-dev", "t2", "b2", "r2")
+    with sim.session() as s:
+        with pytest.raises(SafeSignalError, match="nothing was committed"):
+            provision(s, req, Brownout())
+        guard.output("console", "\n".join(s.received))
+    with sim.session() as s:
+        s.sync()
+        st = s.status()
+        assert (st["wifi_ssid"], st["device_id"], st["tenant"], st["pending"]) == ("Old", "old-dev", "t", "none")
+        assert s.secret_matches("Old", old_pw)
+
+
+def test_open_network_needs_the_flag(make_sim, guard: SecretGuard) -> None:
+    sim = make_sim(aps=[("Guest", "")])
+    base = ["provision", "--port", sim.port, "--wifi-ssid", "Guest", "--device-id", "d", "--tenant", "t",
+            "--building", "b", "--room", "r"]
+    r = run_cli(guard, *base, "--wifi-pass", "")
+    assert r.returncode == 2 and "--open-network" in r.stderr
+    r = run_cli(guard, *base, env={"SAFESIGNAL_WIFI_PASS": ""})  # empty variable = unset; no terminal
+    assert r.returncode == 2 and "no WiFi password" in r.stderr
+    r = run_cli(guard, *base, "--open-network")
+    assert r.returncode == 0, r.stderr
+    with sim.session() as s:
+        s.sync()
+        assert s.status()["wifi_password"] == "open network"
+        assert s.secret_matches("Guest", "")
+        deadline = time.monotonic() + 10
+        while s.status()["wifi_state"] != "connected":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_command_line_errors_do_not_repeat_values(guard: SecretGuard) -> None:
+    pw = guard.secret("two words")
+    r = run_cli(guard, "provision", "--port", "/nonexistent", "--wifi-ssid", "Net", "--wifi-pass", "two", "words",
+                "--device-id", "d", "--tenant", "t", "--building", "b", "--room", "r")
+    assert r.returncode == 2 and "unrecognized arguments" in r.stderr
+    assert "words" not in r.stderr and pw not in r.stderr

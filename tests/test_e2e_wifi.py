@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import select
 import subprocess
 import sys
 import time
@@ -87,33 +88,39 @@ def test_password_prompt_is_hidden(make_sim, guard: SecretGuard) -> None:
                                    "--wifi-ssid", "Net", "--device-id", "d", "--tenant", "t", "--building", "b",
                                    "--room", "r"], env)
     out = b""
-    typed = False
+    answered = 0
     deadline = time.monotonic() + 60
     status = None
     while time.monotonic() < deadline:
-        try:
-            chunk = os.read(fd, 4096)
-        except OSError:
-            chunk = b""
-        out += chunk
-        if not typed and b"WiFi password (not shown): " in out:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                out += os.read(fd, 4096)
+            except OSError:
+                pass  # the child closed the terminal
+        prompts = out.count(b"WiFi password (not shown): ") + out.count(b"Again, to confirm: ")
+        if answered < prompts:
             os.write(fd, pw.encode() + b"\n")
-            typed = True
+            answered += 1
         done, st = os.waitpid(pid, os.WNOHANG)
         if done:
             status = st
-            try:
-                while chunk := os.read(fd, 4096):
-                    out += chunk
-            except OSError:
-                pass
+            while select.select([fd], [], [], 0.2)[0]:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
             break
-        if not chunk:
-            time.sleep(0.02)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
     os.close(fd)
     text = out.decode(errors="replace")
     guard.output("terminal", text)
-    assert typed, text
+    assert answered == 2, text  # asked twice (confirmation), answered twice
     assert status is not None and os.waitstatus_to_exitcode(status) == 0, text
     assert "✓ Provisioning complete!" in text
     with sim.session() as s:

@@ -26,7 +26,7 @@ def official_generate(csv_text: str, out: Path) -> bytes:
 
 def test_image_from_official_tool_boots_provisioned(make_sim, guard: SecretGuard, tmp_path: Path) -> None:
     pw = guard.secret("factory-line-pw")
-    cfg = {"wifi_ssid": "School WiFi", "wifi_pass": pw, "device_id": "esp32-line-042", "tenant": "tenant-z",
+    cfg = {"wifi_ssid": "School WiFi 🚀", "wifi_pass": pw, "device_id": "esp32-line-042", "tenant": "tenant-z",
            "building": "main", "room": "gym", "mqtt_uri": "mqtt://127.0.0.1:1"}
     record = ss_store.encode_record(1, cfg)
     flash = tmp_path / "factory.bin"
@@ -37,13 +37,13 @@ def test_image_from_official_tool_boots_provisioned(make_sim, guard: SecretGuard
         f"cfg1,data,hex2bin,{record.hex()}\n",
         flash,
     )
-    sim = make_sim(flash=flash, aps=[("School WiFi", pw)])
+    sim = make_sim(flash=flash, aps=[("School WiFi 🚀", pw)])
     with sim.session() as s:
         s.sync()
         st = s.status()
         assert st["provisioned"] == "yes"
-        assert (st["wifi_ssid"], st["device_id"], st["room"]) == ("School WiFi", "esp32-line-042", "gym")
-        assert s.secret_matches("School WiFi", pw)
+        assert (st["wifi_ssid"], st["device_id"], st["room"]) == ("School WiFi 🚀", "esp32-line-042", "gym")
+        assert s.secret_matches("School WiFi 🚀", pw)
         guard.output("console", "\n".join(s.received))
 
 

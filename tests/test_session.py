@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import ssproto
 from safesignal.errors import DeviceError, DeviceTimeout
 from safesignal.session import DeviceSession
 
@@ -79,10 +80,12 @@ def console() -> Iterator[Callable[..., FakeConsole]]:
         c.close()
 
 
+STATUS = [f"{label}: x" for label, _ in ssproto.STATUS_FIELDS if label not in ("Provisioned", "WiFi SSID")]
+
+
 def status_reply(line: str) -> list[str]:
     if line == "provision_status":
-        return ["Provisioned: yes", "[MQTT] Connecting to broker...", 'WiFi SSID: "My Net"', "Pending: none",
-                "OK"]
+        return ["Provisioned: yes", "[MQTT] Connecting to broker...", 'WiFi SSID: "My Net"', *STATUS, "OK"]
     if line.startswith("provision_set_wifi"):
         return ["ERR INVALID SSID must be 1-32 bytes of UTF-8"]
     return ["ERR UNKNOWN unknown command (type help)"]
@@ -95,7 +98,8 @@ def test_reply_parsing_with_echo_logs_and_line_ends(console, eol: bytes) -> None
         s.sync()
         r = s.command(["provision_status"])
         assert r.ok
-        assert r.lines == ["Provisioned: yes", 'WiFi SSID: "My Net"', "Pending: none"]
+        assert r.lines == ["Provisioned: yes", 'WiFi SSID: "My Net"', *STATUS]
+        assert s.status()["wifi_ssid"] == "My Net"
         assert "[MQTT] Connecting to broker..." in s.log_lines
         with pytest.raises(DeviceError) as e:
             s.command(["provision_set_wifi", "x" * 40, "password1"])
@@ -104,20 +108,39 @@ def test_reply_parsing_with_echo_logs_and_line_ends(console, eol: bytes) -> None
 
 def test_sync_waits_for_a_booting_device_and_drains_stale_replies(console) -> None:
     c = console(boot_delay=1.0, reply=status_reply)
-    c.send("OK pong stale", "OK")  # junk from before we opened the port
     with DeviceSession(c.port, timeout=5) as s:
+        # Stale status lines after the port is open (pyserial's flush on open cannot eat them):
+        # a late reply to some earlier command, and a pong for a token that is not ours.
+        c.send("OK", "OK pong not-ours", "ERR INVALID left over")
         t = time.monotonic()
         s.sync()
         assert time.monotonic() - t >= 0.9
         assert s.command(["provision_status"]).lines[0] == "Provisioned: yes"
 
 
+def test_echo_of_a_secret_is_masked(console) -> None:
+    secret = "hunter2-hunter2"
+
+    def reply(line: str) -> list[str]:
+        if line.startswith("provision_set_wifi"):
+            return [f"garbled {line} echo", "OK"]  # a terminal server that echoes differently
+        return status_reply(line)
+
+    c = console(reply=reply)
+    with DeviceSession(c.port, timeout=3) as s:
+        s.add_secret(secret)
+        s.sync()
+        r = s.command(["provision_set_wifi", "Net", secret])
+        assert r.lines == ["garbled provision_set_wifi Net ******** echo"]
+        assert all(secret not in x for x in s.received)
+
+
 def test_timeout_is_clear(console) -> None:
-    c = console(reply=lambda line: [])  # never answers commands
+    c = console(reply=lambda line: status_reply(line) if line == "provision_status" else [])  # help: silence
     with DeviceSession(c.port, timeout=0.5) as s:
         s.sync()
-        with pytest.raises(DeviceTimeout, match="no answer to 'provision_status'"):
-            s.command(["provision_status"])
+        with pytest.raises(DeviceTimeout, match="no answer to 'help'"):
+            s.command(["help"])
 
 
 def test_silent_device_sync_times_out(tmp_path) -> None:

@@ -5,6 +5,8 @@ tests/mpy/check_ssproto.py, which tests/test_firmware_units.py runs under MicroP
 CPython.  Here: hypothesis property tests, and strings only CPython can hold.
 """
 
+import hashlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,3 +71,13 @@ def test_status_field_round_trip(field, value):
     assert ssproto.parse_status(line) is None
     assert not ssproto.is_log_line(line)
     assert ssproto.parse_status_field(line) == (name, value)
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(
+    password=st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=8, max_size=63),
+    ssid=st.text(min_size=1, max_size=10).filter(lambda x: len(x.encode()) <= 32),
+)
+def test_wpa_psk_matches_hashlib_pbkdf2(password: str, ssid: str) -> None:
+    want = hashlib.pbkdf2_hmac("sha1", password.encode(), ssid.encode(), 4096, 32)
+    assert ssproto.wpa_psk(hashlib.sha1, password, ssid) == want

@@ -301,11 +301,23 @@ def test_status_field_labels_unique_and_unknown():
 
 
 @test
+def test_wpa_psk_ieee_802_11i_vectors():
+    # IEEE 802.11i-2004 Annex H.4.2 test vectors
+    eq(binascii.hexlify(ssproto.wpa_psk(hashlib.sha1, "password", "IEEE")).decode(),
+       "f42c6fc52df0ebef9ebb4b90b38a5f902e83fe1b135a70e23aed762e9710a12e")
+    eq(binascii.hexlify(ssproto.wpa_psk(hashlib.sha1, "ThisIsAPassword", "ThisIsASSID")).decode(),
+       "0dc0d6eb90555ed6419756b9a15ec3e3209b63df707dd508d14581f8982721af")
+    raw = "0123456789abcdef" * 4
+    eq(ssproto.wpa_psk(hashlib.sha1, raw, "any"), binascii.unhexlify(raw))
+    eq(ssproto.wpa_psk(hashlib.sha1, "", "open"), b"")
+
+
+@test
 def test_secret_check_known_answer():
-    want = binascii.hexlify(hashlib.sha256(b"safesignal-pass-check\x00n0\x00caf\xc3\xa9\x00pw").digest()[:4]).decode()
-    eq(ssproto.secret_check(hashlib.sha256, "n0", "caf\u00e9", "pw"), want)
-    assert ssproto.secret_check(hashlib.sha256, "n0", "a", "bc") != ssproto.secret_check(
-        hashlib.sha256, "n0", "ab", "c"
+    want = binascii.hexlify(hashlib.sha256(b"safesignal-psk-check\x00n0\x00caf\xc3\xa9\x00pw").digest()[:8]).decode()
+    eq(ssproto.secret_check(hashlib.sha256, "n0", "caf\u00e9", b"pw"), want)
+    assert ssproto.secret_check(hashlib.sha256, "n0", "a", b"bc") != ssproto.secret_check(
+        hashlib.sha256, "n0", "ab", b"c"
     )
 
 

@@ -105,6 +105,41 @@ def test_blank_init():
     eq(st.load_error.reason, "ESP_ERR_NVS_NOT_FOUND")
     eq(raises(ss_store.StoreError, st.provision_load_config).reason, "ESP_ERR_NVS_NOT_FOUND")
     eq(nvs.calls, 0, "mutating calls on blank init")
+    eq(st.notices, [])
+
+
+@test
+def test_record_with_an_invalid_value_is_unusable():
+    # A factory image may hold values the console would refuse: treat the record as corrupt
+    # instead of letting a task crash on it later.
+    for field, bad in (("mqtt_uri", "mqtts://broker:8883"), ("device_id", "a/b"), ("wifi_pass", "short")):
+        nvs = FakeNVS()
+        nvs.set_blob("cfg1", ss_store.encode_record(1, variant(CFG_A, **{field: bad})))
+        nvs.set_i32("active", 1)
+        nvs.commit()
+        st = ss_store.Store(nvs)
+        st.provision_init()
+        assert not st.provision_is_provisioned(), field
+        eq(st.load_error.reason, "CORRUPT")
+        assert bad not in st.load_error.message
+
+
+@test
+def test_leftover_records_are_erased_and_reported():
+    # A record without the marker (a clear cut short after erasing "active") must not linger,
+    # and the boot log must say it was erased.
+    nvs, st = fresh()
+    st.provision_save_config(CFG_A)
+    nvs.erase_key("active")
+    nvs.commit()
+    st2 = ss_store.Store(nvs)
+    st2.provision_init()
+    assert not st2.provision_is_provisioned()
+    eq(len(st2.notices), 1)
+    assert "Erased" in st2.notices[0]
+    assert CFG_A["wifi_pass"] not in st2.notices[0]
+    for k in ("cfg0", "cfg1"):
+        raises(OSError, nvs.get_blob, k, bytearray(2048))
 
 
 @test

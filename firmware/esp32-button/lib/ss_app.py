@@ -35,6 +35,8 @@ async def _main():
         print("[BOOT] Warning: MicroPython %d.%d.%d is older than the supported %d.%d.%d"
               % (tuple(sys.implementation.version[:3]) + REQUIRES_MICROPYTHON))
     store = ss_store.provision_init(esp32.NVS(ss_store.NAMESPACE))
+    for notice in store.notices:
+        print("[PROVISION] " + notice)
     print("[PROVISION] Provisioning system initialized")
 
     wifi = None
@@ -61,7 +63,11 @@ async def _main():
     async def reset():
         await _reset_soon(machine)
 
-    console = Console(store, _chip_id(machine), FIRMWARE, reset, wifi, mqtt)
+    import binascii
+    import os
+
+    boot_id = binascii.hexlify(os.urandom(4)).decode()
+    console = Console(store, _chip_id(machine), FIRMWARE, reset, wifi, mqtt, boot_id)
     await console.run(asyncio.StreamReader(sys.stdin.buffer))
 
 

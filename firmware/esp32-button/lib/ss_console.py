@@ -79,9 +79,10 @@ class LineReader:
 
 
 class Console:
-    def __init__(self, store, chip_id, firmware, reset, wifi=None, mqtt=None):
+    def __init__(self, store, chip_id, firmware, reset, wifi=None, mqtt=None, boot_id=""):
         self.store = store
         self.chip_id = chip_id
+        self.boot_id = boot_id  # random per boot: tools tell a reboot from a port hiccup
         self.firmware = firmware
         self._reset = reset  # coroutine function: flush output, then machine.reset()
         self.wifi = wifi
@@ -221,6 +222,7 @@ class Console:
             "ip_address": self.wifi.ip if (prov and self.wifi) else "",
             "mqtt_state": self.mqtt.state if (prov and self.mqtt) else "off",
             "chip_id": self.chip_id,
+            "boot_id": self.boot_id,
             "firmware": self.firmware,
         }
         for k in ("wifi_ssid", "device_id", "tenant", "building", "room", "mqtt_uri"):
@@ -235,7 +237,8 @@ class Console:
         if not self.store.provision_is_provisioned():
             raise ssproto.ProtocolError(ssproto.E_STATE, "device is not provisioned")
         cfg = self.store.provision_load_config()
-        check = ssproto.secret_check(hashlib.sha256, nonce, cfg["wifi_ssid"], cfg["wifi_pass"])
+        psk = ssproto.wpa_psk(hashlib.sha1, cfg["wifi_pass"], cfg["wifi_ssid"])
+        check = ssproto.secret_check(hashlib.sha256, nonce, cfg["wifi_ssid"], psk)
         print(ssproto.CHECK_LABEL + ": " + check)
         self.ok()
 

@@ -78,6 +78,19 @@ async def read_packet(reader):
     return h[0], body
 
 
+DNS_RETRY_MIN_MS = const(30000)
+
+
+def _is_ipv4(host):
+    parts = host.split(".")
+    if len(parts) != 4:
+        return False
+    for p in parts:
+        if not p or len(p) > 3 or not ("0" <= p[0] <= "9") or not p.isdigit() or int(p) > 255:
+            return False
+    return True
+
+
 class Mqtt:
     def __init__(self, client_id, uri):
         self.client_id = client_id
@@ -85,11 +98,32 @@ class Mqtt:
         self.state = "idle"
         self.attempts = 0
         self._writer = None
+        self._addr = None  # resolved broker address, kept until a connection fails
+
+    def _resolve(self, host, port):
+        # getaddrinfo blocks the whole event loop (on the ESP32 an mDNS query for a .local
+        # name waits up to 5 s): resolve once and keep the answer until a connection fails;
+        # after a failed lookup wait at least DNS_RETRY_MIN_MS before the next one.
+        if self._addr is None:
+            if _is_ipv4(host):
+                self._addr = host
+            else:
+                import socket
+
+                try:
+                    ai = socket.getaddrinfo(host, port)
+                except OSError:
+                    raise _DnsError("cannot resolve broker host name")
+                if not ai:
+                    raise _DnsError("cannot resolve broker host name")
+                self._addr = ai[0][-1][0] if isinstance(ai[0][-1], tuple) else host
+        return self._addr
 
     async def _session(self, host, port):
         print("[MQTT] Connecting to broker...")
         self.state = "connecting"
-        reader, writer = await wait_for_ms(asyncio.open_connection(host, port), CONNECT_TIMEOUT_MS)
+        addr = self._resolve(host, port)
+        reader, writer = await wait_for_ms(asyncio.open_connection(addr, port), CONNECT_TIMEOUT_MS)
         self._writer = writer
         try:
             writer.write(encode_connect(self.client_id))
@@ -127,23 +161,40 @@ class Mqtt:
                 raise OSError("broker closed the session")
 
     async def run(self, wifi):
-        scheme, host, port = ssproto.parse_mqtt_uri(self.uri)
+        try:
+            scheme, host, port = ssproto.parse_mqtt_uri(self.uri)
+        except ssproto.ProtocolError as e:
+            self.state = "bad_uri"
+            print("[MQTT] Broker URI unusable: %s" % e.message)
+            return
         while True:
             await wifi.connected.wait()
+            dns_failed = False
             try:
                 await self._session(host, port)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # OSError, EOFError, TimeoutError: all mean "try again"
+                dns_failed = isinstance(e, _DnsError)
+                self._addr = None  # look the name up again next time (the broker may have moved)
                 if self.state == "connected":
                     print("[MQTT] Connection lost: %s" % _describe(e))
-                else:
+                    self.state = "disconnected"
+                elif self.state != "refused":
                     print("[MQTT] Connection failed: %s" % _describe(e))
-            self.state = "disconnected"
+                    self.state = "disconnected"
+                else:
+                    print("[MQTT] Connection refused: %s" % _describe(e))
             delay = backoff_ms(self.attempts, rand16())
+            if dns_failed and delay < DNS_RETRY_MIN_MS:
+                delay = DNS_RETRY_MIN_MS  # each lookup may freeze the console: not too often
             self.attempts += 1
             print("[MQTT] Retrying in %d ms" % delay)
             await sleep_ms(delay)
+
+
+class _DnsError(OSError):
+    pass
 
 
 def _describe(e):

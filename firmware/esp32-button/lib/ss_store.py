@@ -14,6 +14,7 @@
 import hashlib
 import json
 
+import ssproto
 from ss_compat import const
 
 NAMESPACE = "provision"
@@ -47,7 +48,11 @@ def encode_record(gen, cfg):
     body = {"v": LAYOUT_VERSION, "gen": gen}
     for k in FIELDS:
         body[k] = cfg[k]
-    raw = _MAGIC + bytes([LAYOUT_VERSION]) + json.dumps(body).encode("utf-8")
+    try:
+        text = json.dumps(body, ensure_ascii=False)  # CPython (factory images): keep UTF-8 as is
+    except TypeError:
+        text = json.dumps(body)  # MicroPython: no keyword, writes UTF-8 already
+    raw = _MAGIC + bytes([LAYOUT_VERSION]) + text.encode("utf-8")
     return raw + hashlib.sha256(raw).digest()
 
 
@@ -74,7 +79,22 @@ def decode_record(raw):
     gen = d.get("gen")
     if not isinstance(gen, int):
         raise StoreError("CORRUPT", "record lacks a generation")
+    validate(cfg)
     return gen, cfg
+
+
+def validate(cfg):
+    """Every field must pass the same checks the console applies (a factory image may not)."""
+    try:
+        ssproto.check_ssid(cfg["wifi_ssid"])
+        ssproto.check_passphrase(cfg["wifi_pass"])
+        ssproto.check_ident("device id", cfg["device_id"])
+        ssproto.check_ident("tenant", cfg["tenant"])
+        ssproto.check_ident("building", cfg["building"])
+        ssproto.check_ident("room", cfg["room"])
+        ssproto.check_mqtt_uri(cfg["mqtt_uri"])
+    except ssproto.ProtocolError as e:
+        raise StoreError("CORRUPT", "record holds an invalid value: " + e.message)
 
 
 class Store:
@@ -83,6 +103,7 @@ class Store:
         self._gen = 0
         self._cfg = None
         self.load_error = None  # StoreError from the last load, for the boot log
+        self.notices = []  # what provision_init did on its own, for the boot log
 
     # --- low level -------------------------------------------------------------------
     def _get_i32(self, key):
@@ -140,9 +161,12 @@ class Store:
             self.load_error = StoreError("IO", "NVS read failed (%d)" % _errno(e))
 
     def _finish_interrupted_clear(self):
-        # Not provisioned: no record may linger (a power cut during provision_clear).
+        # Not provisioned: no record may linger (a power cut during provision_clear).  Say so
+        # loudly: on a factory image this also catches an "active" key of the wrong type.
         if self._get_blob(_SLOTS[0]) is None and self._get_blob(_SLOTS[1]) is None:
             return
+        self.notices.append("Erased configuration records left without the provisioned marker "
+                            "(interrupted factory reset, or an 'active' key that is not an i32)")
         for k in _SLOTS:
             self._erase(k)
         self._nvs.commit()

@@ -26,7 +26,9 @@ def reason(status):
         return "no_ap", "access point not found"
     if status == STAT_CONNECT_FAIL:
         return "failed", "connection failed"
-    return "timeout", "no IP address in time (DHCP?)"
+    if status == STAT_CONNECTING or status == STAT_IDLE:
+        return "timeout", "no IP address in time (DHCP?)"
+    return "failed", "connection failed"
 
 
 class Wifi:
@@ -38,6 +40,7 @@ class Wifi:
         self.connected = asyncio.Event()
         self._ssid = None
         self._password = None
+        self._active = False
 
     def configure(self, ssid, password):
         self._ssid = ssid
@@ -47,7 +50,12 @@ class Wifi:
         w = self._wlan
         print("[WIFI] Connecting to '%s'..." % self._ssid)
         self.state = "connecting"
-        w.connect(self._ssid, self._password)
+        try:
+            w.connect(self._ssid, self._password)
+        except OSError as e:  # e.g. "Wifi Internal Error": retry like any other failure
+            self.state = "failed"
+            print("[WIFI] Connection failed: %s" % e)
+            return False
         waited = 0
         status = STAT_CONNECTING
         while waited < CONNECT_TIMEOUT_MS:
@@ -70,15 +78,28 @@ class Wifi:
             pass
         return False
 
-    async def run(self):
+    def _activate(self):
+        if self._active:
+            return
         w = self._wlan
         w.active(True)
+        self._active = True
         try:
             w.config(reconnects=0)  # we reconnect ourselves, with backoff
-        except (OSError, ValueError, TypeError):
-            pass
+        except (OSError, ValueError, TypeError) as e:
+            print("[WIFI] Cannot turn off automatic reconnects: %s" % e)
+
+    async def run(self):
+        w = self._wlan
         while True:
-            if not await self._connect_once():
+            try:
+                self._activate()
+                ok = await self._connect_once()
+            except OSError as e:
+                print("[WIFI] Radio error: %s" % e)
+                self.state = "failed"
+                ok = False
+            if not ok:
                 delay = backoff_ms(self.attempts, rand16())
                 self.attempts += 1
                 print("[WIFI] Retrying in %d ms" % delay)
@@ -86,7 +107,12 @@ class Wifi:
                 continue
             self.attempts = 0
             self.connected.set()
-            while w.isconnected():
+            while True:
+                try:
+                    if not w.isconnected():
+                        break
+                except OSError:
+                    break
                 await sleep_ms(500)
             self.connected.clear()
             self.state = "connecting"
