@@ -11,6 +11,7 @@ MicroPython interpreter) -> `scripts/provision_device.py` with the seed's flags 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -41,8 +42,13 @@ def run(work: Path) -> int:
     flash = work / "flash.bin"
     with EmbeddedBroker() as broker:
         say(f"== Embedded MQTT broker (amqtt) listening on {broker.uri}")
-        sim_cmd = [py, "-m", "safesignal", "sim", "--port-link", port, "--flash", str(flash),
-                   "--ap", SSID, PASSWORD]
+        # The access point goes in an air file only we can read, not on the command line
+        # (any local user can read a process's arguments).
+        air = work / "air.json"
+        fd = os.open(air, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"access_points": [{"ssid": SSID, "passphrase": PASSWORD}]}, f)
+        sim_cmd = [py, "-m", "safesignal", "sim", "--port-link", port, "--flash", str(flash), "--air", str(air)]
         say(f"== Starting a blank virtual SafeSignal button: {shown(sim_cmd)}")
         sim = subprocess.Popen(sim_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:

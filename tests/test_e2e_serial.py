@@ -331,14 +331,16 @@ def test_wrong_wifi_password_then_fix_without_factory_reset(
         guard.output("console", "\n".join(s.received))
 
 
-def test_port_survives_close_and_reopen_and_open_does_not_reset(make_sim, guard: SecretGuard) -> None:
+def test_port_survives_close_and_reopen(make_sim, guard: SecretGuard) -> None:
     sim = make_sim()
     boots = sim.control.state()["boots"]
     for _ in range(5):
         with sim.session() as s:
             s.sync()
             assert s.status()["provisioned"] == "no"
-    assert sim.control.state()["boots"] == boots  # opening the port never reset the chip
+    # Nothing in our stack resets the chip on open/close.  (A pty has no DTR/RTS lines: what
+    # they do to a real board is argued in safesignal/link.py, not proven here.)
+    assert sim.control.state()["boots"] == boots
 
 
 def test_sim_ready_line_and_clean_exit(make_sim) -> None:

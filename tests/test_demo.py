@@ -1,0 +1,31 @@
+"""README command 1 keeps working: the demo provisions a blank virtual device end to end,
+with the embedded (amqtt) broker, and never shows the WiFi password."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import SecretGuard
+
+
+def test_demo_runs_end_to_end(guard: SecretGuard) -> None:
+    guard.secret("your-wifi-password")
+    p = subprocess.run([sys.executable, "-m", "safesignal.demo"], capture_output=True, text=True, timeout=180,
+                       stdin=subprocess.DEVNULL)
+    guard.output("demo stdout", p.stdout)
+    guard.output("demo stderr", p.stderr)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = p.stdout
+    assert "✓ Provisioning complete!" in out
+    log = out[out.index("[BOOT]"):].splitlines()
+    assert log[1:9] == [
+        "[PROVISION] Provisioning system initialized",
+        "[WIFI] Loading credentials from NVS...",
+        "[WIFI] Credentials loaded: SSID='SafeSignal-Edge'",
+        "[WIFI] Connecting to 'SafeSignal-Edge'...",
+        "[WIFI] Connected to AP",
+        "[WIFI] Got IP address: 192.168.1.50",
+        "[MQTT] Connecting to broker...",
+        "[MQTT] Connected to broker",
+    ]
