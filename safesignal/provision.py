@@ -108,9 +108,9 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
         for step in steps_for(req):
             if not step.stages:  # provision_complete: only if exactly our values are staged
                 _check_staged(session, before["boot_id"], staged)
-                committed = True
             ev.sending(step.display)
             reply = session.command(step.args)
+            committed = not step.stages
             ev.replied(reply.first)
             staged.update(step.stages)
     finally:
@@ -170,15 +170,14 @@ def factory_reset(session: DeviceSession, events: ProvisionEvents | None = None,
                   *, boot_timeout: float = 30.0) -> dict[str, str]:
     ev = events or ProvisionEvents()
     session.sync()
-    boot_id = session.boot_id()
-    chip = session.status()["chip_id"]
+    before = session.status()
     ev.sending("provision_reset --confirm")
     reply = session.command(["provision_reset", "--confirm"])
     ev.replied(reply.first)
     ev.phase("waiting for the device to reboot")
-    session.wait_reboot(boot_id, boot_timeout)
+    session.wait_reboot(before["boot_id"], boot_timeout)
     status = session.status()
-    if status["chip_id"] != chip:
+    if status["chip_id"] != before["chip_id"]:
         raise VerifyError(f"a different device answered after the reboot (chip {status['chip_id']}): ports swapped?")
     if status.get("provisioned") != "no" or status.get("wifi_ssid"):
         raise VerifyError("device still reports a configuration after the factory reset")
