@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__
 from .errors import PortError, SafeSignalError, UsageError
@@ -324,9 +324,16 @@ def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> i
 class _Parser(argparse.ArgumentParser):
     """argparse that never repeats what it could not parse: it may be a mistyped password."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # "--wifi=secret" must not be matched, nor echoed
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         if message.startswith("unrecognized arguments:"):
             message = "unrecognized arguments (values not shown; quote values that contain spaces)"
+        message = re.sub(r"(invalid \w+ value): .*", r"\1 (value not shown)", message)
+        message = re.sub(r"invalid choice: '[^']*'", "invalid choice", message)
+        message = re.sub(r"ambiguous option: \S+", "ambiguous option", message)
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n")
 

@@ -111,7 +111,7 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
             ev.sending(step.display)
             reply = session.command(step.args)
             committed = not step.stages
-            ev.replied(reply.first)
+            ev.replied(session.mask(reply.first))
             staged.update(step.stages)
     finally:
         if not committed:

@@ -55,7 +55,7 @@ class DeviceSession:
         self.timeout = timeout
         self.on_log = on_log
         self.log_lines: deque[str] = deque(maxlen=KEEP_LINES)
-        self.received: deque[str] = deque(maxlen=KEEP_LINES)  # what the device sent, secrets masked
+        self.received: deque[str] = deque(maxlen=KEEP_LINES)  # what the device sent, as sent (for audits)
         self.boots_seen = 0  # boot lines read so far
         self.last_boot_id: str | None = None  # the device's Boot ID at the last sync
         self._secrets: list[str] = []
@@ -64,11 +64,16 @@ class DeviceSession:
         self._pending: list[str] = []
 
     def add_secret(self, value: str) -> None:
-        """Mask ``value`` in every line read from now on (an echo must not reveal it)."""
+        """Mask ``value`` in what this session hands out for display (``on_log``, ``mask``).
+
+        Parsing always sees the device's lines as sent: a password that happens to equal an
+        SSID or a room name must not garble the read-back.
+        """
         if value and value not in self._secrets:
             self._secrets.append(value)
 
-    def _mask(self, line: str) -> str:
+    def mask(self, line: str) -> str:
+        """``line`` with every registered secret replaced by ********, for display."""
         for sec in self._secrets:
             line = line.replace(sec, MASK)
         return line
@@ -124,21 +129,20 @@ class DeviceSession:
                 continue
             if chunk:
                 self._buf += chunk
-        line = self._mask(self._pending.pop(0))
+        line = self._pending.pop(0)
         self.received.append(line)
         if line == BOOT_LINE:
             self.boots_seen += 1
         if ssproto.is_log_line(line):
             self.log_lines.append(line)
             if self.on_log is not None:
-                self.on_log(line)
+                self.on_log(self.mask(line))
         return line
 
     # --- protocol ------------------------------------------------------------------------
     def command(self, args: Sequence[str], *, timeout: float | None = None, check: bool = True) -> Reply:
         """Send one command; collect its info lines up to the status line."""
         line = ssproto.join_args(list(args))
-        echo = self._mask(line)
         reply = Reply(command=args[0])
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
         self.write_line(line, deadline)
@@ -146,7 +150,7 @@ class DeviceSession:
             got = self.read_line(deadline)
             if got is None:
                 raise DeviceTimeout(f"no answer to '{args[0]}' within {timeout or self.timeout:g} s")
-            if got == echo or ssproto.is_log_line(got):
+            if got == line or ssproto.is_log_line(got):
                 continue  # our own echo, or the device's log
             st = ssproto.parse_status(got)
             if st is None:
@@ -216,14 +220,16 @@ class DeviceSession:
                 raise DeviceTimeout(f"device did not come back from its reboot within {timeout:g} s")
             try:
                 self.wait_for_line(BOOT_LINE, min(remaining, 5.0))
-            except DeviceTimeout:
-                pass
+            except (DeviceTimeout, PortError):
+                pass  # no boot line (lost, or the port is still away): ask the device instead
             try:
                 self.sync(max(0.5, min(deadline - time.monotonic(), 5.0)))
                 if self.last_boot_id != old:
                     return
-            except DeviceTimeout:
-                continue
+            except (DeviceTimeout, PortError):
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
 
     def status(self) -> dict[str, str]:
         reply = self.command(["provision_status"])

@@ -63,10 +63,12 @@ async def _main():
     async def reset():
         await _reset_soon(machine)
 
-    import binascii
     import os
+    import time
 
-    boot_id = binascii.hexlify(os.urandom(4)).decode()
+    # os.urandom with the radio still off is only pseudo-random on the ESP32: mix in the
+    # microsecond counter too.  A repeat would only cost a tool a timeout, never a false success.
+    boot_id = "%08x" % ((int.from_bytes(os.urandom(4), "big") ^ time.ticks_us()) & 0xFFFFFFFF)
     console = Console(store, _chip_id(machine), FIRMWARE, reset, wifi, mqtt, boot_id)
     await console.run(asyncio.StreamReader(sys.stdin.buffer))
 

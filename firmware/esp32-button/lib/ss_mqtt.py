@@ -98,12 +98,13 @@ class Mqtt:
         self.state = "idle"
         self.attempts = 0
         self._writer = None
-        self._addr = None  # resolved broker address, kept until a connection fails
+        self._addr = None  # resolved broker address, kept until connecting to it fails
 
     def _resolve(self, host, port):
         # getaddrinfo blocks the whole event loop (on the ESP32 an mDNS query for a .local
-        # name waits up to 5 s): resolve once and keep the answer until a connection fails;
-        # after a failed lookup wait at least DNS_RETRY_MIN_MS before the next one.
+        # name waits up to 5 s): resolve once and keep the answer while connections to it
+        # succeed (a dropped session reconnects without a lookup); forget it when connecting
+        # fails; after a failed lookup wait at least DNS_RETRY_MIN_MS before the next one.
         if self._addr is None:
             if _is_ipv4(host):
                 self._addr = host
@@ -176,7 +177,8 @@ class Mqtt:
                 raise
             except Exception as e:  # OSError, EOFError, TimeoutError: all mean "try again"
                 dns_failed = isinstance(e, _DnsError)
-                self._addr = None  # look the name up again next time (the broker may have moved)
+                if self.state != "connected":
+                    self._addr = None  # could not connect: look the name up again (it may have moved)
                 if self.state == "connected":
                     print("[MQTT] Connection lost: %s" % _describe(e))
                     self.state = "disconnected"

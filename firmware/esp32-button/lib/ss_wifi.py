@@ -55,6 +55,10 @@ class Wifi:
         except OSError as e:  # e.g. "Wifi Internal Error": retry like any other failure
             self.state = "failed"
             print("[WIFI] Connection failed: %s" % e)
+            try:
+                w.disconnect()  # often the driver is still busy with the last attempt
+            except OSError:
+                pass
             return False
         waited = 0
         status = STAT_CONNECTING
