@@ -38,6 +38,30 @@ def free_port() -> int:
         return port
 
 
+# The seed guide's boot log of a provisioned device (PROVISIONING.md, "Step 3").
+SEED_BOOT_LOG = [
+    "[PROVISION] Provisioning system initialized",
+    "[WIFI] Loading credentials from NVS...",
+    "[WIFI] Credentials loaded: SSID='SafeSignal-Edge'",
+    "[WIFI] Connecting to 'SafeSignal-Edge'...",
+    "[WIFI] Connected to AP",
+    "[WIFI] Got IP address: 192.168.1.50",
+    "[MQTT] Connecting to broker...",
+    "[MQTT] Connected to broker",
+]
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s: how every test stops a `safesignal sim`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class SecretGuard:
     def __init__(self) -> None:
         self.secrets: list[str] = []
@@ -121,13 +145,7 @@ class Sim:
     def stop(self) -> int:
         if self._out.closed:
             return self.proc.returncode
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         if self.proc.stdout is not None:
             self._out.write(self.proc.stdout.read())
         self._out.close()

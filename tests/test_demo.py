@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import SecretGuard
+from conftest import SEED_BOOT_LOG, SecretGuard
 
 
 def test_demo_runs_end_to_end(guard: SecretGuard) -> None:
@@ -19,13 +19,4 @@ def test_demo_runs_end_to_end(guard: SecretGuard) -> None:
     out = p.stdout
     assert "✓ Provisioning complete!" in out
     log = out[out.index("[BOOT]"):].splitlines()
-    assert log[1:9] == [
-        "[PROVISION] Provisioning system initialized",
-        "[WIFI] Loading credentials from NVS...",
-        "[WIFI] Credentials loaded: SSID='SafeSignal-Edge'",
-        "[WIFI] Connecting to 'SafeSignal-Edge'...",
-        "[WIFI] Connected to AP",
-        "[WIFI] Got IP address: 192.168.1.50",
-        "[MQTT] Connecting to broker...",
-        "[MQTT] Connected to broker",
-    ]
+    assert log[1:9] == SEED_BOOT_LOG

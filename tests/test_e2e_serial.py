@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIRMWARE, Mosquitto, SecretGuard, Sim
+from conftest import FIRMWARE, SEED_BOOT_LOG, Mosquitto, SecretGuard, Sim
 from safesignal.nvs import parse_partition
 from safesignal.session import BOOT_LINE, DeviceSession
 
@@ -49,17 +49,6 @@ Sending provisioning commands...
 ✓ Provisioning complete!
 ============================================================
 """
-
-SEED_BOOT_LOG = [
-    "[PROVISION] Provisioning system initialized",
-    "[WIFI] Loading credentials from NVS...",
-    "[WIFI] Credentials loaded: SSID='SafeSignal-Edge'",
-    "[WIFI] Connecting to 'SafeSignal-Edge'...",
-    "[WIFI] Connected to AP",
-    "[WIFI] Got IP address: 192.168.1.50",
-    "[MQTT] Connecting to broker...",
-    "[MQTT] Connected to broker",
-]
 
 UNPROVISIONED_LOG = [
     "[PROVISION] Provisioning system initialized",

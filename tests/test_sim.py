@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SecretGuard, Sim
+from conftest import REPO, SecretGuard, Sim, terminate
 from safesignal.cli import main as cli_main
 from safesignal.errors import SafeSignalError, UsageError
 from safesignal.nvs import parse_partition
@@ -152,13 +151,7 @@ class ProbeSim:
     def stop(self) -> None:
         if hasattr(self, "session"):
             self.session.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self._err.close()
 
 

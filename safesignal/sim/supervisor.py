@@ -177,17 +177,21 @@ class Supervisor:
         """The hw channel's loopback TCP port (0 before start)."""
         return self._hw_port
 
+    async def _halt_device(self) -> None:
+        """Stop for good: kill the device process and wait (bounded) for it to go."""
+        self._stopping = True
+        self._kill()
+        if self._proc is not None:
+            try:
+                await asyncio.wait_for(self._proc.wait(), 5)
+            except TimeoutError:
+                pass
+
     async def start(self) -> None:
         try:
             await self._start()
         except BaseException:
-            self._stopping = True
-            self._kill()
-            if self._proc is not None:
-                try:
-                    await asyncio.wait_for(self._proc.wait(), 5)
-                except TimeoutError:
-                    pass
+            await self._halt_device()
             await self._close()
             raise
 
@@ -250,13 +254,7 @@ class Supervisor:
         if self._stopping:
             await self._stopped.wait()
             return
-        self._stopping = True
-        self._kill()
-        if self._proc is not None:
-            try:
-                await asyncio.wait_for(self._proc.wait(), 5)
-            except TimeoutError:
-                pass
+        await self._halt_device()
         for t in self._tasks:
             t.cancel()
         await self._close()
