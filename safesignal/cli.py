@@ -209,7 +209,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     mac = parse_mac(args.mac) if args.mac else _default_mac(flash)
     air = Air(Path(args.air) if args.air else None, [AccessPoint(s, p) for s, p in (args.ap or [])])
     control = Path(args.control) if args.control else port_link.with_name(port_link.name + ".ctl")
-    cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=mac, control=control, heap=args.heap)
+    cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=mac, control=control, heap=args.heap,
+                    usb_cdc=args.usb_cdc)
     if args.firmware:
         cfg.firmware = Path(args.firmware)
 
@@ -297,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mac", help="chip unique id AA:BB:CC:DD:EE:FF (default: derived from --flash)")
     p.add_argument("--control", help="control socket path (default: PORT-LINK.ctl)")
     p.add_argument("--heap", default="256k", help="MicroPython heap size (default 256k)")
+    p.add_argument("--usb-cdc", action="store_true",
+                   help="model a native-USB console: the port disappears at every reset and comes back as a new device")
     p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
     p.set_defaults(func=cmd_sim)
     return ap

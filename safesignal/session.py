@@ -219,11 +219,11 @@ class DeviceSession:
             if remaining <= 0:
                 raise DeviceTimeout(f"device did not come back from its reboot within {timeout:g} s")
             try:
-                self.wait_for_line(BOOT_LINE, min(remaining, 5.0))
+                self.wait_for_line(BOOT_LINE, min(remaining, 1.0))
             except (DeviceTimeout, PortError):
                 pass  # no boot line (lost, or the port is still away): ask the device instead
             try:
-                self.sync(max(0.5, min(deadline - time.monotonic(), 5.0)))
+                self.sync(max(0.5, min(deadline - time.monotonic(), 3.0)))
                 if self.last_boot_id != old:
                     return
             except (DeviceTimeout, PortError):

@@ -98,7 +98,8 @@ class Sim:
     """One `safesignal sim` process: the CLI contract, driven the way a user or script would."""
 
     def __init__(self, tmp: Path, guard: SecretGuard, name: str = "dev", aps: list[tuple[str, str]] | None = None,
-                 air: Path | None = None, flash: Path | None = None, mac: str | None = None) -> None:
+                 air: Path | None = None, flash: Path | None = None, mac: str | None = None,
+                 usb_cdc: bool = False) -> None:
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = str(self.dir / "ttySIM0")
@@ -116,6 +117,8 @@ class Sim:
             cmd += ["--air", str(air)]
         if mac is not None:
             cmd += ["--mac", mac]
+        if usb_cdc:
+            cmd += ["--usb-cdc"]
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO)

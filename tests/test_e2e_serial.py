@@ -465,3 +465,20 @@ def test_command_line_errors_do_not_repeat_values(guard: SecretGuard) -> None:
         r = run_cli(guard, "provision", *full, *bad)
         assert r.returncode == 2, r.stderr
         assert "abbreviated-secret" not in r.stderr
+
+
+def test_native_usb_port_vanishes_at_every_reset(make_sim, guard: SecretGuard) -> None:
+    """On the S3's native USB the port disappears while the chip resets and comes back as a
+    new device; whatever the device printed meanwhile (its boot line) is gone.  Provisioning,
+    status and factory reset must still verify, by reopening and by the device's Boot ID."""
+    pw = guard.secret("usb-cdc-password")
+    sim = make_sim(aps=[(SSID, pw)], usb_cdc=True)
+    assert sim.control.state()["ports_opened"] == 1
+    p = run_script(guard, "scripts/provision_device.py", *seed_args(sim.port, pw))
+    assert p.returncode == 0, p.stderr
+    assert sim.control.state()["ports_opened"] == 2  # the port really went away and came back
+    st = json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)
+    assert (st["provisioned"], st["device_id"]) == (True, IDENT[0])
+    p = run_script(guard, "scripts/factory_reset.py", "--port", sim.port)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)["provisioned"] is False

@@ -143,6 +143,8 @@ class SimConfig:
     reset_delay: float = 0.05
     crash_delay: float = 1.0
     nvs_write_through: bool = False
+    usb_cdc: bool = False  # native USB console: the port vanishes at every reset and comes back new
+    usb_gap: float = 0.5  # seconds without a port while the chip resets and USB re-enumerates
 
 
 class Supervisor:
@@ -152,6 +154,7 @@ class Supervisor:
         self.flash = FlashNvs(cfg.flash, write_through=cfg.nvs_write_through)  # creates no file
         self.station = Station(cfg.air)
         self.boots = 0
+        self.ports_opened = 0  # > boots' worth only with usb_cdc: a new port after each reset
         self.running = False
         self.dropped_output = 0
         self._proc: asyncio.subprocess.Process | None = None
@@ -196,7 +199,6 @@ class Supervisor:
             raise
 
     async def _start(self) -> None:
-        loop = asyncio.get_running_loop()
         self._hw_server = await asyncio.start_server(self._hw_client, "127.0.0.1", 0)
         self._hw_port = self._hw_server.sockets[0].getsockname()[1]
         if self.cfg.control is not None:
@@ -206,6 +208,14 @@ class Supervisor:
                 raise UsageError(f"--control {self.cfg.control}: {e.strerror or e}") from None
             self._ctl_made = True
             self._ctl_server = await asyncio.start_unix_server(self._ctl_client, sock=sock)
+        self._open_port()
+        await self._boot()
+        self.flash.create()  # a blank chip's erased NVS, once the device is really up
+        self._tasks.append(asyncio.create_task(self._lifecycle()))
+
+    def _open_port(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.ports_opened += 1
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # without raw mode the pty would echo the device's output back
         os.set_blocking(self._master, False)
@@ -224,9 +234,22 @@ class Supervisor:
             raise UsageError(f"--port-link {link}: {e.strerror or e}") from None
         self._link_made = True
         loop.add_reader(self._master, self._on_host_bytes)
-        await self._boot()
-        self.flash.create()  # a blank chip's erased NVS, once the device is really up
-        self._tasks.append(asyncio.create_task(self._lifecycle()))
+
+    def _close_port(self) -> None:
+        """The port goes away (the end of a run, or a native-USB device resetting): the link
+        disappears and a host that still has the old device open gets I/O errors."""
+        if self._master >= 0:
+            asyncio.get_running_loop().remove_reader(self._master)
+            os.close(self._master)
+            os.close(self._slave)
+            self._master = self._slave = -1
+        if self._link_made:
+            self._link_made = False
+            try:
+                if self.cfg.port_link.is_symlink():
+                    self.cfg.port_link.unlink()
+            except OSError:
+                pass
 
     @staticmethod
     def _bind_control(path: Path) -> socket.socket:
@@ -262,19 +285,7 @@ class Supervisor:
 
     async def _close(self) -> None:
         """Undo what start made (also after a start that failed half-way)."""
-        loop = asyncio.get_running_loop()
-        if self._master >= 0:
-            loop.remove_reader(self._master)
-            os.close(self._master)
-            os.close(self._slave)
-            self._master = self._slave = -1
-        if self._link_made:
-            self._link_made = False
-            try:
-                if self.cfg.port_link.is_symlink():
-                    self.cfg.port_link.unlink()
-            except OSError:
-                pass
+        self._close_port()
         for srv in (self._hw_server, self._ctl_server):
             if srv is not None:
                 srv.close()
@@ -328,7 +339,14 @@ class Supervisor:
             else:
                 delay = self.cfg.reset_delay
                 log.info("device %s", reason)
-            await asyncio.sleep(delay)
+            if self.cfg.usb_cdc:
+                self._close_port()
+                await asyncio.sleep(max(delay, self.cfg.usb_gap))
+                if self._stopping:
+                    break
+                self._open_port()
+            else:
+                await asyncio.sleep(delay)
             if not self._stopping:
                 await self._boot()
 
@@ -420,6 +438,7 @@ class Supervisor:
             "wifi_status": self.station.status(),
             "wlan_config": dict(self.station.config),
             "port": str(self.cfg.port_link),
+            "ports_opened": self.ports_opened,
             "flash": str(self.cfg.flash),
             "cut_pending": self._cut_after,
             "nvs_write_through": self.flash.write_through,
