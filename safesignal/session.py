@@ -56,7 +56,6 @@ class DeviceSession:
         self.on_log = on_log
         self.log_lines: deque[str] = deque(maxlen=KEEP_LINES)
         self.received: deque[str] = deque(maxlen=KEEP_LINES)  # what the device sent, as sent (for audits)
-        self.boots_seen = 0  # boot lines read so far
         self.last_boot_id: str | None = None  # the device's Boot ID at the last sync
         self._secrets: list[str] = []
         self._ser = ser if ser is not None else open_port(url)
@@ -131,8 +130,6 @@ class DeviceSession:
                 self._buf += chunk
         line = self._pending.pop(0)
         self.received.append(line)
-        if line == BOOT_LINE:
-            self.boots_seen += 1
         if ssproto.is_log_line(line):
             self.log_lines.append(line)
             if self.on_log is not None:
@@ -251,9 +248,6 @@ class DeviceSession:
         reply = self.command(["provision_verify", nonce], timeout=max(self.timeout, 15.0))  # ~1 s PBKDF2 on a chip
         prefix = ssproto.CHECK_LABEL + ": "
         got = next((x[len(prefix):] for x in reply.lines if x.startswith(prefix)), None)
-        if password == "" or (len(password) == 64 and all(c in "0123456789abcdefABCDEF" for c in password)):
-            psk = ssproto.wpa_psk(hashlib.sha1, password, ssid)
-        else:
-            psk = hashlib.pbkdf2_hmac("sha1", password.encode(), ssid.encode(), 4096, 32)
+        psk = ssproto.wpa_psk(hashlib.sha1, password, ssid)  # the device's own code (tested against hashlib)
         want = ssproto.secret_check(hashlib.sha256, nonce, ssid, psk)
         return got is not None and secrets.compare_digest(got, want)

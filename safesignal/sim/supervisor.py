@@ -439,6 +439,7 @@ class Supervisor:
             "wlan_config": dict(self.station.config),
             "port": str(self.cfg.port_link),
             "ports_opened": self.ports_opened,
+            "dropped_output": self.dropped_output,
             "flash": str(self.cfg.flash),
             "cut_pending": self._cut_after,
             "nvs_write_through": self.flash.write_through,

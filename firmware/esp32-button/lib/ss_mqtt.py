@@ -97,7 +97,6 @@ class Mqtt:
         self.uri = uri
         self.state = "idle"
         self.attempts = 0
-        self._writer = None
         self._addr = None  # resolved broker address, kept until connecting to it fails
 
     def _resolve(self, host, port):
@@ -125,7 +124,6 @@ class Mqtt:
         self.state = "connecting"
         addr = self._resolve(host, port)
         reader, writer = await wait_for_ms(asyncio.open_connection(addr, port), CONNECT_TIMEOUT_MS)
-        self._writer = writer
         try:
             writer.write(encode_connect(self.client_id))
             await writer.drain()
@@ -141,7 +139,6 @@ class Mqtt:
             print("[MQTT] Connected to broker")
             await self._serve(reader, writer)
         finally:
-            self._writer = None
             try:
                 writer.close()
                 await writer.wait_closed()
