@@ -52,3 +52,7 @@ class SimControl:
         """Flash write model: ``True`` = write-through (every set/erase reaches the flash at
         once, commit is a no-op: ESP-IDF's behaviour), ``False`` = held until commit."""
         self.call("nvs_mode", write_through=bool(write_through))
+
+    def press(self, hold_ms: int = 120, bounce: bool = False) -> float:
+        """Press the panic button for ``hold_ms``; returns the press's Unix time."""
+        return float(self.call("press", hold_ms=hold_ms, bounce=bounce)["pressed_at"])

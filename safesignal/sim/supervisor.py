@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SafeSignalError, UsageError
-from .air import WLAN_CONFIG_SETTABLE, Air, Station
+from .air import STAT_GOT_IP, WLAN_CONFIG_SETTABLE, Air, Station
 from .flash import FlashNvs, NvsOpError, check_flash_path
+from .gpio import Button
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class Supervisor:
         check_paths(cfg)
         self.flash = FlashNvs(cfg.flash, write_through=cfg.nvs_write_through)  # creates no file
         self.station = Station(cfg.air)
+        self.button = Button()
         self.boots = 0
         self.ports_opened = 0  # > boots' worth only with usb_cdc: a new port after each reset
         self.running = False
@@ -304,6 +306,7 @@ class Supervisor:
         self._hw_token = secrets.token_hex(32)  # per boot: a cut process's token is worthless
         env["SAFESIGNAL_HW_TOKEN"] = self._hw_token
         self.station.power_on()
+        self.button.power_on()
         self.flash.drop_pending()
         self._exit_reason = ""
         self.boots += 1
@@ -445,6 +448,8 @@ class Supervisor:
             "nvs_write_through": self.flash.write_through,
             "nvs_pending": len(self.flash.pending),
             "interrupts": self.interrupts,
+            "button_presses": self.button.presses,
+            "button_pull": self.button.pull,
         }
 
     @staticmethod
@@ -484,6 +489,9 @@ class Supervisor:
                     return {"ok": False, "error": "write_through must be true or false"}
                 self.nvs_mode(wt)
                 return {"ok": True, "write_through": wt}
+            elif op == "press":
+                at = self.button.press(int(req.get("hold_ms", 120)), bool(req.get("bounce", False)))
+                return {"ok": True, "pressed_at": at, "released_in": self.button.busy_until()}
             elif op == "stop":
                 asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self.stop()))
             else:
@@ -559,6 +567,12 @@ class Supervisor:
             return None
         if op == "unique_id":
             return self.cfg.mac.hex()
+        if op == "pin_init":
+            if int(req["pin"]) == self.button.gpio:
+                self.button.pull = int(req["pull"])
+            return None
+        if op == "pin_value":
+            return self.button.level(int(req["pin"]))
         st = self.station
         if op == "wlan_active":
             if req.get("value") is not None:
@@ -572,6 +586,8 @@ class Supervisor:
             return None
         if op == "wlan_status":
             return st.status()
+        if op == "net_up":
+            return st.status() == STAT_GOT_IP
         if op == "wlan_ifconfig":
             st.status()
             return st.ifconfig()

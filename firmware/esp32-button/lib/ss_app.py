@@ -20,15 +20,114 @@ async def _reset_soon(machine):
     machine.reset()
 
 
+def unix_time(time):
+    """Unix time in seconds, or None while the clock is not set (the ESP32 counts from 2000
+    until SNTP or the host sets it; ports/esp32 uses the 2000 epoch, the unix port 1970)."""
+    t = time.time()
+    if time.gmtime(0)[0] == 2000:
+        t += 946684800
+    return t if t >= 1735689600 else None  # before 2025: not set
+
+
+class App:
+    """Owns the network services and the alert path; the console drives it."""
+
+    def __init__(self, store, outbox, wlan_factory, firmware, boot_id):
+        self.store = store
+        self.outbox = outbox
+        self._wlan_factory = wlan_factory
+        self.firmware = firmware
+        self.boot_id = boot_id
+        self.wifi = None
+        self.mqtt = None
+        self._tasks = []
+
+    def start(self, cfg):
+        """Join WiFi and keep an MQTT session with the stored configuration."""
+        import asyncio
+
+        import ssproto.msg as msg
+        from ss_mqtt import Mqtt
+        from ss_wifi import Wifi
+
+        if self.wifi is None:
+            self.wifi = Wifi(self._wlan_factory())
+        self.wifi.configure(cfg["wifi_ssid"], cfg["wifi_pass"])
+        self.mqtt = Mqtt(cfg["device_id"], cfg["mqtt_uri"], msg.cfg_prefix(cfg), self.outbox,
+                         self.firmware, self.boot_id)
+        self._tasks = [asyncio.create_task(self.wifi.run()), asyncio.create_task(self.mqtt.run(self.wifi))]
+
+    async def stop(self):
+        for t in self._tasks:
+            t.cancel()
+        self._tasks = []
+        await sleep_ms(0)  # let the cancelled tasks close their sockets
+        if self.wifi is not None:
+            self.wifi.down()
+
+    async def connect_test(self, cfg):
+        """Join the staged WiFi and reach the staged broker, then leave both.  Raises
+        ss_mqtt.ProbeError with the console status code.  The running services (a provisioned
+        device being re-provisioned) pause meanwhile and resume afterwards."""
+        from ss_mqtt import Mqtt, ProbeError
+        from ss_wifi import Wifi
+
+        running = bool(self._tasks)
+        await self.stop()
+        if self.wifi is None:
+            self.wifi = Wifi(self._wlan_factory())
+        try:
+            print("[PROVISION] Testing the new settings: WiFi '%s', broker %s" % (cfg["wifi_ssid"], cfg["mqtt_uri"]))
+            code, why = await self.wifi.probe(cfg["wifi_ssid"], cfg["wifi_pass"])
+            if code is not None:
+                raise ProbeError(code, why)
+            await Mqtt(cfg["device_id"], cfg["mqtt_uri"]).probe()
+            print("[PROVISION] Connect test passed")
+        finally:
+            self.wifi.down()
+            if running and self.store.provision_is_provisioned():
+                self.start(self.store.provision_load_config())
+
+    def alert(self, kind, cfg=None):
+        """Store an alert in the outbox and send it as soon as possible; returns its seq."""
+        import time
+
+        import ssproto.msg as msg
+
+        if cfg is None:
+            cfg = self.store.provision_load_config()
+        seq = self.outbox.add(msg.cfg_prefix(cfg), kind, unix_time(time), time.ticks_ms())
+        if self.mqtt is not None:
+            self.mqtt.kick()
+        return seq
+
+    def on_press(self):
+        from ss_outbox import OutboxError
+
+        if not self.store.provision_is_provisioned():
+            print("[BUTTON] Pressed, but the device is not provisioned: no alert can be sent")
+            return
+        try:
+            seq = self.alert("panic")
+        except OutboxError as e:
+            print("[ALERT] PANIC NOT STORED: %s" % e.message)
+            return
+        print("[ALERT] Panic alert %d stored; sending" % seq)
+
+
 async def _main():
+    import os
+    import time
+
     import esp32
     import machine
     import network
 
     import ss_store
+    from ss_button import BUTTON_GPIO, Button
     from ss_console import Console
-    from ss_mqtt import Mqtt
-    from ss_wifi import Wifi
+    from ss_outbox import NAMESPACE as OUTBOX_NS
+    from ss_outbox import Outbox
 
     print("[BOOT] %s, chip %s" % (FIRMWARE, _chip_id(machine)))
     if tuple(sys.implementation.version[:3]) < REQUIRES_MICROPYTHON:
@@ -38,19 +137,21 @@ async def _main():
     for notice in store.notices:
         print("[PROVISION] " + notice)
     print("[PROVISION] Provisioning system initialized")
+    outbox = Outbox(esp32.NVS(OUTBOX_NS))
+    outbox.load()
+    for notice in outbox.notices:
+        print("[ALERT] " + notice)
 
-    wifi = None
-    mqtt = None
-    tasks = []
+    # os.urandom with the radio still off is only pseudo-random on the ESP32: mix in the
+    # microsecond counter too.  A repeat would only cost a tool a timeout, never a false success.
+    boot_id = "%08x" % ((int.from_bytes(os.urandom(4), "big") ^ time.ticks_us()) & 0xFFFFFFFF)
+    app = App(store, outbox, lambda: network.WLAN(network.STA_IF), FIRMWARE, boot_id)
+
     print("[WIFI] Loading credentials from NVS...")
     if store.provision_is_provisioned():
         cfg = store.provision_load_config()
         print("[WIFI] Credentials loaded: SSID='%s'" % cfg["wifi_ssid"])
-        wifi = Wifi(network.WLAN(network.STA_IF))
-        wifi.configure(cfg["wifi_ssid"], cfg["wifi_pass"])
-        mqtt = Mqtt(cfg["device_id"], cfg["mqtt_uri"])
-        tasks.append(asyncio.create_task(wifi.run()))
-        tasks.append(asyncio.create_task(mqtt.run(wifi)))
+        app.start(cfg)
     else:
         err = store.load_error
         if err is not None and err.reason != "ESP_ERR_NVS_NOT_FOUND":
@@ -60,16 +161,13 @@ async def _main():
         print("[WIFI] Please provision device with credentials.")
         print("[PROVISION] Provisioning mode: waiting for commands on the console (type help)")
 
+    pin = machine.Pin(BUTTON_GPIO, machine.Pin.IN, machine.Pin.PULL_UP)
+    asyncio.create_task(Button(pin, app.on_press).run())
+
     async def reset():
         await _reset_soon(machine)
 
-    import os
-    import time
-
-    # os.urandom with the radio still off is only pseudo-random on the ESP32: mix in the
-    # microsecond counter too.  A repeat would only cost a tool a timeout, never a false success.
-    boot_id = "%08x" % ((int.from_bytes(os.urandom(4), "big") ^ time.ticks_us()) & 0xFFFFFFFF)
-    console = Console(store, _chip_id(machine), FIRMWARE, reset, wifi, mqtt, boot_id)
+    console = Console(store, _chip_id(machine), FIRMWARE, reset, boot_id=boot_id, app=app)
     await console.run(asyncio.StreamReader(sys.stdin.buffer))
 
 

@@ -40,3 +40,15 @@ def backoff_ms(attempt, rnd, lo=1000, hi=60000):
     if base > hi:
         base = hi
     return base // 2 + (rnd % (base // 2 + 1))
+
+
+try:
+    from time import ticks_diff, ticks_ms
+except ImportError:  # CPython
+    import time as _time
+
+    def ticks_ms():
+        return int(_time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b

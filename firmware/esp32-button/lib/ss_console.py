@@ -21,12 +21,14 @@ HELP = (
     "  provision_set_wifi <ssid> <password>    stage WiFi credentials (\"\" = open network)",
     "  provision_set_device <device-id> <tenant> <building> <room>",
     "  provision_set_mqtt <mqtt://host[:port]>  broker (default " + ssproto.DEFAULT_MQTT_URI + ")",
-    "  provision_complete                      save everything to NVS and reboot",
+    "  provision_complete [--offline]          test WiFi and broker, then save to NVS and reboot",
+    "                                          (--offline: save without the test)",
     "  provision_discard                       forget values not yet completed",
     "  provision_status                        show the configuration (never the password)",
     "  provision_verify <nonce>                check value of the stored password (for tools)",
     "  provision_reset --confirm               factory reset: erase credentials, reboot",
     "  provision clear                         the same as provision_reset --confirm",
+    "  alert_test                              send a test alert (stored until the broker has it)",
     "  reboot                                  restart the device",
     "  ping [token]                            answers OK pong [token]",
     "  help                                    this list",
@@ -79,7 +81,7 @@ class LineReader:
 
 
 class Console:
-    def __init__(self, store, chip_id, firmware, reset, wifi=None, mqtt=None, boot_id=""):
+    def __init__(self, store, chip_id, firmware, reset, wifi=None, mqtt=None, boot_id="", app=None):
         self.store = store
         self.chip_id = chip_id
         self.boot_id = boot_id  # random per boot: tools tell a reboot from a port hiccup
@@ -88,6 +90,12 @@ class Console:
         self.wifi = wifi
         self.mqtt = mqtt
         self.staged = {}  # fields accepted but not yet committed (RAM only)
+        self.app = app  # ss_app.App: connect test, alerts; None only in unit tests
+
+    def _links(self):
+        if self.app is not None:
+            return self.app.wifi, self.app.mqtt
+        return self.wifi, self.mqtt
 
     # --- output ---------------------------------------------------------------------
     def ok(self, text=""):
@@ -190,18 +198,49 @@ class Console:
         return cfg
 
     async def cmd_provision_complete(self, a):
-        _expect(a, 0, "usage: provision_complete")
+        if a not in ([], ["--offline"]):
+            raise ssproto.ProtocolError(ssproto.E_USAGE, "usage: provision_complete [--offline]")
+        offline = bool(a)
         cfg = self.merged()
         if "wifi_ssid" not in cfg:
             raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "WiFi not set: run provision_set_wifi first")
         if "device_id" not in cfg:
             raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "device not set: run provision_set_device first")
+        if self.app is None:
+            raise ssproto.ProtocolError(ssproto.E_STATE, "no network on this device")
+        if offline:
+            print("[PROVISION] Offline: saving without a connect test")
+        else:
+            try:
+                await self.app.connect_test(cfg)
+            except Exception as e:
+                code = getattr(e, "code", None)
+                if code not in ssproto.CONNECT_TEST_CODES:
+                    raise
+                print("[PROVISION] Connect test failed: nothing was saved; still in provisioning mode")
+                raise ssproto.ProtocolError(code, e.message)
         self.store.provision_save_config(cfg)  # atomic, read back and compared
         self.staged = {}
+        try:
+            seq = self.app.alert("test", cfg)
+            print("[ALERT] Test alert %d stored; it is sent after the reboot" % seq)
+        except Exception as e:  # the configuration is saved: report, do not fail the command
+            print("[ALERT] Test alert not stored: %s" % getattr(e, "message", e))
         print("Device Provisioning Complete!")
         print("Rebooting...")
         self.ok()
         await self._reset()
+
+    async def cmd_alert_test(self, a):
+        _expect(a, 0, "usage: alert_test")
+        if self.app is None or not self.store.provision_is_provisioned():
+            raise ssproto.ProtocolError(ssproto.E_STATE, "device is not provisioned")
+        try:
+            seq = self.app.alert("test")
+        except Exception as e:
+            raise ssproto.ProtocolError(ssproto.E_OUTBOX, getattr(e, "message", "alert not stored"))
+        print("[ALERT] Test alert %d stored; sending" % seq)
+        self.ok("seq %d" % seq)
 
     async def cmd_provision_discard(self, a):
         _expect(a, 0, "usage: provision_discard")
@@ -214,13 +253,17 @@ class Console:
         st = self.store
         prov = st.provision_is_provisioned()
         cfg = st.provision_load_config() if prov else {}
+        wifi, mqtt = self._links()
+        outbox = self.app.outbox if self.app is not None else None
         vals = {
             "provisioned": "yes" if prov else "no",
             "wifi_password": "not set" if not prov else ("set" if cfg["wifi_pass"] else "open network"),
             "pending": ",".join(sorted([k for k in self.staged if k != "wifi_pass"])) or "none",
-            "wifi_state": self.wifi.state if (prov and self.wifi) else "off",
-            "ip_address": self.wifi.ip if (prov and self.wifi) else "",
-            "mqtt_state": self.mqtt.state if (prov and self.mqtt) else "off",
+            "wifi_state": wifi.state if (prov and wifi) else "off",
+            "ip_address": wifi.ip if (prov and wifi) else "",
+            "mqtt_state": mqtt.state if (prov and mqtt) else "off",
+            "alerts_pending": str(len(outbox.pending)) if outbox else "0",
+            "next_alert_seq": str(outbox.next_seq) if outbox else "0",
             "chip_id": self.chip_id,
             "boot_id": self.boot_id,
             "firmware": self.firmware,
@@ -256,6 +299,8 @@ class Console:
 
     async def _factory_reset(self):
         self.store.provision_clear()  # verified erase
+        if self.app is not None:
+            self.app.outbox.clear()  # undelivered alerts name the old identity
         self.staged = {}
         print("Provisioning data erased")
         print("Rebooting into provisioning mode...")

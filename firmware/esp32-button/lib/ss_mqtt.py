@@ -8,7 +8,8 @@ import asyncio
 import struct
 
 import ssproto
-from ss_compat import backoff_ms, const, rand16, sleep_ms, wait_for_ms
+import ssproto.msg as msg
+from ss_compat import backoff_ms, const, rand16, sleep_ms, ticks_diff, ticks_ms, wait_for_ms
 
 CONNECT = const(0x10)
 CONNACK = const(0x20)
@@ -50,10 +51,28 @@ def _str(s):
     return struct.pack("!H", len(b)) + b
 
 
-def encode_connect(client_id, keepalive=KEEPALIVE_S, clean=True):
-    var = _str("MQTT") + bytes([4, 0x02 if clean else 0x00]) + struct.pack("!H", keepalive)
-    body = var + _str(client_id)
+def encode_connect(client_id, keepalive=KEEPALIVE_S, clean=True, will=None):
+    """CONNECT (section 3.1); ``will`` = (topic, payload bytes, qos, retain) or None."""
+    flags = 0x02 if clean else 0x00
+    payload = _str(client_id)
+    if will is not None:
+        topic, message, qos, retain = will
+        flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
+        payload += _str(topic) + _str(message)
+    var = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive)
+    body = var + payload
     return bytes([CONNECT]) + encode_length(len(body)) + body
+
+
+def encode_publish(topic, payload, pid=0, qos=0, retain=False, dup=False):
+    """PUBLISH (section 3.3); a packet identifier only for QoS > 0."""
+    h = PUBLISH | (0x08 if dup else 0) | (qos << 1) | (1 if retain else 0)
+    body = _str(topic) + (struct.pack("!H", pid) if qos else b"") + payload
+    return bytes([h]) + encode_length(len(body)) + body
+
+
+def encode_disconnect():
+    return bytes([DISCONNECT, 0])
 
 
 def encode_pingreq():
@@ -91,13 +110,41 @@ def _is_ipv4(host):
     return True
 
 
+WINDOW = const(8)  # alerts in flight (sent, PUBACK outstanding) at once
+_STATUS_PID = const(0xFFFF)  # packet id of the retained "online" status; alerts use 1..0xFFFE
+
+
+class ProbeError(Exception):
+    """The connect test failed; ``code`` is the console's status code."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class Mqtt:
-    def __init__(self, client_id, uri):
+    def __init__(self, client_id, uri, pfx=None, outbox=None, firmware="", boot_id=""):
         self.client_id = client_id
         self.uri = uri
+        self.pfx = pfx  # topic prefix (ssproto.msg.prefix); None: connect only
+        self.outbox = outbox
+        self.firmware = firmware
+        self.boot_id = boot_id
         self.state = "idle"
         self.attempts = 0
+        self.delivered = 0  # alerts acknowledged by the broker since boot
         self._addr = None  # resolved broker address, kept until connecting to it fails
+        self._kick = asyncio.Event()
+        self._down = None
+        self._error = None
+        self._inflight = {}  # packet id -> alert seq (-1: the status message)
+        self._tried = {}  # seq -> True once sent in an earlier session (PUBLISH DUP flag)
+        self._last_tx = 0
+
+    def kick(self):
+        """Something new is in the outbox: send it now if connected."""
+        self._kick.set()
 
     def _resolve(self, host, port):
         # getaddrinfo blocks the whole event loop (on the ESP32 an mDNS query for a .local
@@ -119,44 +166,154 @@ class Mqtt:
                 self._addr = ai[0][-1][0] if isinstance(ai[0][-1], tuple) else host
         return self._addr
 
-    async def _session(self, host, port):
-        print("[MQTT] Connecting to broker...")
-        self.state = "connecting"
+    async def _open(self, host, port, will):
         addr = self._resolve(host, port)
         reader, writer = await wait_for_ms(asyncio.open_connection(addr, port), CONNECT_TIMEOUT_MS)
         try:
-            writer.write(encode_connect(self.client_id))
+            writer.write(encode_connect(self.client_id, will=will))
             await writer.drain()
             kind, body = await wait_for_ms(read_packet(reader), CONNECT_TIMEOUT_MS)
             if kind & 0xF0 != CONNACK or len(body) < 2:
                 raise OSError("broker did not answer CONNACK")
             rc = body[1]
             if rc != 0:
-                self.state = "refused"
-                raise OSError("broker refused: %s" % CONNACK_REASONS.get(rc, "code %d" % rc))
-            self.state = "connected"
-            self.attempts = 0
-            print("[MQTT] Connected to broker")
-            await self._serve(reader, writer)
+                raise _Refused("broker refused: %s" % CONNACK_REASONS.get(rc, "code %d" % rc))
+        except BaseException:
+            await _close(writer)
+            raise
+        return reader, writer
+
+    async def probe(self):
+        """Connect test for provision_complete: CONNECT, CONNACK, DISCONNECT.  Raises ProbeError."""
+        try:
+            _, host, port = ssproto.parse_mqtt_uri(self.uri)
+        except ssproto.ProtocolError as e:
+            raise ProbeError("BROKER_UNREACHABLE", "broker URI unusable: " + e.message)
+        where = "%s:%d" % (host, port)
+        try:
+            reader, writer = await self._open(host, port, None)
+        except _Refused as e:
+            raise ProbeError("BROKER_REFUSED", "%s (%s)" % (_describe(e), where))
+        except _DnsError:
+            raise ProbeError("BROKER_UNREACHABLE", "cannot resolve the broker host name " + host)
+        except asyncio.TimeoutError:
+            raise ProbeError("BROKER_UNREACHABLE", "no answer from the broker at %s within %d s"
+                             % (where, CONNECT_TIMEOUT_MS // 1000))
+        except (OSError, EOFError) as e:
+            raise ProbeError("BROKER_UNREACHABLE", "cannot connect to the broker at %s: %s" % (where, _describe(e)))
+        try:
+            writer.write(encode_disconnect())
+            await writer.drain()
+        except OSError:
+            pass
+        await _close(writer)
+
+    def _fail(self, e):
+        if self._error is None:
+            self._error = e
+        if self._down is not None:
+            self._down.set()
+
+    async def _guard(self, coro):
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # OSError, EOFError, TimeoutError: the session is over
+            self._fail(e)
+
+    async def _session(self, host, port, wifi):
+        print("[MQTT] Connecting to broker...")
+        self.state = "connecting"
+        will = None
+        if self.pfx is not None:
+            will = (self.pfx + "/" + msg.STATUS, msg.status_payload(self.pfx, False), 1, True)
+        reader, writer = await self._open(host, port, will)
+        self.state = "connected"
+        self.attempts = 0
+        print("[MQTT] Connected to broker")
+        self._inflight = {}
+        self._error = None
+        self._down = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self._guard(self._reader(reader))),
+            asyncio.create_task(self._guard(self._sender(writer))),
+        ]
+        if wifi is not None:
+            tasks.append(asyncio.create_task(self._guard(self._watch(wifi))))
+        try:
+            await self._down.wait()
         finally:
+            for t in tasks:
+                t.cancel()
+            await _close(writer)
+            self._down = None
+        raise self._error or OSError("session ended")
+
+    async def _reader(self, reader):
+        # Any packet counts as life; the sender pings when idle, so silence means a dead link.
+        while True:
+            kind, body = await wait_for_ms(read_packet(reader), KEEPALIVE_S * 1500)
+            t = kind & 0xF0
+            if t == PUBACK and len(body) >= 2:
+                seq = self._inflight.pop(body[0] << 8 | body[1], None)
+                if seq is not None and seq >= 0:
+                    self.outbox.ack(seq)
+                    if seq in self._tried:
+                        del self._tried[seq]
+                    self.delivered += 1
+                    print("[ALERT] Alert %d delivered" % seq)
+                self.kick()
+            elif t == DISCONNECT:
+                raise OSError("broker closed the session")
+
+    async def _sender(self, writer):
+        # The only task that writes to the connection (MicroPython streams allow one drain).
+        if self.pfx is not None:
+            online = msg.status_payload(self.pfx, True, self.firmware, self.boot_id)
+            writer.write(encode_publish(self.pfx + "/" + msg.STATUS, online, _STATUS_PID, 1, True))
+            self._inflight[_STATUS_PID] = -1
+        sent = {}
+        self._last_tx = ticks_ms()
+        while True:
+            self._kick.clear()
+            ob = self.outbox
+            gone = []
+            wrote = False
+            if ob is not None:
+                for seq in ob.pending:
+                    if len(self._inflight) >= WINDOW:
+                        break
+                    if seq in sent:
+                        continue
+                    e = ob.entry(seq)
+                    if e is None:
+                        gone.append(seq)
+                        continue
+                    pid = seq % 0xFFFE + 1
+                    writer.write(encode_publish(e[0], e[1], pid, 1, False, seq in self._tried))
+                    self._inflight[pid] = seq
+                    sent[seq] = True
+                    self._tried[seq] = True
+                    wrote = True
+                for seq in gone:
+                    print("[ALERT] Alert %d unreadable in flash; dropped" % seq)
+                    ob.ack(seq)
+            if ticks_diff(ticks_ms(), self._last_tx) >= KEEPALIVE_S * 500:
+                writer.write(encode_pingreq())
+                wrote = True
+            if wrote or self._inflight:
+                await writer.drain()
+                self._last_tx = ticks_ms()
             try:
-                writer.close()
-                await writer.wait_closed()
-            except Exception:
+                await wait_for_ms(self._kick.wait(), KEEPALIVE_S * 500)
+            except asyncio.TimeoutError:
                 pass
 
-    async def _serve(self, reader, writer):
-        # Keep the connection alive: PINGREQ every keepalive/2, any packet counts as life.
-        ping_ms = KEEPALIVE_S * 500
-        while True:
-            try:
-                kind, _ = await wait_for_ms(read_packet(reader), ping_ms)
-            except asyncio.TimeoutError:
-                writer.write(encode_pingreq())
-                await writer.drain()
-                kind, _ = await wait_for_ms(read_packet(reader), ping_ms)
-            if kind & 0xF0 == DISCONNECT:
-                raise OSError("broker closed the session")
+    async def _watch(self, wifi):
+        while wifi.connected.is_set():
+            await sleep_ms(200)
+        raise OSError("WiFi connection lost")
 
     async def run(self, wifi):
         try:
@@ -169,27 +326,41 @@ class Mqtt:
             await wifi.connected.wait()
             dns_failed = False
             try:
-                await self._session(host, port)
+                await self._session(host, port, wifi)
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # OSError, EOFError, TimeoutError: all mean "try again"
                 dns_failed = isinstance(e, _DnsError)
-                if self.state != "connected":
-                    self._addr = None  # could not connect: look the name up again (it may have moved)
-                if self.state == "connected":
+                if isinstance(e, _Refused):
+                    self.state = "refused"
+                    print("[MQTT] Connection refused: %s" % _describe(e))
+                elif self.state == "connected":
                     print("[MQTT] Connection lost: %s" % _describe(e))
                     self.state = "disconnected"
-                elif self.state != "refused":
+                else:
+                    self._addr = None  # could not connect: look the name up again (it may have moved)
                     print("[MQTT] Connection failed: %s" % _describe(e))
                     self.state = "disconnected"
-                else:
-                    print("[MQTT] Connection refused: %s" % _describe(e))
+            if not wifi.connected.is_set():
+                continue  # wait for WiFi, then try at once
             delay = backoff_ms(self.attempts, rand16())
             if dns_failed and delay < DNS_RETRY_MIN_MS:
                 delay = DNS_RETRY_MIN_MS  # each lookup may freeze the console: not too often
             self.attempts += 1
             print("[MQTT] Retrying in %d ms" % delay)
             await sleep_ms(delay)
+
+
+async def _close(writer):
+    try:
+        writer.close()
+        await writer.wait_closed()
+    except Exception:
+        pass
+
+
+class _Refused(OSError):
+    pass
 
 
 class _DnsError(OSError):

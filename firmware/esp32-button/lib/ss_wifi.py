@@ -20,15 +20,27 @@ CONNECT_TIMEOUT_MS = const(20000)
 _POLL_MS = const(100)
 
 def reason(status):
+    """(state, human reason) for a failed connection's final WLAN status."""
     if status in AUTH_FAIL:
-        return "auth_failed", "authentication failed (wrong password?)"
-    if status == STAT_NO_AP_FOUND:
-        return "no_ap", "access point not found"
-    if status == STAT_CONNECT_FAIL:
-        return "failed", "connection failed"
-    if status == STAT_CONNECTING or status == STAT_IDLE:
-        return "timeout", "no IP address in time (DHCP?)"
-    return "failed", "connection failed"
+        state = "auth_failed"
+    elif status == STAT_NO_AP_FOUND:
+        state = "no_ap"
+    elif status == STAT_CONNECTING or status == STAT_IDLE:
+        state = "timeout"
+    else:
+        state = "failed"
+    return state, reason_text(state)
+
+
+_PROBE_CODES = {"auth_failed": "WIFI_AUTH", "no_ap": "WIFI_NO_AP", "timeout": "WIFI_TIMEOUT"}
+
+
+def reason_text(state):
+    return {
+        "auth_failed": "authentication failed (wrong password?)",
+        "no_ap": "access point not found",
+        "timeout": "no IP address in time (DHCP?)",
+    }.get(state, "connection failed")
 
 
 class Wifi:
@@ -81,6 +93,32 @@ class Wifi:
         except OSError:
             pass
         return False
+
+    async def probe(self, ssid, password):
+        """Connect test: join once with these credentials.  Returns (None, "") when an IP
+        address came, else (console status code, reason).  Leaves the link up on success."""
+        self.configure(ssid, password)
+        try:
+            self._activate()
+            ok = await self._connect_once()
+        except OSError as e:
+            self.state = "failed"
+            return "WIFI_FAILED", "radio error: %s" % e
+        if ok:
+            return None, ""
+        code = _PROBE_CODES.get(self.state, "WIFI_FAILED")
+        return code, "%s on '%s'" % (reason_text(self.state), ssid)
+
+    def down(self):
+        """Leave the network (services stopped, or a connect test is over)."""
+        self.connected.clear()
+        self.ip = ""
+        self.state = "idle"
+        if self._active:
+            try:
+                self._wlan.disconnect()
+            except OSError:
+                pass
 
     def _activate(self):
         if self._active:

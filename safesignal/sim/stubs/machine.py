@@ -27,3 +27,29 @@ def freq(hz=None):
 
 def idle():
     pass
+
+
+class Pin:
+    # Mode and pull names as MicroPython's machine.Pin; the numbers are this stub's own.
+    IN = 1
+    OUT = 3
+    OPEN_DRAIN = 7
+    PULL_UP = 2
+    PULL_DOWN = 1
+    IRQ_RISING = 1
+    IRQ_FALLING = 2
+
+    def __init__(self, id, mode=-1, pull=-1, value=None):
+        self._id = id
+        self.init(mode, pull, value)
+
+    def init(self, mode=-1, pull=-1, value=None):
+        _hw.call("pin_init", pin=self._id, mode=mode, pull=pull)
+
+    def value(self, x=None):
+        if x is None:
+            return _hw.call("pin_value", pin=self._id)
+        raise OSError(95)  # EOPNOTSUPP: the virtual board drives no outputs
+
+    def __call__(self, x=None):
+        return self.value(x)

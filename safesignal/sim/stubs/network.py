@@ -4,6 +4,7 @@
 import binascii
 
 import _hw
+import socket
 
 STA_IF = 0
 AP_IF = 1
@@ -29,14 +30,17 @@ class WLAN:
 
     def disconnect(self):
         _hw.call("wlan_disconnect")
+        socket.link(False)
 
     def status(self, param=None):
         if param is not None:
             return _hw.call("wlan_status_param", param=param)
-        return _hw.call("wlan_status")
+        st = _hw.call("wlan_status")
+        socket.link(st == STAT_GOT_IP)
+        return st
 
     def isconnected(self):
-        return _hw.call("wlan_status") == STAT_GOT_IP
+        return self.status() == STAT_GOT_IP
 
     def ifconfig(self, config=None):
         return tuple(_hw.call("wlan_ifconfig"))

@@ -36,6 +36,15 @@ E_INCOMPLETE = "INCOMPLETE"  # provision_complete with required fields missing
 E_CONFIRM = "CONFIRM"  # destructive command without --confirm
 E_NVS = "NVS"  # flash read/write/verify failed
 E_STATE = "STATE"  # command not valid in the current state
+E_OUTBOX = "OUTBOX"  # the alert could not be stored
+# provision_complete's connect test (nothing is saved when one of these is answered):
+E_WIFI_AUTH = "WIFI_AUTH"  # the access point rejected the password
+E_WIFI_NO_AP = "WIFI_NO_AP"  # no access point with that SSID (and security mode) answers
+E_WIFI_TIMEOUT = "WIFI_TIMEOUT"  # associated but no IP address in time (DHCP), or no answer
+E_WIFI_FAILED = "WIFI_FAILED"  # any other WiFi failure
+E_BROKER_UNREACHABLE = "BROKER_UNREACHABLE"  # name not resolved, connection refused or timed out
+E_BROKER_REFUSED = "BROKER_REFUSED"  # the broker answered CONNACK with an error
+CONNECT_TEST_CODES = (E_WIFI_AUTH, E_WIFI_NO_AP, E_WIFI_TIMEOUT, E_WIFI_FAILED, E_BROKER_UNREACHABLE, E_BROKER_REFUSED)
 
 
 class ProtocolError(ValueError):
@@ -314,6 +323,8 @@ STATUS_FIELDS = (
     ("Chip ID", "chip_id"),
     ("Boot ID", "boot_id"),
     ("Firmware", "firmware"),
+    ("Alerts pending", "alerts_pending"),
+    ("Next alert seq", "next_alert_seq"),
 )
 
 

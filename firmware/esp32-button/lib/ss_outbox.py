@@ -1,0 +1,171 @@
+# Alert outbox: every alert is in flash before it is sent, and leaves flash only when the
+# broker has acknowledged it (MQTT QoS 1 PUBACK).  Survives WiFi loss, broker restarts,
+# resets and power cuts; a receiver de-duplicates by (device, seq).
+#
+# Layout (namespace "outbox"):
+#   i32  "next"   the next sequence number (per device, never reused, kept by a factory reset)
+#   blob "qNN"    one pending alert, slot NN = seq % CAPACITY
+# An entry is  b"SSQ" + version(1) + JSON {"p": topic prefix, "s": seq, "t": type, "ts": ..,
+# "up": ..} + 8 bytes of SHA-256 over everything before it.  The topic prefix is stored with
+# the alert, so an alert raised before a re-provisioning is still reported for the room where
+# the button was pressed.
+#
+# Order of writes for a new alert: entry, then "next", then commit; read back.  A power cut
+# between the two leaves an entry whose seq is >= "next": load() moves "next" past it.
+
+import hashlib
+import json
+
+import ssproto.msg as msg
+from ss_compat import const
+
+NAMESPACE = "outbox"
+CAPACITY = const(32)
+_VERSION = const(1)
+_MAGIC = b"SSQ"
+_KEY_NEXT = "next"
+_BUF = const(512)
+
+ESP_ERR_NVS_NOT_FOUND = const(-0x1102)
+
+
+def _errno(e):
+    return e.args[0] if e.args else 0
+
+
+def _key(seq):
+    return "q%02d" % (seq % CAPACITY)
+
+
+def encode_entry(pfx, seq, kind, ts, up):
+    body = json.dumps({"p": pfx, "s": seq, "t": kind, "ts": ts, "up": up}).encode()
+    raw = _MAGIC + bytes([_VERSION]) + body
+    return raw + hashlib.sha256(raw).digest()[:8]
+
+
+def decode_entry(raw):
+    """(prefix, seq, kind, ts, up) or None if the entry is damaged."""
+    if len(raw) < 4 + 2 + 8 or raw[:3] != _MAGIC or raw[3] != _VERSION:
+        return None
+    if hashlib.sha256(raw[:-8]).digest()[:8] != raw[-8:]:
+        return None
+    try:
+        d = json.loads(raw[4:-8].decode())
+        e = (d["p"], d["s"], d["t"], d["ts"], d["up"])
+    except Exception:
+        return None
+    if not isinstance(e[1], int) or e[2] not in msg.KINDS or not isinstance(e[0], str):
+        return None
+    return e
+
+
+class OutboxError(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+class Outbox:
+    def __init__(self, nvs):
+        self._nvs = nvs  # esp32.NVS(NAMESPACE), made by the composition root
+        self.next_seq = 0
+        self.pending = []  # sequence numbers in flash, ascending
+        self.notices = []
+        self.dropped = 0  # alerts not stored because the outbox was full (this boot)
+
+    def _get_blob(self, key):
+        buf = bytearray(_BUF)
+        try:
+            n = self._nvs.get_blob(key, buf)
+        except OSError as e:
+            if _errno(e) == ESP_ERR_NVS_NOT_FOUND:
+                return None
+            raise
+        return bytes(buf[:n])
+
+    def _erase(self, key):
+        try:
+            self._nvs.erase_key(key)
+        except OSError as e:
+            if _errno(e) != ESP_ERR_NVS_NOT_FOUND:
+                raise
+
+    def load(self):
+        try:
+            nxt = self._nvs.get_i32(_KEY_NEXT)
+        except OSError as e:
+            if _errno(e) != ESP_ERR_NVS_NOT_FOUND:
+                raise
+            nxt = 0
+        pending = []
+        damaged = False
+        for slot in range(CAPACITY):
+            key = "q%02d" % slot
+            raw = self._get_blob(key)
+            if raw is None:
+                continue
+            e = decode_entry(raw)
+            if e is None or e[1] % CAPACITY != slot:
+                self.notices.append("Outbox entry %s was damaged and is erased" % key)
+                self._erase(key)
+                damaged = True
+                continue
+            pending.append(e[1])
+        if damaged:
+            self._nvs.commit()
+        pending.sort()
+        if pending and pending[-1] >= nxt:
+            nxt = pending[-1] + 1  # power cut between the entry and "next"
+        self.next_seq = nxt
+        self.pending = pending
+        if pending:
+            self.notices.append("%d undelivered alert(s) in the outbox (seq %d..%d)"
+                                % (len(pending), pending[0], pending[-1]))
+
+    def add(self, pfx, kind, ts, up):
+        """Store a new alert; returns its sequence number.  Raises OutboxError if the outbox
+        is full (the sequence number is used up anyway, so receivers see the gap)."""
+        seq = self.next_seq
+        key = _key(seq)
+        full = False
+        for p in self.pending:
+            if p % CAPACITY == seq % CAPACITY:
+                full = True
+        try:
+            if not full:
+                rec = encode_entry(pfx, seq, kind, ts, up)
+                self._nvs.set_blob(key, rec)
+            self._nvs.set_i32(_KEY_NEXT, seq + 1)
+            self._nvs.commit()
+            self.next_seq = seq + 1
+            if full:
+                self.dropped += 1
+                raise OutboxError("outbox full (%d undelivered alerts): alert %d not stored" % (CAPACITY, seq))
+            if self._get_blob(key) != rec:
+                raise OutboxError("alert %d read back differs from what was written" % seq)
+        except OSError as e:
+            raise OutboxError("NVS write failed (%d)" % _errno(e))
+        self.pending.append(seq)
+        return seq
+
+    def entry(self, seq):
+        """(topic, payload bytes) of a pending alert, read from flash; None if it is gone."""
+        raw = self._get_blob(_key(seq))
+        e = decode_entry(raw) if raw is not None else None
+        if e is None or e[1] != seq:
+            return None
+        return e[0] + "/" + msg.ALERT, msg.alert_payload(e[0], e[1], e[2], e[3], e[4])
+
+    def ack(self, seq):
+        """The broker has the alert: remove it from flash."""
+        if seq in self.pending:
+            self.pending.remove(seq)
+            self._erase(_key(seq))
+            self._nvs.commit()
+
+    def clear(self):
+        """Factory reset: drop undelivered alerts (they name the old identity); keep "next"."""
+        for slot in range(CAPACITY):
+            self._erase("q%02d" % slot)
+        self._nvs.commit()
+        self.pending = []

@@ -1,0 +1,101 @@
+# SafeSignal MQTT messages: topic scheme and payloads, shared by the firmware and the host tools.
+#
+# Runs unchanged on MicroPython and CPython; pure functions, no I/O.  Documented in
+# firmware/esp32-button/PROVISIONING.md ("Alerts over MQTT").
+#
+#   safesignal/<tenant>/<building>/<room>/<device>/alert    QoS 1, not retained
+#   safesignal/<tenant>/<building>/<room>/<device>/status   QoS 1, retained; the last will says offline
+#
+# Every level is an identifier checked by ssproto.check_ident ([A-Za-z0-9._-]), so no level can
+# contain "/", "+" or "#".
+
+import json
+
+import ssproto
+
+ROOT = "safesignal"
+ALERT = "alert"
+STATUS = "status"
+MSG_VERSION = 1
+KINDS = ("panic", "test")
+_IDENT_KEYS = ("tenant", "building", "room", "device")
+
+
+def prefix(tenant, building, room, device):
+    return "%s/%s/%s/%s/%s" % (ROOT, tenant, building, room, device)
+
+
+def cfg_prefix(cfg):
+    """The topic prefix of a stored configuration (keys as in ss_store)."""
+    return prefix(cfg["tenant"], cfg["building"], cfg["room"], cfg["device_id"])
+
+
+def subscription(tenant="+", building="+", room="+", device="+"):
+    """A filter for alerts and status of the given scope ("+" = any)."""
+    return "%s/%s/%s/%s/%s/+" % (ROOT, tenant, building, room, device)
+
+
+def parse_topic(topic):
+    """(tenant, building, room, device, kind) for one of our topics; ProtocolError otherwise."""
+    parts = topic.split("/")
+    if len(parts) != 6 or parts[0] != ROOT or parts[5] not in (ALERT, STATUS):
+        raise ssproto.ProtocolError(ssproto.E_INVALID, "not a SafeSignal topic")
+    for name, value in zip(_IDENT_KEYS, parts[1:5]):
+        ssproto.check_ident(name, value)
+    return parts[1], parts[2], parts[3], parts[4], parts[5]
+
+
+def _ident(pfx):
+    t, b, r, d, _ = parse_topic(pfx + "/" + ALERT)
+    return {"tenant": t, "building": b, "room": r, "device": d}
+
+
+def alert_payload(pfx, seq, kind, ts, uptime_ms):
+    """JSON bytes of one alert.  ``ts`` is Unix time in seconds (None if the device clock is not
+    set), ``uptime_ms`` the device's uptime when the button was pressed."""
+    if kind not in KINDS:
+        raise ValueError("alert kind")
+    d = _ident(pfx)
+    d["v"] = MSG_VERSION
+    d["seq"] = seq
+    d["type"] = kind
+    d["ts"] = ts
+    d["uptime_ms"] = uptime_ms
+    return json.dumps(d).encode()
+
+
+def status_payload(pfx, online, firmware="", boot_id=""):
+    d = _ident(pfx)
+    d["v"] = MSG_VERSION
+    d["online"] = bool(online)
+    if firmware:
+        d["firmware"] = firmware
+    if boot_id:
+        d["boot_id"] = boot_id
+    return json.dumps(d).encode()
+
+
+def parse_message(topic, payload):
+    """Decode one message from our topics into a dict with "kind" ("alert" or "status") plus
+    the payload's fields; the identity in the payload must match the topic.  Raises
+    ProtocolError for anything malformed."""
+    t, b, r, dev, kind = parse_topic(topic)
+    try:
+        d = json.loads(payload)
+    except (ValueError, UnicodeError):
+        raise ssproto.ProtocolError(ssproto.E_INVALID, "payload is not JSON")
+    if not isinstance(d, dict):
+        raise ssproto.ProtocolError(ssproto.E_INVALID, "payload is not a JSON object")
+    for k, v in zip(_IDENT_KEYS, (t, b, r, dev)):
+        if d.get(k) != v:
+            raise ssproto.ProtocolError(ssproto.E_INVALID, "payload identity does not match the topic")
+    if kind == ALERT:
+        seq = d.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise ssproto.ProtocolError(ssproto.E_INVALID, "alert without a valid seq")
+        if d.get("type") not in KINDS:
+            raise ssproto.ProtocolError(ssproto.E_INVALID, "alert with an unknown type")
+    elif not isinstance(d.get("online"), bool):
+        raise ssproto.ProtocolError(ssproto.E_INVALID, "status without online flag")
+    d["kind"] = kind
+    return d
