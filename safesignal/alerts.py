@@ -167,7 +167,9 @@ class AlertReceiver:
             clean_session=not persistent,
             protocol=mqtt.MQTTv311,
         )
-        self._client.enable_logger(logging.getLogger(__name__ + ".paho"))
+        # paho logs routine reconnect states as errors; keep its chatter at debug level.
+        paho_log = logging.getLogger(__name__ + ".paho")
+        self._client.on_log = lambda client, userdata, level, text: paho_log.debug("%s", text)
         # paho's annotation says int, but the delays are plain seconds (it only multiplies and sleeps).
         self._client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
         self._client.on_connect = self._on_connect
@@ -258,7 +260,8 @@ class AlertReceiver:
             self._connected = False
             self._cond.notify_all()
         if was and self._started:
-            log.warning("lost the MQTT broker %s (%s); reconnecting", self.where, reason)
+            log.warning("lost the connection to the MQTT broker at %s; reconnecting", self.where)
+        log.debug("disconnected from %s: %s", self.where, reason)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
                       properties: Any) -> None:

@@ -1,7 +1,8 @@
 """The ``safesignal`` command line: each command parses, calls one library function, renders.
 
 Exit codes: 0 success; 1 other error; 2 bad usage or input; 3 serial port; 4 device timeout;
-5 device refused a command; 6 verification failed; 130 interrupted.
+5 device refused a command; 6 verification failed; 7 MQTT broker unreachable; 8 test alert not
+confirmed; 9 connect test failed (nothing saved); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import ssproto
+
 from . import __version__
 from .errors import PortError, SafeSignalError, UsageError
 from .provision import ProvisionEvents, ProvisionRequest, factory_reset, provision
@@ -39,6 +42,11 @@ def err(text: str) -> None:
 
 
 class _Printer(ProvisionEvents):
+    committed_at = 0.0
+
+    def committed(self) -> None:
+        self.committed_at = time.time()
+
     def sending(self, display: str) -> None:
         out(f"→ Sending: {display}")
 
@@ -114,8 +122,17 @@ def cmd_provision(args: argparse.Namespace) -> int:
         building=args.building,
         room=args.room,
         mqtt_uri=args.mqtt_uri,
+        offline=args.offline,
     )
     req.validate()
+    rx = None
+    if args.verify:
+        if args.offline:
+            raise UsageError("--verify needs the device on its network: it cannot be combined with --offline")
+        from .verify import Identity, receiver_for
+
+        broker = args.broker or req.mqtt_uri or ssproto.DEFAULT_MQTT_URI
+        rx = receiver_for(_check_uri("--broker", broker), Identity(req.device_id, req.tenant, req.building, req.room))
     out(RULE)
     out("SafeSignal ESP32 Device Provisioning")
     out(RULE)
@@ -127,20 +144,108 @@ def cmd_provision(args: argparse.Namespace) -> int:
     out(f"Room: {req.room}")
     if req.mqtt_uri is not None:
         out(f"MQTT URI: {req.mqtt_uri}")
+    if req.offline:
+        out("Mode: offline (no connect test; the device tries its network after the reboot)")
     out(RULE)
     out()
-    session = _open(args.port, args)
-    with session:
-        out()
-        out("Sending provisioning commands...")
-        out()
-        status = provision(session, req, _Printer(), boot_timeout=args.boot_timeout)
-    if args.json:
-        out(json.dumps(_status_json(status)))
-    out(RULE)
-    out("✓ Provisioning complete!")
-    out(RULE)
+    if rx is not None:
+        rx.start()  # subscribed before the commit: the test alert cannot slip past
+    try:
+        session = _open(args.port, args)
+        printer = _Printer()
+        with session:
+            out()
+            out("Sending provisioning commands...")
+            out()
+            status = provision(session, req, printer, boot_timeout=args.boot_timeout)
+        if args.json:
+            out(json.dumps(_status_json(status)))
+        out(RULE)
+        out("✓ Provisioning complete!")
+        out(RULE)
+        if rx is not None:
+            from .verify import Identity
+
+            ident = Identity(req.device_id, req.tenant, req.building, req.room)
+            return _report_verify(rx, ident, printer.committed_at, args.verify_timeout, "after provisioning", args.json)
+    finally:
+        if rx is not None:
+            rx.stop()
     return 0
+
+
+def _check_uri(flag: str, uri: str) -> str:
+    try:
+        return str(ssproto.check_mqtt_uri(uri))
+    except ssproto.ProtocolError as e:
+        raise UsageError(f"{flag}: {e.message}") from None
+
+
+def _report_verify(rx: Any, ident: Any, since: float, timeout: float, what: str, as_json: bool) -> int:
+    from .verify import AlertMissing, wait_test_alert
+
+    out(f"Waiting for the test alert on {rx.where} (up to {timeout:g} s)...")
+    try:
+        v = wait_test_alert(rx, ident, since, timeout)
+    except AlertMissing as e:
+        if as_json:
+            out(json.dumps({"verified": False, "device_id": ident.device_id, "error": str(e)}))
+        err(f"✗ Test alert not confirmed: {e}")
+        return e.exit_code
+    online = "online" if v.online is not None and v.online.online else "presence not seen"
+    if as_json:
+        out(json.dumps({"verified": True, "device_id": ident.device_id, "seq": v.alert.seq,
+                        "latency_s": round(v.latency_s, 3), "online": online == "online"}))
+    out(f"✓ Test alert received from {ident.device_id} (seq {v.alert.seq}) {v.latency_s:.2f} s {what}; "
+        f"device {online}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .verify import Identity, receiver_for
+
+    given = [args.device_id, args.tenant, args.building, args.room]
+    session = None
+    if args.port:
+        session = DeviceSession(args.port, timeout=args.timeout)
+    try:
+        if session is not None:
+            session.sync()
+            st = session.status()
+            if st["provisioned"] != "yes":
+                raise UsageError("the device is not provisioned: provision it first")
+            ident = Identity(st["device_id"], st["tenant"], st["building"], st["room"])
+            device = (ident.device_id, ident.tenant, ident.building, ident.room)
+            flags = ("--device-id", "--tenant", "--building", "--room")
+            mismatch = [n for n, mine, dev in zip(flags, given, device, strict=True) if mine not in (None, dev)]
+            if mismatch:
+                raise UsageError(f"the device on {args.port} has a different {', '.join(mismatch)}")
+            broker = args.broker or st["mqtt_uri"]
+        else:
+            if None in given or not args.broker:
+                raise UsageError("without --port, give --broker, --device-id, --tenant, --building and --room")
+            ident = Identity(args.device_id, args.tenant, args.building, args.room)
+            broker = args.broker
+        with receiver_for(_check_uri("--broker", broker), ident) as rx:
+            if session is None:
+                out(f"Waiting for the next test alert from {ident.device_id} (it sends one after provisioning, "
+                    "or on `alert_test` at its console)")
+                return _report_verify(rx, ident, time.time(), args.wait, "after subscribing", args.json)
+            since = time.time()
+            reply = session.command(["alert_test"])
+            out(f"Test alert requested ({reply.text})")
+            return _report_verify(rx, ident, since, args.wait, "after the request", args.json)
+    finally:
+        if session is not None:
+            session.close()
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from .monitor import run_monitor
+
+    return run_monitor(_check_uri("--broker", args.broker), tenant=args.tenant, building=args.building,
+                       room=args.room, json_lines=args.json, out=sys.stdout,
+                       duration=args.duration if args.duration > 0 else None)
 
 
 def _status_json(st: dict[str, str]) -> dict[str, object]:
@@ -156,8 +261,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         out(json.dumps(_status_json(st), ensure_ascii=False))
         return 0
-    import ssproto
-
     for label, name in ssproto.STATUS_FIELDS:
         out(f"{label + ':':15} {st[name]}")
     return 0
@@ -201,13 +304,23 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    if args.action != "run":
+        return _sim_control(args)
+    if not args.port_link or not args.flash:
+        raise UsageError("safesignal sim run needs --port-link and --flash")
     from .sim.air import AccessPoint, Air
     from .sim.supervisor import SimConfig, Supervisor, parse_mac
 
     port_link = Path(args.port_link)
     flash = Path(args.flash)
     mac = parse_mac(args.mac) if args.mac else _default_mac(flash)
-    air = Air(Path(args.air) if args.air else None, [AccessPoint(s, p) for s, p in (args.ap or [])])
+    hosts = {}
+    for h in args.host or []:
+        name, sep, addr = h.partition("=")
+        if not sep or not name or not addr:
+            raise UsageError("--host takes NAME=IPV4, e.g. safesignal-edge.local=127.0.0.1")
+        hosts[name] = addr
+    air = Air(Path(args.air) if args.air else None, [AccessPoint(s, p) for s, p in (args.ap or [])], hosts)
     control = Path(args.control) if args.control else port_link.with_name(port_link.name + ".ctl")
     cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=mac, control=control, heap=args.heap,
                     usb_cdc=args.usb_cdc)
@@ -224,6 +337,27 @@ def cmd_sim(args: argparse.Namespace) -> int:
         await sup.wait()
 
     asyncio.run(run())
+    return 0
+
+
+def _sim_control(args: argparse.Namespace) -> int:
+    """`safesignal sim press|state`: act on a running virtual device through its control socket."""
+    from .sim.control import SimControl
+
+    if args.control:
+        path = Path(args.control)
+    elif args.port_link:
+        path = Path(args.port_link).with_name(Path(args.port_link).name + ".ctl")
+    else:
+        raise UsageError(f"safesignal sim {args.action} needs --control (or the device's --port-link)")
+    ctl = SimControl(path)
+    if args.action == "state":
+        out(json.dumps(ctl.state()))
+        return 0
+    for _ in range(args.count):
+        at = ctl.press(args.hold_ms, args.bounce)
+        out(json.dumps({"pressed_at": round(at, 6), "hold_ms": args.hold_ms}))
+        time.sleep(max(0.0, at - time.time()) + args.hold_ms / 1000 + 0.1)
     return 0
 
 
@@ -254,6 +388,12 @@ def add_provision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--room", required=True)
     p.add_argument("--mqtt-uri", help="broker, mqtt://host[:port] (default: the device's, mqtt://safesignal-edge.local:1883)")
     p.add_argument("--boot-timeout", type=float, default=30.0, help="seconds to wait for the reboot (default 30)")
+    p.add_argument("--offline", action="store_true",
+                   help="save without the device's connect test (for devices prepared away from their site)")
+    p.add_argument("--verify", action="store_true",
+                   help="after the reboot, wait for the device's test alert at the broker")
+    p.add_argument("--broker", help="with --verify: the broker as this computer reaches it (default: --mqtt-uri)")
+    p.add_argument("--verify-timeout", type=float, default=60.0, help="seconds to wait for the test alert (default 60)")
     p.add_argument("--json", action="store_true", help="also print the read-back status as one JSON line")
     p.add_argument("--show-log", action="store_true", help="show the device's log lines on stderr")
 
@@ -274,6 +414,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_provision_args(p)
     p.set_defaults(func=cmd_provision)
 
+    p = sub.add_parser("verify", help="confirm that a device's test alert reaches the broker")
+    p.add_argument("--port", help="the device's serial port: ask it for a fresh test alert (identity and broker "
+                                  "are read from it)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each console answer (default 10)")
+    p.add_argument("--broker", help="broker as this computer reaches it, mqtt://host[:port] (default: the device's)")
+    p.add_argument("--device-id")
+    p.add_argument("--tenant")
+    p.add_argument("--building")
+    p.add_argument("--room")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the test alert (default 60)")
+    p.add_argument("--json", action="store_true", help="one JSON object with the result")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("monitor", help="show live alerts and device presence for a tenant / building / room")
+    p.add_argument("--broker", required=True, help="mqtt://host[:port]")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--building", default="+", help="default: all")
+    p.add_argument("--room", default="+", help="default: all")
+    p.add_argument("--json", action="store_true", help="one JSON object per event, for scripts")
+    p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    p.set_defaults(func=cmd_monitor)
+
     p = sub.add_parser("status", help="show a device's configuration (never its password)")
     _add_port(p)
     p.add_argument("--json", action="store_true", help="one JSON object")
@@ -290,9 +452,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = never)")
     p.set_defaults(func=cmd_console)
 
-    p = sub.add_parser("sim", help="run a virtual SafeSignal button (the real firmware under MicroPython)")
-    p.add_argument("--port-link", required=True, help="path of the symlink to the device's serial port")
-    p.add_argument("--flash", required=True, help="flash image file (NVS partition; created blank if missing)")
+    p = sub.add_parser("sim", help="run a virtual SafeSignal button (the real firmware under MicroPython)",
+                       description="run (default): start a virtual device; press: press its panic button; "
+                                   "state: print its hardware state as JSON")
+    p.add_argument("action", nargs="?", default="run", choices=("run", "press", "state"))
+    p.add_argument("--port-link", help="path of the symlink to the device's serial port (run: required)")
+    p.add_argument("--flash", help="flash image file (NVS partition; created blank if missing; run: required)")
+    p.add_argument("--host", action="append", metavar="NAME=IPV4",
+                   help="a name the site's DNS/mDNS resolves, e.g. safesignal-edge.local=127.0.0.1")
+    p.add_argument("--hold-ms", type=int, default=150, help="press: how long the button is held (default 150)")
+    p.add_argument("--count", type=int, default=1, help="press: how many presses, one after the other")
+    p.add_argument("--bounce", action="store_true", help="press: with contact bounce")
     p.add_argument("--air", help="JSON file describing the WiFi access points")
     p.add_argument("--ap", nargs=2, action="append", metavar=("SSID", "PASSPHRASE"), help="add an access point")
     p.add_argument("--mac", help="chip unique id AA:BB:CC:DD:EE:FF (default: derived from --flash)")

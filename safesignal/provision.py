@@ -8,12 +8,27 @@ from dataclasses import dataclass, field
 
 import ssproto
 
-from .errors import SafeSignalError, UsageError, VerifyError
-from .session import DeviceSession
+from .errors import DeviceError, SafeSignalError, UsageError, VerifyError
+from .session import DeviceSession, Reply
 
 log = logging.getLogger(__name__)
 
 MASK = "********"
+
+
+class ConnectTestError(DeviceError):
+    """The device could not use the new settings; it saved nothing and stays as it was."""
+
+    exit_code = 9
+
+    def __init__(self, code: str, message: str, hint: str) -> None:
+        super().__init__(code, message, "provision_complete")
+        self.hint = hint
+        self.args = (f"connect test failed ({code}): {message}. {hint[0].upper()}{hint[1:]}. "
+                     "Nothing was saved; the device is still in provisioning mode.",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass(frozen=True)
@@ -25,11 +40,13 @@ class ProvisionRequest:
     building: str
     room: str
     mqtt_uri: str | None = None
+    offline: bool = False  # commit without the device's connect test (prepared away from the site)
 
     def __repr__(self) -> str:  # never show the password, even in a traceback
         return (
             f"ProvisionRequest(wifi_ssid={self.wifi_ssid!r}, wifi_pass='{MASK}', device_id={self.device_id!r}, "
-            f"tenant={self.tenant!r}, building={self.building!r}, room={self.room!r}, mqtt_uri={self.mqtt_uri!r})"
+            f"tenant={self.tenant!r}, building={self.building!r}, room={self.room!r}, mqtt_uri={self.mqtt_uri!r}, "
+            f"offline={self.offline!r})"
         )
 
     def validate(self) -> None:
@@ -71,8 +88,26 @@ def steps_for(req: ProvisionRequest) -> list[Step]:
     if req.mqtt_uri is not None:
         args = ["provision_set_mqtt", req.mqtt_uri]
         steps.append(Step(args, ssproto.join_args(args), ("mqtt_uri",)))
-    steps.append(Step(["provision_complete"], "provision_complete"))
+    complete = ["provision_complete", "--offline"] if req.offline else ["provision_complete"]
+    steps.append(Step(complete, ssproto.join_args(complete)))
     return steps
+
+
+# The device's connect test: WiFi join (up to 20 s, ss_wifi.CONNECT_TIMEOUT_MS) plus the broker
+# (up to 10 s, ss_mqtt.CONNECT_TIMEOUT_MS), with room for a slow DHCP server and DNS.
+COMPLETE_TIMEOUT = 45.0
+
+_CONNECT_TEST_HINTS = {
+    ssproto.E_WIFI_AUTH: "the access point rejected the WiFi password: check it (and the SSID) and run again",
+    ssproto.E_WIFI_NO_AP: "no access point with that SSID answers here: check the spelling, the 2.4 GHz band "
+                          "and the signal at the mounting point",
+    ssproto.E_WIFI_TIMEOUT: "the WiFi accepted the device but gave it no IP address in time (DHCP server, "
+                            "MAC filter or captive portal?)",
+    ssproto.E_WIFI_FAILED: "the WiFi connection failed",
+    ssproto.E_BROKER_UNREACHABLE: "WiFi works, but the broker cannot be reached: check --mqtt-uri, the name "
+                                  "service and firewalls",
+    ssproto.E_BROKER_REFUSED: "WiFi works and the broker answered, but it refused the device",
+}
 
 
 class ProvisionEvents:
@@ -86,6 +121,9 @@ class ProvisionEvents:
 
     def phase(self, text: str) -> None:
         pass
+
+    def committed(self) -> None:
+        """provision_complete was answered OK: the device saved and is rebooting."""
 
 
 def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEvents | None = None,
@@ -109,8 +147,13 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
             if not step.stages:  # provision_complete: only if exactly our values are staged
                 _check_staged(session, before["boot_id"], staged)
             ev.sending(step.display)
-            reply = session.command(step.args)
+            if step.stages:
+                reply = session.command(step.args)
+            else:
+                reply = _complete(session, step.args)
             committed = not step.stages
+            if committed:
+                ev.committed()
             ev.replied(session.mask(reply.first))
             staged.update(step.stages)
     finally:
@@ -125,6 +168,15 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
                           f"expected {before['chip_id']}): were ports swapped?")
     verify(session, req, status)
     return status
+
+
+def _complete(session: DeviceSession, args: list[str]) -> Reply:
+    try:
+        return session.command(args, timeout=max(COMPLETE_TIMEOUT, session.timeout))
+    except DeviceError as e:
+        if e.code in ssproto.CONNECT_TEST_CODES:
+            raise ConnectTestError(e.code, e.message, _CONNECT_TEST_HINTS[e.code]) from None
+        raise
 
 
 def _check_staged(session: DeviceSession, boot_id: str, staged: set[str]) -> None:

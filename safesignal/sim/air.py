@@ -5,7 +5,13 @@ An air file is JSON::
     {"access_points": [
         {"ssid": "SafeSignal-Edge", "passphrase": "…", "ip": "192.168.1.50",
          "fail": null, "wrong_password_status": 202, "connect_ms": 300}
-    ]}
+    ],
+     "hosts": {"safesignal-edge.local": "127.0.0.1"}}
+
+``hosts`` is the site's name service (DNS/mDNS) as the device sees it: a name not listed
+does not resolve (the firmware gets OSError(-202), as lwIP's EAI_FAIL on the ESP32).  Any
+address in 127.0.0.0/8 reaches this machine, so a broker listening on, say, 127.31.7.9:1883
+can stand in for the site's edge broker at its real port.
 
 ``fail`` may be ``"dhcp_timeout"`` (associates, never gets an address) or ``"down"`` (not
 on the air).  ``wrong_password_status`` is what a wrong passphrase reports: 202
@@ -89,20 +95,37 @@ def _ap_from_json(d: Any) -> AccessPoint:
 
 
 class Air:
-    def __init__(self, path: Path | None = None, extra: list[AccessPoint] | None = None) -> None:
+    def __init__(self, path: Path | None = None, extra: list[AccessPoint] | None = None,
+                 hosts: dict[str, str] | None = None) -> None:
         self.path = path
         self.extra = list(extra or [])
+        self.extra_hosts = dict(hosts or {})
         self.access_points()  # fail early on a bad file
+        self.hosts()
+
+    def _data(self) -> dict[str, Any]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise UsageError(f"air file {self.path}: {e}") from None
+        return data if isinstance(data, dict) else {}
+
+    def hosts(self) -> dict[str, str]:
+        """Name -> IPv4 address, from the air file (read again each time) and --host."""
+        found = self._data().get("hosts", {})
+        if not isinstance(found, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in found.items()):
+            raise UsageError("air file: \"hosts\" must map names to address strings")
+        out = {k.lower(): v for k, v in found.items()}
+        out.update({k.lower(): v for k, v in self.extra_hosts.items()})
+        return out
+
+    def resolve(self, name: str) -> str | None:
+        return self.hosts().get(name.lower().rstrip("."))
 
     def access_points(self) -> list[AccessPoint]:
-        aps: list[AccessPoint] = []
-        if self.path is not None and self.path.exists():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise UsageError(f"air file {self.path}: {e}") from None
-            for d in data.get("access_points", []) if isinstance(data, dict) else []:
-                aps.append(_ap_from_json(d))
+        aps = [_ap_from_json(d) for d in self._data().get("access_points", [])]
         return aps + self.extra
 
 

@@ -588,6 +588,8 @@ class Supervisor:
             return st.status()
         if op == "net_up":
             return st.status() == STAT_GOT_IP
+        if op == "dns_lookup":
+            return self.cfg.air.resolve(str(req["host"])) if st.status() == STAT_GOT_IP else None
         if op == "wlan_ifconfig":
             st.status()
             return st.ifconfig()

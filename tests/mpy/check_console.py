@@ -13,6 +13,9 @@ from mpyunit import eq, raises, run, test
 import ss_console
 import ss_store
 import ssproto
+import ssproto.msg as msg
+from ss_mqtt import ProbeError
+from ss_outbox import Outbox
 from ss_store import StoreError
 
 N = ssproto.MAX_LINE
@@ -136,17 +139,42 @@ class Link:
         self.ip = ip
 
 
+class FakeApp:
+    """ss_app.App's interface for the console: a scripted connect test, a real outbox."""
+
+    def __init__(self, store, probe=None):
+        self.store = store
+        self.probe = probe  # None: the test passes; (code, message): it fails so
+        self.tests = []
+        self.outbox = Outbox(FakeNVS())
+        self.outbox.load()
+        self.wifi = None
+        self.mqtt = None
+
+    async def connect_test(self, cfg):
+        self.tests.append(dict(cfg))
+        if self.probe is not None:
+            raise ProbeError(self.probe[0], self.probe[1])
+
+    def alert(self, kind, cfg=None):
+        if cfg is None:
+            cfg = self.store.provision_load_config()
+        return self.outbox.add(msg.cfg_prefix(cfg), kind, None, 0)
+
+
 class Rig:
     """A Console over a store (a FakeStore unless given) and a fake reset.
 
     ``out`` collects every line printed, "<RESET>" where the reset ran; cmd/raw/loop return the
     lines one call printed, without a final "<RESET>"."""
 
-    def __init__(self, cfg=None, fail=False, store=None, **links):
+    def __init__(self, cfg=None, fail=False, store=None, probe=None, **links):
         self.out = []
         self.resets = 0
         self.store = store if store is not None else FakeStore(cfg, fail)
-        self.console = ss_console.Console(self.store, "aa:bb:cc", "safesignal-button test", self._reset, **links)
+        self.app = FakeApp(self.store, probe)
+        self.console = ss_console.Console(self.store, "aa:bb:cc", "safesignal-button test", self._reset,
+                                          app=self.app, **links)
 
     async def _reset(self):
         self.resets += 1
@@ -463,6 +491,67 @@ def test_with_real_store():
     eq(after["mqtt_uri"], "mqtt://broker.local")
     eq(reply(r.cmd("provision clear")), (True, "", ""))
     eq(nvs.durable, {})
+
+
+@test
+def test_connect_test_failure_saves_nothing():
+    for code in ssproto.CONNECT_TEST_CODES:
+        r = Rig(probe=(code, "why it failed"))
+        r.cmd("provision_set_wifi net " + SECRET)
+        r.cmd("provision_set_device btn-01 acme hq 101")
+        staged = dict(r.console.staged)
+        o = r.cmd("provision_complete")
+        eq(reply(o), (False, code, "why it failed"), code)
+        eq(len(r.app.tests), 1)
+        eq(r.app.tests[0]["wifi_pass"], SECRET)
+        eq(r.store.saves, [], code)
+        eq(r.resets, 0, code)
+        eq(r.console.staged, staged, "staged values stay for the next try")
+        eq(r.app.outbox.pending, [], "no test alert")
+        # then the right settings go through without a factory reset
+        r.app.probe = None
+        eq(reply(r.cmd("provision_complete")), (True, "", ""))
+        eq(len(r.store.saves), 1)
+        eq(r.resets, 1)
+        for ln in r.out:
+            assert SECRET not in ln, ln
+
+
+@test
+def test_complete_stores_a_test_alert():
+    r = Rig()
+    r.cmd("provision_set_wifi net " + SECRET)
+    r.cmd("provision_set_device btn-01 acme hq 101")
+    o = r.cmd("provision_complete")
+    eq(reply(o), (True, "", ""))
+    eq(r.app.outbox.pending, [0])
+    topic, payload = r.app.outbox.entry(0)
+    eq(topic, "safesignal/acme/hq/101/btn-01/alert")
+    d = msg.parse_message(topic, payload)
+    eq((d["type"], d["seq"], d["device"]), ("test", 0, "btn-01"))
+
+
+@test
+def test_offline_skips_the_connect_test():
+    r = Rig(probe=("WIFI_NO_AP", "not here"))
+    r.cmd("provision_set_wifi net " + SECRET)
+    r.cmd("provision_set_device btn-01 acme hq 101")
+    eq(reply(r.cmd("provision_complete --offline")), (True, "", ""))
+    eq(r.app.tests, [])
+    eq(len(r.store.saves), 1)
+    eq(r.resets, 1)
+    eq(reply(Rig().cmd("provision_complete --now"))[:2], (False, "USAGE"))
+
+
+@test
+def test_alert_test_command():
+    eq(reply(Rig().cmd("alert_test"))[:2], (False, "STATE"))
+    r = Rig(CFG)
+    eq(reply(r.cmd("alert_test")), (True, "", "seq 0"))
+    eq(reply(r.cmd("alert_test")), (True, "", "seq 1"))
+    f = fields_of(r.cmd("provision_status"))
+    eq((f["alerts_pending"], f["next_alert_seq"]), ("2", "2"))
+    eq(reply(r.cmd("alert_test now"))[:2], (False, "USAGE"))
 
 
 @test

@@ -51,6 +51,25 @@ def test_encode_connect():
     eq(ss_mqtt.encode_pingreq(), b"\xc0\x00")
 
 
+@test
+def test_encode_connect_with_will():
+    # Section 3.1.2.5-3.1.2.7: will flag 0x04, will QoS in bits 3-4, will retain 0x20; the
+    # payload is client id, will topic, will message, each with a 2-byte length.
+    pkt = ss_mqtt.encode_connect("c", will=("t/s", b"off", 1, True))
+    body = b"\x00\x04MQTT\x04" + bytes([0x02 | 0x04 | 0x08 | 0x20]) + b"\x00\x3c"
+    body += b"\x00\x01c" + b"\x00\x03t/s" + b"\x00\x03off"
+    eq(pkt, b"\x10" + ss_mqtt.encode_length(len(body)) + body)
+
+
+@test
+def test_encode_publish():
+    # Section 3.3: QoS 1 in bits 1-2, retain bit 0, DUP bit 3; packet id only when QoS > 0.
+    eq(ss_mqtt.encode_publish("a/b", b"hi", 0, 0), b"\x30\x07\x00\x03a/bhi")
+    eq(ss_mqtt.encode_publish("a/b", b"hi", 0x1234, 1), b"\x32\x09\x00\x03a/b\x12\x34hi")
+    eq(ss_mqtt.encode_publish("a/b", b"", 1, 1, True, True)[0], 0x3B)
+    eq(ss_mqtt.encode_disconnect(), b"\xe0\x00")
+
+
 class Feed:
     # The part of an asyncio stream that read_packet uses; a short read raises EOFError, as
     # MicroPython's does (CPython's IncompleteReadError is a subclass of EOFError).

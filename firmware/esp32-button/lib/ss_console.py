@@ -93,7 +93,7 @@ class Console:
         self.app = app  # ss_app.App: connect test, alerts; None only in unit tests
 
     def _links(self):
-        if self.app is not None:
+        if self.app is not None and self.wifi is None:
             return self.app.wifi, self.app.mqtt
         return self.wifi, self.mqtt
 
@@ -142,6 +142,8 @@ class Console:
             self.err(e.code, e.message)
         except StoreError as e:
             self.err(ssproto.E_NVS, e.message)
+        except OSError as e:
+            self.err(ssproto.E_NVS, "flash error (%s)" % (e.args[0] if e.args else "?"))
 
     # --- commands -------------------------------------------------------------------
     async def cmd_help(self, a):

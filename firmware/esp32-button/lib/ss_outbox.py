@@ -4,7 +4,7 @@
 #
 # Layout (namespace "outbox"):
 #   i32  "next"   the next sequence number (per device, never reused, kept by a factory reset)
-#   blob "qNN"    one pending alert, slot NN = seq % CAPACITY
+#   blob "qNN"    one pending alert in slot NN (0 <= NN < CAPACITY; any free slot)
 # An entry is  b"SSQ" + version(1) + JSON {"p": topic prefix, "s": seq, "t": type, "ts": ..,
 # "up": ..} + 8 bytes of SHA-256 over everything before it.  The topic prefix is stored with
 # the alert, so an alert raised before a re-provisioning is still reported for the room where
@@ -33,8 +33,8 @@ def _errno(e):
     return e.args[0] if e.args else 0
 
 
-def _key(seq):
-    return "q%02d" % (seq % CAPACITY)
+def _key(slot):
+    return "q%02d" % slot
 
 
 def encode_entry(pfx, seq, kind, ts, up):
@@ -70,6 +70,7 @@ class Outbox:
         self._nvs = nvs  # esp32.NVS(NAMESPACE), made by the composition root
         self.next_seq = 0
         self.pending = []  # sequence numbers in flash, ascending
+        self._slot = {}  # seq -> slot
         self.notices = []
         self.dropped = 0  # alerts not stored because the outbox was full (this boot)
 
@@ -99,18 +100,20 @@ class Outbox:
             nxt = 0
         pending = []
         damaged = False
+        self._slot = {}
         for slot in range(CAPACITY):
-            key = "q%02d" % slot
+            key = _key(slot)
             raw = self._get_blob(key)
             if raw is None:
                 continue
             e = decode_entry(raw)
-            if e is None or e[1] % CAPACITY != slot:
+            if e is None or e[1] in self._slot:
                 self.notices.append("Outbox entry %s was damaged and is erased" % key)
                 self._erase(key)
                 damaged = True
                 continue
             pending.append(e[1])
+            self._slot[e[1]] = slot
         if damaged:
             self._nvs.commit()
         pending.sort()
@@ -126,11 +129,12 @@ class Outbox:
         """Store a new alert; returns its sequence number.  Raises OutboxError if the outbox
         is full (the sequence number is used up anyway, so receivers see the gap)."""
         seq = self.next_seq
-        key = _key(seq)
-        full = False
-        for p in self.pending:
-            if p % CAPACITY == seq % CAPACITY:
-                full = True
+        used = list(self._slot.values())
+        slot = 0
+        while slot in used:
+            slot += 1
+        full = slot >= CAPACITY
+        key = _key(slot)
         try:
             if not full:
                 rec = encode_entry(pfx, seq, kind, ts, up)
@@ -146,11 +150,14 @@ class Outbox:
         except OSError as e:
             raise OutboxError("NVS write failed (%d)" % _errno(e))
         self.pending.append(seq)
+        self._slot[seq] = slot
         return seq
 
     def entry(self, seq):
         """(topic, payload bytes) of a pending alert, read from flash; None if it is gone."""
-        raw = self._get_blob(_key(seq))
+        if seq not in self._slot:
+            return None
+        raw = self._get_blob(_key(self._slot[seq]))
         e = decode_entry(raw) if raw is not None else None
         if e is None or e[1] != seq:
             return None
@@ -160,12 +167,13 @@ class Outbox:
         """The broker has the alert: remove it from flash."""
         if seq in self.pending:
             self.pending.remove(seq)
-            self._erase(_key(seq))
+            self._erase(_key(self._slot.pop(seq)))
             self._nvs.commit()
 
     def clear(self):
         """Factory reset: drop undelivered alerts (they name the old identity); keep "next"."""
         for slot in range(CAPACITY):
-            self._erase("q%02d" % slot)
+            self._erase(_key(slot))
         self._nvs.commit()
         self.pending = []
+        self._slot = {}

@@ -2,9 +2,9 @@
 # by the supervisor's WiFi "air" model.  Status codes as on the ESP32 port.
 
 import binascii
+import socket
 
 import _hw
-import socket
 
 STA_IF = 0
 AP_IF = 1

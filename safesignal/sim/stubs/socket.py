@@ -55,6 +55,20 @@ def socket(*args):
     return s
 
 
-def getaddrinfo(*args):
+def _numeric(host):
+    parts = host.split(".")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def getaddrinfo(host, port, *args):
+    # Names come from the virtual site's name service (the air file's "hosts"), not from
+    # this machine's resolver.
     _gate()
-    return _real.getaddrinfo(*args)
+    if not _numeric(host):
+        import _hw
+
+        addr = _hw.call("dns_lookup", host=host)
+        if not addr:
+            raise OSError(-202)  # lwIP EAI_FAIL, what the ESP32 port raises for a failed lookup
+        host = addr
+    return _real.getaddrinfo(host, port, *args)

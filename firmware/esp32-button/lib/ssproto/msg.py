@@ -40,8 +40,8 @@ def parse_topic(topic):
     parts = topic.split("/")
     if len(parts) != 6 or parts[0] != ROOT or parts[5] not in (ALERT, STATUS):
         raise ssproto.ProtocolError(ssproto.E_INVALID, "not a SafeSignal topic")
-    for name, value in zip(_IDENT_KEYS, parts[1:5]):
-        ssproto.check_ident(name, value)
+    for i in range(4):
+        ssproto.check_ident(_IDENT_KEYS[i], parts[i + 1])
     return parts[1], parts[2], parts[3], parts[4], parts[5]
 
 
@@ -86,8 +86,9 @@ def parse_message(topic, payload):
         raise ssproto.ProtocolError(ssproto.E_INVALID, "payload is not JSON")
     if not isinstance(d, dict):
         raise ssproto.ProtocolError(ssproto.E_INVALID, "payload is not a JSON object")
-    for k, v in zip(_IDENT_KEYS, (t, b, r, dev)):
-        if d.get(k) != v:
+    ident = (t, b, r, dev)
+    for i in range(4):
+        if d.get(_IDENT_KEYS[i]) != ident[i]:
             raise ssproto.ProtocolError(ssproto.E_INVALID, "payload identity does not match the topic")
     if kind == ALERT:
         seq = d.get("seq")

@@ -1,0 +1,112 @@
+# ss_outbox: alerts in flash until acknowledged, power cuts at every write, full outbox.
+# Runtime-neutral: tests/test_firmware_units.py runs it under MicroPython and under CPython.
+from fakenvs import FakeNVS, PowerCut
+from mpyunit import eq, raises, run, test
+
+import ss_outbox
+import ssproto.msg as msg
+from ss_outbox import CAPACITY, Outbox, OutboxError
+
+PFX = msg.prefix("acme", "hq", "101", "btn-01")
+
+
+def fresh(nvs=None):
+    ob = Outbox(nvs if nvs is not None else FakeNVS())
+    ob.load()
+    return ob
+
+
+@test
+def test_add_entry_ack():
+    nvs = FakeNVS()
+    ob = fresh(nvs)
+    eq(ob.add(PFX, "panic", 1767225600, 1234), 0)
+    eq(ob.add(PFX, "test", None, 5), 1)
+    eq(ob.pending, [0, 1])
+    topic, payload = ob.entry(0)
+    eq(topic, PFX + "/alert")
+    d = msg.parse_message(topic, payload)
+    eq((d["seq"], d["type"], d["ts"], d["uptime_ms"], d["room"]), (0, "panic", 1767225600, 1234, "101"))
+    ob.ack(0)
+    eq(ob.pending, [1])
+    eq(ob.entry(0), None)
+    nvs2 = nvs.reset()
+    again = fresh(nvs2)
+    eq((again.pending, again.next_seq), ([1], 2))
+    again.ack(1)
+    eq(fresh(nvs2.reset()).pending, [])
+    eq(fresh(nvs2.reset()).next_seq, 2, "sequence numbers are never reused")
+
+
+@test
+def test_power_cut_at_every_write():
+    # Every prefix of the writes of one add(): after the reboot the alert is either absent
+    # (and its seq unused) or present with a seq below "next".  Both NVS models.
+    for auto in (False, True):
+        for budget in range(6):
+            nvs = FakeNVS(autocommit=auto)
+            ob = fresh(nvs)
+            ob.add(PFX, "panic", None, 0)
+            nvs.budget = nvs.calls + budget
+            try:
+                ob.add(PFX, "panic", None, 1)
+                done = True
+            except PowerCut:
+                done = False
+            after = fresh(nvs.reset())
+            assert after.pending in ([0], [0, 1]), (auto, budget, after.pending)
+            if done:
+                eq(after.pending, [0, 1], "completed add is durable")
+            eq(after.next_seq, after.pending[-1] + 1 if after.pending[-1] == 1 else max(after.next_seq, 1))
+            assert after.next_seq > after.pending[-1]
+            eq(after.add(PFX, "panic", None, 2), after.next_seq - 1)
+
+
+@test
+def test_full_outbox_keeps_the_old_alerts_and_uses_the_seq():
+    nvs = FakeNVS()
+    ob = fresh(nvs)
+    for i in range(CAPACITY):
+        ob.add(PFX, "panic", None, i)
+    raises(OutboxError, ob.add, PFX, "panic", None, 99)
+    eq(len(ob.pending), CAPACITY)
+    eq(ob.next_seq, CAPACITY + 1, "the lost alert's seq shows as a gap")
+    eq(ob.dropped, 1)
+    ob.ack(0)
+    eq(ob.add(PFX, "panic", None, 100), CAPACITY + 1)
+    eq(fresh(nvs.reset()).pending, list(range(1, CAPACITY)) + [CAPACITY + 1])
+
+
+@test
+def test_damaged_entry_is_dropped_with_a_notice():
+    nvs = FakeNVS()
+    ob = fresh(nvs)
+    ob.add(PFX, "panic", None, 0)
+    ob.add(PFX, "panic", None, 1)
+    t, raw = nvs.durable["q01"]
+    nvs.durable["q01"] = (t, raw[:-1] + bytes([raw[-1] ^ 1]))  # slot 1 holds seq 1
+    again = fresh(nvs.reset())
+    eq(again.pending, [0])
+    eq(again.next_seq, 2)
+    assert [n for n in again.notices if "damaged" in n], again.notices
+
+
+@test
+def test_clear_keeps_the_sequence():
+    nvs = FakeNVS()
+    ob = fresh(nvs)
+    ob.add(PFX, "panic", None, 0)
+    ob.clear()
+    again = fresh(nvs.reset())
+    eq((again.pending, again.next_seq), ([], 1))
+
+
+@test
+def test_entry_codec():
+    raw = ss_outbox.encode_entry(PFX, 7, "test", 1.5, 3)
+    eq(ss_outbox.decode_entry(raw), (PFX, 7, "test", 1.5, 3))
+    eq(ss_outbox.decode_entry(raw[:-1]), None)
+    eq(ss_outbox.decode_entry(b""), None)
+
+
+run()
