@@ -99,7 +99,7 @@ class Sim:
 
     def __init__(self, tmp: Path, guard: SecretGuard, name: str = "dev", aps: list[tuple[str, str]] | None = None,
                  air: Path | None = None, flash: Path | None = None, mac: str | None = None,
-                 usb_cdc: bool = False) -> None:
+                 usb_cdc: bool = False, hosts: dict[str, str] | None = None, heap: str | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = str(self.dir / "ttySIM0")
@@ -119,6 +119,10 @@ class Sim:
             cmd += ["--mac", mac]
         if usb_cdc:
             cmd += ["--usb-cdc"]
+        for name, addr in (hosts or {}).items():
+            cmd += ["--host", f"{name}={addr}"]
+        if heap is not None:
+            cmd += ["--heap", heap]
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO)
@@ -170,31 +174,67 @@ def make_sim(tmp_path: Path, guard: SecretGuard) -> Iterator[object]:
         s.stop()
 
 
+def site_address(port: int = 1883) -> str:
+    """A loopback address of its own (127.x.y.z) where ``port`` is free: a broker there can
+    stand in for the site's edge broker at its real port, named in the sim's --host table."""
+    import random
+
+    for _ in range(100):
+        host = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(1, 254)}"
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+                return host
+            except OSError:
+                continue
+    raise AssertionError("no free loopback address for a broker")
+
+
 class Mosquitto:
+    """A real mosquitto on its own loopback address, port 1883, with persistence on (so a
+    restart keeps persistent sessions and their queued QoS 1 messages, as a production
+    broker does)."""
+
     def __init__(self, tmp: Path) -> None:
         exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
         if exe is None:
             need("mosquitto", "apt-get install mosquitto")
-        self.port = free_port()
-        self.log_path = tmp / "mosquitto.log"
-        conf = tmp / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        self.exe = str(exe)
+        self.host = site_address()
+        self.port = 1883
+        self.dir = tmp / "mosquitto"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.dir / "mosquitto.log"
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} {self.host}\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {self.dir}/\nautosave_interval 0\n"
             f"log_dest file {self.log_path}\nlog_type all\n"
             + ("user root\n" if os.geteuid() == 0 else "")
         )
-        self.proc = subprocess.Popen([str(exe), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.uri = f"mqtt://{self.host}:{self.port}"
+        self.hosts = {"safesignal-edge.local": self.host}  # the device's default broker name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while True:
             try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                socket.create_connection((self.host, self.port), 0.2).close()
                 break
             except OSError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     why = self.proc.stderr.read() if self.proc.stderr else ""
                     raise AssertionError(f"mosquitto did not start: {why!r}") from None
                 time.sleep(0.02)
-        self.uri = f"mqtt://127.0.0.1:{self.port}"
+
+    def restart(self, down_for: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_for)
+        self.start()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -207,8 +247,11 @@ class Mosquitto:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 @pytest.fixture

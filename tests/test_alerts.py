@@ -125,7 +125,7 @@ def test_last_will_reports_offline(mosquitto: Mosquitto, receiver: Callable[...,
     dev.will_set(topic(DEV2, msg.STATUS), msg.status_payload(DEV2, False), qos=1, retain=True)
     up = threading.Event()
     dev.on_connect = lambda *a: up.set()
-    dev.connect("127.0.0.1", mosquitto.port)
+    dev.connect(mosquitto.host, mosquitto.port)
     dev.loop_start()
     assert up.wait(5)
     dev.publish(topic(DEV2, msg.STATUS), msg.status_payload(DEV2, True), qos=1, retain=True).wait_for_publish(5)
