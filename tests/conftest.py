@@ -160,11 +160,21 @@ class Sim:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="session")
+def site_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """The site's edge broker for tests that do not look at MQTT: every virtual device resolves
+    its default broker name, safesignal-edge.local, to it, so the connect test passes."""
+    m = Mosquitto(tmp_path_factory.mktemp("site-broker"))
+    yield m
+    m.stop()
+
+
 @pytest.fixture
-def make_sim(tmp_path: Path, guard: SecretGuard) -> Iterator[object]:
+def make_sim(tmp_path: Path, guard: SecretGuard, site_broker: Mosquitto) -> Iterator[object]:
     sims: list[Sim] = []
 
     def make(**kw: object) -> Sim:
+        kw.setdefault("hosts", site_broker.hosts)
         s = Sim(tmp_path, guard, **kw)  # type: ignore[arg-type]
         sims.append(s)
         return s

@@ -196,7 +196,7 @@ def test_reprovisioning_replaces_everything(make_sim, guard: SecretGuard) -> Non
     assert run_cli(guard, "provision", *seed_args(sim.port, pw1)).returncode == 0
     r = run_cli(guard, "provision", "--port", sim.port, "--wifi-ssid", "Other-Net", "--device-id", "esp32-prod-002",
                 "--tenant", "t2", "--building", "b2", "--room", "r2", "--mqtt-uri", "mqtt://10.0.0.5:1884",
-                env={"SAFESIGNAL_WIFI_PASS": pw2})
+                "--offline", env={"SAFESIGNAL_WIFI_PASS": pw2})  # a broker of another site: prepared offline
     assert r.returncode == 0, r.stderr
     with sim.session() as s:
         s.sync()
@@ -306,20 +306,18 @@ def test_wrong_wifi_password_then_fix_without_factory_reset(
 ) -> None:
     good, bad = guard.secret("the-right-password"), guard.secret("the-wrong-password")
     sim = make_sim(aps=[(SSID, good)])
+    before = sim.flash.read_bytes()
     r = run_cli(guard, "provision", *seed_args(sim.port, bad, "--mqtt-uri", mosquitto.uri))
-    assert r.returncode == 0, r.stderr  # issue 2: no connect test yet, the device just retries
-    with sim.session() as s:
-        s.sync()
-        s.wait_for_line("[WIFI] Connection failed: authentication failed (wrong password?) (status 202)", 10)
-        s.wait_for_line("[WIFI] Connecting to 'SafeSignal-Edge'...", 10)  # it keeps retrying ...
-        assert s.status()["wifi_state"] in ("auth_failed", "connecting")  # ... and the console still answers
-        s.command(["provision_set_wifi", SSID, good])
-        s.command(["provision_complete"])
-        s.wait_reboot()
-        s.wait_for_line("[MQTT] Connected to broker", 15)
-        st = s.status()
-        assert (st["device_id"], st["mqtt_uri"]) == (IDENT[0], mosquitto.uri)  # identity kept
-        guard.output("console", "\n".join(s.received))
+    assert r.returncode == 9, r.stderr  # the connect test failed
+    assert "connect test failed (WIFI_AUTH)" in r.stderr and "Nothing was saved" in r.stderr
+    assert "✓" not in r.stdout
+    assert sim.flash.read_bytes() == before  # nothing committed
+    st = json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)
+    assert (st["provisioned"], st["pending"]) == (False, "none")  # still provisionable, nothing staged
+    # The right password: accepted at once, no factory reset in between.
+    r = run_cli(guard, "provision", *seed_args(sim.port, good, "--mqtt-uri", mosquitto.uri))
+    assert r.returncode == 0, r.stderr
+    mosquitto.wait_log(f"as {IDENT[0]}")
 
 
 def test_port_survives_close_and_reopen(make_sim, guard: SecretGuard) -> None:

@@ -29,7 +29,9 @@ def provision(s: DeviceSession, ssid: str, pw: str) -> None:
     s.command(["provision_set_wifi", ssid, pw])
     s.command(["provision_set_device", "dev-1", "t", "b", "r"])
     s.command(["provision_set_mqtt", "mqtt://127.0.0.1:9"])  # nothing listens there
-    s.command(["provision_complete"])
+    # These tests are about the device's WiFi behaviour after provisioning with credentials
+    # that do not work (yet): the connect test would refuse them, so save them offline.
+    s.command(["provision_complete", "--offline"])
     s.wait_reboot()
 
 

@@ -51,7 +51,7 @@ def test_power_cut_during_save_and_clear(make_sim, guard: SecretGuard) -> None:
             # Bring the device into the start state (normal, uncut operations).
             if start == "old":
                 stage(s, OLD, OLD_PW)
-                s.command(["provision_complete"])
+                s.command(["provision_complete", "--offline"])  # no network here: NVS is the subject
                 s.wait_reboot()
             else:
                 s.command(["provision_reset", "--confirm"])
@@ -64,7 +64,7 @@ def test_power_cut_during_save_and_clear(make_sim, guard: SecretGuard) -> None:
             if action == "save":
                 stage(s, NEW, NEW_PW)
             boots = sim.control.state()["boots"]
-            line = "provision_complete" if action == "save" else "provision clear"
+            line = "provision_complete --offline" if action == "save" else "provision clear"
             if trial % 2 == 0:
                 # Deterministic: cut at the k-th NVS write/erase/commit the device issues.
                 sim.control.power_cut_after(rng.randint(1, 7))

@@ -133,14 +133,14 @@ async def _main():
     if tuple(sys.implementation.version[:3]) < REQUIRES_MICROPYTHON:
         print("[BOOT] Warning: MicroPython %d.%d.%d is older than the supported %d.%d.%d"
               % (tuple(sys.implementation.version[:3]) + REQUIRES_MICROPYTHON))
-    store = ss_store.provision_init(esp32.NVS(ss_store.NAMESPACE))
-    for notice in store.notices:
-        print("[PROVISION] " + notice)
-    print("[PROVISION] Provisioning system initialized")
     outbox = Outbox(esp32.NVS(OUTBOX_NS))
     outbox.load()
     for notice in outbox.notices:
         print("[ALERT] " + notice)
+    store = ss_store.provision_init(esp32.NVS(ss_store.NAMESPACE))
+    for notice in store.notices:
+        print("[PROVISION] " + notice)
+    print("[PROVISION] Provisioning system initialized")
 
     # os.urandom with the radio still off is only pseudo-random on the ESP32: mix in the
     # microsecond counter too.  A repeat would only cost a tool a timeout, never a false success.
