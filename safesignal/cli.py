@@ -326,6 +326,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
                     usb_cdc=args.usb_cdc)
     if args.firmware:
         cfg.firmware = Path(args.firmware)
+    if args.mpy:
+        import tempfile
+
+        from .firmware_build import compile_firmware
+
+        build = Path(tempfile.mkdtemp(prefix="safesignal-mpy-"))
+        compile_firmware(cfg.firmware, build)
+        cfg.mpy_dir = build
 
     async def run() -> None:
         sup = Supervisor(cfg)
@@ -337,6 +345,16 @@ def cmd_sim(args: argparse.Namespace) -> int:
         await sup.wait()
 
     asyncio.run(run())
+    return 0
+
+
+def cmd_build_firmware(args: argparse.Namespace) -> int:
+    from .firmware_build import compile_firmware
+    from .sim.supervisor import DEFAULT_FIRMWARE
+
+    files = compile_firmware(Path(args.firmware) if args.firmware else DEFAULT_FIRMWARE, Path(args.out), args.march)
+    out(f"✓ {len(files)} files in {args.out}: copy with `mpremote cp -r {args.out}/lib/ :` "
+        f"then `mpremote cp {args.out}/main.py :`")
     return 0
 
 
@@ -471,7 +489,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--usb-cdc", action="store_true",
                    help="model a native-USB console: the port disappears at every reset and comes back as a new device")
     p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
+    p.add_argument("--mpy", action="store_true",
+                   help="run the firmware compiled with mpy-cross, as deployed (needs less heap than source)")
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("build-firmware", help="compile the firmware with mpy-cross for copying to a board")
+    p.add_argument("--out", required=True, help="output directory (gets lib/**.mpy and main.py)")
+    p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
+    p.add_argument("--march", default="xtensawin", help="target architecture (default xtensawin, the ESP32-S3)")
+    p.set_defaults(func=cmd_build_firmware)
     return ap
 
 

@@ -99,7 +99,8 @@ class Sim:
 
     def __init__(self, tmp: Path, guard: SecretGuard, name: str = "dev", aps: list[tuple[str, str]] | None = None,
                  air: Path | None = None, flash: Path | None = None, mac: str | None = None,
-                 usb_cdc: bool = False, hosts: dict[str, str] | None = None, heap: str | None = None) -> None:
+                 usb_cdc: bool = False, hosts: dict[str, str] | None = None, heap: str | None = None,
+                 mpy: bool = False) -> None:
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = str(self.dir / "ttySIM0")
@@ -123,6 +124,8 @@ class Sim:
             cmd += ["--host", f"{name}={addr}"]
         if heap is not None:
             cmd += ["--heap", heap]
+        if mpy:
+            cmd += ["--mpy"]
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO)

@@ -146,6 +146,7 @@ class SimConfig:
     nvs_write_through: bool = False
     usb_cdc: bool = False  # native USB console: the port vanishes at every reset and comes back new
     usb_gap: float = 0.5  # seconds without a port while the chip resets and USB re-enumerates
+    mpy_dir: Path | None = None  # run the firmware compiled to .mpy (as deployed) from here
 
 
 class Supervisor:
@@ -301,7 +302,8 @@ class Supervisor:
 
     async def _boot(self) -> None:
         env = dict(os.environ)
-        env["MICROPYPATH"] = os.pathsep.join([str(STUBS), str(self.cfg.firmware / "lib"), ".frozen"])
+        lib = self.cfg.mpy_dir / "lib" if self.cfg.mpy_dir is not None else self.cfg.firmware / "lib"
+        env["MICROPYPATH"] = os.pathsep.join([str(STUBS), str(lib), ".frozen"])
         env["SAFESIGNAL_HW_PORT"] = str(self._hw_port)
         self._hw_token = secrets.token_hex(32)  # per boot: a cut process's token is worthless
         env["SAFESIGNAL_HW_TOKEN"] = self._hw_token

@@ -116,6 +116,7 @@ class App:
 
 
 async def _main():
+    import gc
     import os
     import time
 
@@ -123,11 +124,19 @@ async def _main():
     import machine
     import network
 
+    # Every module is imported here, at boot, while the heap is empty: compiling one later
+    # (at the first provision_complete) may not find a large enough free block in a
+    # fragmented 128 kB heap.
+    import ss_mqtt  # noqa: F401
     import ss_store
+    import ss_wifi  # noqa: F401
+    import ssproto.msg  # noqa: F401
     from ss_button import BUTTON_GPIO, Button
     from ss_console import Console
     from ss_outbox import NAMESPACE as OUTBOX_NS
     from ss_outbox import Outbox
+
+    gc.collect()
 
     print("[BOOT] %s, chip %s" % (FIRMWARE, _chip_id(machine)))
     if tuple(sys.implementation.version[:3]) < REQUIRES_MICROPYTHON:

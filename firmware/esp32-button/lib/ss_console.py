@@ -266,6 +266,7 @@ class Console:
             "mqtt_state": mqtt.state if (prov and mqtt) else "off",
             "alerts_pending": str(len(outbox.pending)) if outbox else "0",
             "next_alert_seq": str(outbox.next_seq) if outbox else "0",
+            "free_heap": _free_heap(),
             "chip_id": self.chip_id,
             "boot_id": self.boot_id,
             "firmware": self.firmware,
@@ -314,6 +315,16 @@ class Console:
         print("Rebooting...")
         self.ok()
         await self._reset()
+
+
+def _free_heap():
+    try:
+        import gc
+
+        gc.collect()
+        return str(gc.mem_free())
+    except (ImportError, AttributeError):  # CPython (unit tests)
+        return ""
 
 
 def _expect(args, n, usage):

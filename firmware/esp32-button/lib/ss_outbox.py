@@ -20,7 +20,7 @@ import ssproto.msg as msg
 from ss_compat import const
 
 NAMESPACE = "outbox"
-CAPACITY = const(32)
+CAPACITY = const(64)
 _VERSION = const(1)
 _MAGIC = b"SSQ"
 _KEY_NEXT = "next"

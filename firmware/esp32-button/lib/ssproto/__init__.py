@@ -325,6 +325,7 @@ STATUS_FIELDS = (
     ("Firmware", "firmware"),
     ("Alerts pending", "alerts_pending"),
     ("Next alert seq", "next_alert_seq"),
+    ("Free heap", "free_heap"),
 )
 
 
