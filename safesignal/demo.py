@@ -1,11 +1,13 @@
 """The main job, end to end: a blank virtual button provisioned over a real pty by the seed
-guide's own command, then its boot log through "[MQTT] Connected to broker".
+guide's own command, its test alert confirmed at the broker, its boot log through
+"[MQTT] Connected to broker", and a press of its panic button seen by the monitor.
 
     python -m safesignal.demo [--keep DIR]
 
 Runs: an embedded MQTT broker on 127.0.0.1 -> `safesignal sim` (the real firmware under the
-MicroPython interpreter) -> `scripts/provision_device.py` with the seed's flags (+ --mqtt-uri)
--> `safesignal console --reboot` until the MQTT line.  Everything is cleaned up afterwards.
+MicroPython interpreter) -> `scripts/provision_device.py` with the seed's flags (+ --mqtt-uri,
+--verify) -> `safesignal console --reboot` until the MQTT line -> `safesignal monitor` while
+`safesignal sim press` presses the button.  Everything is cleaned up afterwards.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from .broker import EmbeddedBroker
@@ -48,7 +51,9 @@ def run(work: Path) -> int:
         fd = os.open(air, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump({"access_points": [{"ssid": SSID, "passphrase": PASSWORD}]}, f)
-        sim_cmd = [py, "-m", "safesignal", "sim", "--port-link", port, "--flash", str(flash), "--air", str(air)]
+        control = work / "ttySIM0.ctl"
+        sim_cmd = [py, "-m", "safesignal", "sim", "--port-link", port, "--flash", str(flash), "--air", str(air),
+                   "--control", str(control)]
         say(f"== Starting a blank virtual SafeSignal button: {shown(sim_cmd)}")
         sim = subprocess.Popen(sim_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
@@ -61,7 +66,7 @@ def run(work: Path) -> int:
             say("")
             prov = [py, "scripts/provision_device.py", "--port", port, "--wifi-ssid", SSID, "--wifi-pass", PASSWORD,
                     "--device-id", "esp32-prod-001", "--tenant", "tenant-a", "--building", "building-a",
-                    "--room", "room-1", "--mqtt-uri", broker.uri]
+                    "--room", "room-1", "--mqtt-uri", broker.uri, "--verify"]
             say(f"== Step 2 of the guide, from {DEFAULT_FIRMWARE.relative_to(DEFAULT_FIRMWARE.parents[1])}:")
             say(f"   $ {shown(prov)}")
             say("")
@@ -78,7 +83,24 @@ def run(work: Path) -> int:
             if rc != 0:
                 return rc
             say("")
-            say("== Done: provisioned over the serial console, rebooted, joined WiFi and the MQTT broker.")
+            monitor = [py, "-m", "safesignal", "monitor", "--broker", broker.uri, "--tenant", "tenant-a",
+                       "--duration", "6"]
+            press = [py, "-m", "safesignal", "sim", "press", "--control", str(control)]
+            say("== The panic button: the monitor shows the alert (QoS 1, stored in flash until acknowledged)")
+            say(f"   $ {shown(monitor)} &")
+            say(f"   $ {shown(press)}")
+            say("")
+            mon_proc = subprocess.Popen(monitor)
+            try:
+                time.sleep(2.0)  # let the monitor subscribe
+                subprocess.run(press, stdout=subprocess.DEVNULL, check=True)
+            finally:
+                rc = mon_proc.wait(30)
+            if rc != 0:
+                return rc
+            say("")
+            say("== Done: provisioned over the serial console (connect test first), test alert confirmed,")
+            say("   rebooted into WiFi and MQTT, and a panic alert delivered.")
             return 0
         finally:
             sim.terminate()

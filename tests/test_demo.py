@@ -18,5 +18,8 @@ def test_demo_runs_end_to_end(guard: SecretGuard) -> None:
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert "✓ Provisioning complete!" in out
+    assert "✓ Test alert received from esp32-prod-001 (seq 0) " in out
     log = out[out.index("[BOOT]"):].splitlines()
     assert log[1:9] == SEED_BOOT_LOG
+    assert "PANIC" in out[out.index("== The panic button"):]
+    assert "esp32-prod-001" in out[out.index("== The panic button"):]
