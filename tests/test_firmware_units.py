@@ -96,3 +96,53 @@ def test_backoff_bounds_any_limits(attempt, rnd, lo, extra):
     base = min(lo << attempt, hi)
     d = backoff_ms(attempt, rnd, lo, hi)
     assert base // 2 <= d <= base
+
+
+# =========================================================================================
+# ss_time.query against a real UDP server, under both interpreters
+# =========================================================================================
+
+def _ntp_server(answer_unix):
+    import socket
+    import struct
+    import threading
+
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.settimeout(10)
+    seen = []
+
+    def serve():
+        try:
+            data, addr = srv.recvfrom(512)
+        except OSError:
+            return
+        seen.append(data)
+        b = bytearray(48)
+        b[0] = (4 << 3) | 4  # version 4, mode 4 (server)
+        b[1] = 2
+        b[40:48] = struct.pack("!II", answer_unix + 2208988800, 0x40000000)
+        srv.sendto(bytes(b), addr)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv, t, seen
+
+
+@pytest.mark.parametrize("runtime", list(RUNTIMES))
+def test_sntp_query_against_a_udp_server(runtime, tmp_path):
+    srv, thread, seen = _ntp_server(1795849550)
+    port = srv.getsockname()[1]
+    script = tmp_path / "sntp_probe.py"
+    script.write_text(
+        "import asyncio\nimport ss_time\n"
+        f"print('got', asyncio.run(ss_time.query('127.0.0.1', {port})))\n"
+    )
+    argv, env_extra = RUNTIMES[runtime](script)
+    proc = subprocess.run(argv, env=dict(os.environ, **env_extra), cwd=str(REPO), capture_output=True, text=True,
+                          timeout=30)
+    thread.join(5)
+    srv.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "got 1795849550.25", proc.stdout
+    assert len(seen) == 1 and len(seen[0]) == 48 and seen[0][0] == 0x23

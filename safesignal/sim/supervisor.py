@@ -156,6 +156,7 @@ class Supervisor:
         self.flash = FlashNvs(cfg.flash, write_through=cfg.nvs_write_through)  # creates no file
         self.station = Station(cfg.air)
         self.button = Button()
+        self.rtc_set: list[int] | None = None
         self.boots = 0
         self.ports_opened = 0  # > boots' worth only with usb_cdc: a new port after each reset
         self.running = False
@@ -452,6 +453,7 @@ class Supervisor:
             "interrupts": self.interrupts,
             "button_presses": self.button.presses,
             "button_pull": self.button.pull,
+            "rtc_set": self.rtc_set,
         }
 
     @staticmethod
@@ -575,6 +577,9 @@ class Supervisor:
             return None
         if op == "pin_value":
             return self.button.level(int(req["pin"]))
+        if op == "rtc_set":
+            self.rtc_set = [int(x) for x in req["datetime"]]
+            return None
         st = self.station
         if op == "wlan_active":
             if req.get("value") is not None:

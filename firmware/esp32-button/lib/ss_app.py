@@ -20,20 +20,12 @@ async def _reset_soon(machine):
     machine.reset()
 
 
-def unix_time(time):
-    """Unix time in seconds, or None while the clock is not set (the ESP32 counts from 2000
-    until SNTP or the host sets it; ports/esp32 uses the 2000 epoch, the unix port 1970)."""
-    t = time.time()
-    if time.gmtime(0)[0] == 2000:
-        t += 946684800
-    return t if t >= 1735689600 else None  # before 2025: not set
-
-
 class App:
     """Owns the network services and the alert path; the console drives it."""
 
-    def __init__(self, store, outbox, wlan_factory, firmware, boot_id):
+    def __init__(self, store, outbox, wlan_factory, firmware, boot_id, machine=None):
         self.store = store
+        self.machine = machine  # for the RTC (SNTP); None in tests
         self.outbox = outbox
         self._wlan_factory = wlan_factory
         self.firmware = firmware
@@ -56,6 +48,12 @@ class App:
         self.mqtt = Mqtt(cfg["device_id"], cfg["mqtt_uri"], msg.cfg_prefix(cfg), self.outbox,
                          self.firmware, self.boot_id)
         self._tasks = [asyncio.create_task(self.wifi.run()), asyncio.create_task(self.mqtt.run(self.wifi))]
+        if self.machine is not None:
+            import time
+
+            import ss_time
+
+            self._tasks.append(asyncio.create_task(ss_time.keep_synced(self.wifi, self.machine, time)))
 
     async def stop(self):
         for t in self._tasks:
@@ -92,11 +90,12 @@ class App:
         """Store an alert in the outbox and send it as soon as possible; returns its seq."""
         import time
 
+        import ss_time
         import ssproto.msg as msg
 
         if cfg is None:
             cfg = self.store.provision_load_config()
-        seq = self.outbox.add(msg.cfg_prefix(cfg), kind, unix_time(time), time.ticks_ms())
+        seq = self.outbox.add(msg.cfg_prefix(cfg), kind, ss_time.unix_time(time), time.ticks_ms())
         if self.mqtt is not None:
             self.mqtt.kick()
         return seq
@@ -129,6 +128,7 @@ async def _main():
     # fragmented 128 kB heap.
     import ss_mqtt  # noqa: F401
     import ss_store
+    import ss_time  # noqa: F401
     import ss_wifi  # noqa: F401
     import ssproto.msg  # noqa: F401
     from ss_button import BUTTON_GPIO, Button
@@ -154,7 +154,7 @@ async def _main():
     # os.urandom with the radio still off is only pseudo-random on the ESP32: mix in the
     # microsecond counter too.  A repeat would only cost a tool a timeout, never a false success.
     boot_id = "%08x" % ((int.from_bytes(os.urandom(4), "big") ^ time.ticks_us()) & 0xFFFFFFFF)
-    app = App(store, outbox, lambda: network.WLAN(network.STA_IF), FIRMWARE, boot_id)
+    app = App(store, outbox, lambda: network.WLAN(network.STA_IF), FIRMWARE, boot_id, machine)
 
     print("[WIFI] Loading credentials from NVS...")
     if store.provision_is_provisioned():

@@ -53,3 +53,16 @@ class Pin:
 
     def __call__(self, x=None):
         return self.value(x)
+
+
+class RTC:
+    # The virtual board's clock is the host's (already set); a datetime() the firmware sets is
+    # recorded by the supervisor (state "rtc_set") rather than applied.
+    def datetime(self, dt=None):
+        if dt is None:
+            import time
+
+            tm = time.gmtime()
+            return (tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0)
+        _hw.call("rtc_set", datetime=list(dt))
+        return None
