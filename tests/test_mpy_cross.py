@@ -63,3 +63,13 @@ def test_rejects_cpython_only_syntax(code, arch, tmp_path):
     assert proc.returncode != 0
     assert "SyntaxError" in proc.stdout + proc.stderr
     assert not out.exists()
+
+
+def test_manifest_freezes_every_firmware_module():
+    """A module missing from manifest.py would be missing from a frozen build."""
+    manifest = (FIRMWARE / "esp32-button" / "manifest.py").read_text()
+    lib = FIRMWARE / "esp32-button" / "lib"
+    for mod in sorted(lib.glob("*.py")):
+        assert f'"{mod.name}"' in manifest, f"{mod.name} is not frozen by manifest.py"
+    for pkg in sorted(p for p in lib.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
+        assert f'package("{pkg.name}", base_path="lib")' in manifest, pkg.name
