@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -24,6 +21,8 @@ from conftest import Mosquitto, free_port, need
 from safesignal.alerts import Alert, AlertReceiver, BrokerError, Event, Status
 from safesignal.errors import SafeSignalError, UsageError
 from safesignal.monitor import format_event, format_header, json_event, run_monitor, summary_lines
+from safesignal.mosquitto import Mosquitto as RealMosquitto
+from safesignal.mosquitto import find_mosquitto
 from ssproto import msg
 
 DEV1 = msg.prefix("acme", "hq", "r101", "btn-1")
@@ -207,43 +206,13 @@ def test_context_manager(mosquitto: Mosquitto, pub: Publisher) -> None:
     assert not rx.connected
 
 
-class Broker:
-    """A mosquitto with persistence on, that can be stopped and started again on the same port."""
+class Broker(RealMosquitto):
+    """A mosquitto with persistence on, stopped and started again by the test itself."""
 
     def __init__(self, tmp: Path) -> None:
-        exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-        if exe is None:
+        if find_mosquitto() is None:
             need("mosquitto", "apt-get install mosquitto")
-        self.exe = str(exe)
-        self.port = free_port()
-        self.uri = f"mqtt://127.0.0.1:{self.port}"
-        self.conf = tmp / "mosquitto-persist.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {tmp}/\n"
-            f"log_dest file {tmp / 'mosquitto-persist.log'}\nlog_type all\n"
-            + ("user root\n" if os.geteuid() == 0 else "")
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("mosquitto did not start") from None
-                time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: mosquitto saves its database on the way out
-            self.proc.wait(10)
-        self.proc = None
+        super().__init__(tmp / "persist-broker")
 
 
 @pytest.fixture
