@@ -305,3 +305,37 @@ def test_whole_flow_in_a_128k_heap(make_sim, guard: SecretGuard, mosquitto: Mosq
         text = "\n".join(s.received)
         guard.output("console", text)
         assert "MemoryError" not in text and "Fatal error" not in text
+
+
+def test_console_and_button_stay_live_while_the_broker_hangs(make_sim, guard: SecretGuard) -> None:
+    """A broker that accepts TCP but never answers CONNECT holds the MQTT task for its 10 s
+    timeout.  Meanwhile the console answers and a press is stored: both observed while the
+    device itself still reports the MQTT connection as pending."""
+    import socket
+
+    from safesignal.mosquitto import site_address
+
+    pw = guard.secret("hanging-broker-pw")
+    host = site_address()
+    silent = socket.socket()
+    silent.bind((host, 1883))
+    silent.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+    try:
+        sim: Sim = make_sim(aps=[(SSID, pw)], hosts={"safesignal-edge.local": host})
+        with sim.session() as s:
+            s.sync()
+            s.command(["provision_set_wifi", SSID, pw])
+            s.command(["provision_set_device", *IDENT])
+            s.command(["provision_complete", "--offline"])  # the connect test would (rightly) refuse
+            s.wait_reboot()
+            s.wait_for_line("[MQTT] Connecting to broker...", 15)
+            for i in range(5):
+                assert s.command(["ping", str(i)]).text == f"pong {i}"
+            sim.control.press(HOLD_MS)
+            s.wait_for_line("[ALERT] Panic alert 1 stored; sending", 5)
+            st = s.status()
+            assert (st["mqtt_state"], st["alerts_pending"]) == ("connecting", "2")  # test alert + the press
+            s.wait_for_line("[MQTT] Connection failed: timed out", 15)
+            guard.output("console", "\n".join(s.received))
+    finally:
+        silent.close()
