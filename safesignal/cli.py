@@ -331,8 +331,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
         from .firmware_build import compile_firmware
 
-        build = Path(tempfile.mkdtemp(prefix="safesignal-mpy-"))
-        compile_firmware(cfg.firmware, build)
+        build = Path(tempfile.mkdtemp(prefix="safesignal-mpy-"))  # removed when the sim exits
+        try:
+            compile_firmware(cfg.firmware, build)
+        except BaseException:
+            import shutil
+
+            shutil.rmtree(build, ignore_errors=True)
+            raise
         cfg.mpy_dir = build
 
     async def run() -> None:
@@ -344,7 +350,13 @@ def cmd_sim(args: argparse.Namespace) -> int:
         out(f"ready {port_link} control={control} mac={mac.hex(':')}")
         await sup.wait()
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if cfg.mpy_dir is not None:
+            import shutil
+
+            shutil.rmtree(cfg.mpy_dir, ignore_errors=True)
     return 0
 
 
