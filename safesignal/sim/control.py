@@ -56,3 +56,7 @@ class SimControl:
     def press(self, hold_ms: int = 120, bounce: bool = False) -> float:
         """Press the panic button for ``hold_ms``; returns the press's Unix time."""
         return float(self.call("press", hold_ms=hold_ms, bounce=bounce)["pressed_at"])
+
+    def nvs_latency(self, ms: float) -> None:
+        """Make every NVS write/erase/commit block the device for ``ms`` (flash timing)."""
+        self.call("nvs_latency", ms=ms)

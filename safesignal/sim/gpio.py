@@ -56,9 +56,21 @@ class Button:
         if self.pull != PULL_UP:
             return 0
         now = time.monotonic()
-        while self._low and self._low[0][1] < now - 1.0:
+        while self._low and self._low[0][1] < now - 60.0:
             self._low.pop(0)
         return 0 if any(a <= now < b for a, b in self._low) else 1
+
+    _last_read: float = 0.0
+
+    def read(self, gpio: int) -> tuple[int, int]:
+        """(level, falling edges since the previous read): what a pin with a falling-edge
+        interrupt latches between two looks of the firmware."""
+        now = time.monotonic()
+        since, self._last_read = self._last_read, now
+        edges = 0
+        if gpio == self.gpio and self.pull == PULL_UP:
+            edges = sum(1 for a, _ in self._low if since < a <= now)
+        return self.level(gpio), edges
 
     def power_on(self) -> None:
         """A reset: the pin is an input without pull until the firmware configures it."""

@@ -157,6 +157,7 @@ class Supervisor:
         self.station = Station(cfg.air)
         self.button = Button()
         self.rtc_set: list[int] | None = None
+        self.nvs_latency = 0.0  # seconds each NVS write/erase/commit blocks the device
         self.boots = 0
         self.ports_opened = 0  # > boots' worth only with usb_cdc: a new port after each reset
         self.running = False
@@ -458,13 +459,18 @@ class Supervisor:
 
     @staticmethod
     async def _json_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          handle: Callable[[bytes], dict[str, Any] | None]) -> None:
-        """Serve one JSON-lines connection; ``handle`` returns the reply, or None to hang up."""
+                          handle: Callable[[bytes], dict[str, Any] | None],
+                          delay: Callable[[bytes], float] | None = None) -> None:
+        """Serve one JSON-lines connection; ``handle`` returns the reply, or None to hang up;
+        ``delay`` says how long the (modelled) hardware takes before it answers."""
         try:
             while line := await reader.readline():
                 reply = handle(line)
                 if reply is None:
                     break
+                wait = delay(line) if delay is not None else 0.0
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 writer.write(json.dumps(reply).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
@@ -493,6 +499,11 @@ class Supervisor:
                     return {"ok": False, "error": "write_through must be true or false"}
                 self.nvs_mode(wt)
                 return {"ok": True, "write_through": wt}
+            elif op == "nvs_latency":
+                ms = float(req["ms"])
+                if not 0 <= ms <= 5000:
+                    return {"ok": False, "error": "ms must be 0..5000"}
+                self.nvs_latency = ms / 1000
             elif op == "press":
                 at = self.button.press(int(req.get("hold_ms", 120)), bool(req.get("bounce", False)))
                 return {"ok": True, "pressed_at": at, "released_in": self.button.busy_until()}
@@ -544,7 +555,14 @@ class Supervisor:
                 log.error("bad hardware call %r: %s", op, e)
                 return {"errno": 22}  # EINVAL
 
-        await self._json_lines(reader, writer, handle)
+        def flash_time(line: bytes) -> float:
+            # A flash write or erase blocks the chip's CPU for a while (page erases take tens of
+            # ms); modelled only when set with the control op "nvs_latency".
+            if self.nvs_latency > 0 and any(f'"{op}"'.encode() in line for op in _MUTATING):
+                return self.nvs_latency
+            return 0.0
+
+        await self._json_lines(reader, writer, handle, flash_time)
 
     def _hw(self, op: str, req: dict[str, Any]) -> Any:
         f = self.flash
@@ -577,6 +595,8 @@ class Supervisor:
             return None
         if op == "pin_value":
             return self.button.level(int(req["pin"]))
+        if op == "pin_read":  # level, and falling edges since the last read (for Pin.irq)
+            return list(self.button.read(int(req["pin"])))
         if op == "rtc_set":
             self.rtc_set = [int(x) for x in req["datetime"]]
             return None

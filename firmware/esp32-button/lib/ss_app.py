@@ -171,7 +171,7 @@ async def _main():
         print("[PROVISION] Provisioning mode: waiting for commands on the console (type help)")
 
     pin = machine.Pin(BUTTON_GPIO, machine.Pin.IN, machine.Pin.PULL_UP)
-    asyncio.create_task(Button(pin, app.on_press).run())
+    asyncio.create_task(Button(pin, app.on_press, machine.Pin.IRQ_FALLING).run())
 
     async def reset():
         await _reset_soon(machine)

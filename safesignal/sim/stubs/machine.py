@@ -41,15 +41,29 @@ class Pin:
 
     def __init__(self, id, mode=-1, pull=-1, value=None):
         self._id = id
+        self._irq = None
         self.init(mode, pull, value)
 
     def init(self, mode=-1, pull=-1, value=None):
         _hw.call("pin_init", pin=self._id, mode=mode, pull=pull)
 
     def value(self, x=None):
-        if x is None:
+        if x is not None:
+            raise OSError(95)  # EOPNOTSUPP: the virtual board drives no outputs
+        if self._irq is None:
             return _hw.call("pin_value", pin=self._id)
-        raise OSError(95)  # EOPNOTSUPP: the virtual board drives no outputs
+        level, edges = _hw.call("pin_read", pin=self._id)
+        if edges:
+            # A falling-edge interrupt latched while the firmware was busy; delivered here, at
+            # the next look at the pin (a soft IRQ runs between bytecodes, this is later).
+            self._irq(self)
+        return level
+
+    def irq(self, handler=None, trigger=3, hard=False):  # 3: IRQ_FALLING | IRQ_RISING
+        if trigger != Pin.IRQ_FALLING:
+            raise ValueError("the virtual board models falling-edge interrupts only")
+        self._irq = handler
+        _hw.call("pin_read", pin=self._id)  # edges count from now
 
     def __call__(self, x=None):
         return self.value(x)
