@@ -82,6 +82,12 @@ def test_connect_test_refuses_bad_settings_and_commits_nothing(
         assert sim.flash.read_bytes() == blank, f"{code}: the flash changed"
         st = json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)
         assert (st["provisioned"], st["pending"], st["alerts_pending"]) == (False, "none", "0"), code
+    # The site's broker is down (its default name resolves, nothing answers).
+    mosquitto.stop()
+    r = run_cli(guard, "provision", *ident_args(sim.port, "--wifi-pass", good))
+    assert r.returncode == 9 and "connect test failed (BROKER_UNREACHABLE)" in r.stderr, r.stderr
+    assert sim.flash.read_bytes() == blank
+    mosquitto.start()
     # The right settings now, on the same device: no factory reset needed.
     r = run_cli(guard, "provision", *ident_args(sim.port, "--wifi-pass", good))
     assert r.returncode == 0, r.stderr
