@@ -73,3 +73,18 @@ def test_manifest_freezes_every_firmware_module():
         assert f'"{mod.name}"' in manifest, f"{mod.name} is not frozen by manifest.py"
     for pkg in sorted(p for p in lib.iterdir() if p.is_dir() and (p / "__init__.py").exists()):
         assert f'package("{pkg.name}", base_path="lib")' in manifest, pkg.name
+
+
+def test_build_firmware_command(tmp_path):
+    """`safesignal build-firmware` writes every library module as .mpy, and main.py."""
+    out = tmp_path / "build"
+    p = subprocess.run([sys.executable, "-m", "safesignal", "build-firmware", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    lib = FIRMWARE / "esp32-button" / "lib"
+    want = {q.relative_to(lib).with_suffix(".mpy").as_posix() for q in lib.rglob("*.py")}
+    got = {q.relative_to(out / "lib").as_posix() for q in (out / "lib").rglob("*.mpy")}
+    assert got == want
+    assert all((out / "lib" / n).read_bytes()[:1] == b"M" for n in got)
+    assert (out / "main.py").read_text() == (FIRMWARE / "esp32-button" / "main.py").read_text()
+    assert "✓" in p.stdout and "mpremote cp -r" in p.stdout
