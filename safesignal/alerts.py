@@ -106,11 +106,12 @@ def _ident(d: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def event_from_message(topic: str, payload: bytes | bytearray, *, received_at: float, retained: bool = False,
-                       seen: set[tuple[str, int]] | None = None) -> Event:
+                       seen: set[tuple[str, str, str, str, int]] | None = None) -> Event:
     """Decode one message into an :class:`Alert` or :class:`Status`.
 
-    ``seen`` holds the (device, seq) pairs already received; an alert found in it is marked
-    ``dup`` and new ones are added.  Raises ``ssproto.ProtocolError`` for anything malformed.
+    ``seen`` holds the (tenant, building, room, device, seq) keys already received (a device
+    id is unique only within its room's topic prefix); an alert found in it is marked ``dup``
+    and new ones are added.  Raises ``ssproto.ProtocolError`` for anything malformed.
     """
     d: dict[str, Any] = msg.parse_message(topic, payload)
     kind = d.pop("kind")
@@ -119,8 +120,9 @@ def event_from_message(topic: str, payload: bytes | bytearray, *, received_at: f
         seq: int = d["seq"]
         dup = False
         if seen is not None:
-            dup = (dev, seq) in seen
-            seen.add((dev, seq))
+            key = (t, b, r, dev, seq)
+            dup = key in seen
+            seen.add(key)
         return Alert(t, b, r, dev, seq, str(d["type"]), _number(d.get("ts")), _int(d.get("uptime_ms")),
                      received_at, dup, retained, d)
     return Status(t, b, r, dev, bool(d["online"]), _str(d.get("firmware")), _str(d.get("boot_id")),
@@ -153,7 +155,7 @@ class AlertReceiver:
         self.status: dict[str, Status] = {}
         self.invalid = 0
         self.connects = 0  # successful CONNACKs (1 + reconnections)
-        self._seen: set[tuple[str, int]] = set()
+        self._seen: set[tuple[str, str, str, str, int]] = set()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._connected = False
@@ -327,7 +329,7 @@ class AlertReceiver:
         return found[0] if found else None
 
     def unique_alerts(self) -> list[Alert]:
-        """Every alert once: the first arrival of each (device, seq)."""
+        """Every alert once: the first arrival of each (tenant, building, room, device, seq)."""
         with self._lock:
             return [a for a in self.alerts if not a.dup]
 

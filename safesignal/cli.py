@@ -126,13 +126,10 @@ def cmd_provision(args: argparse.Namespace) -> int:
     )
     req.validate()
     rx = None
-    if args.verify:
-        if args.offline:
-            raise UsageError("--verify needs the device on its network: it cannot be combined with --offline")
-        from .verify import Identity, receiver_for
-
-        broker = args.broker or req.mqtt_uri or ssproto.DEFAULT_MQTT_URI
-        rx = receiver_for(_check_uri("--broker", broker), Identity(req.device_id, req.tenant, req.building, req.room))
+    if args.verify and args.offline:
+        raise UsageError("--verify needs the device on its network: it cannot be combined with --offline")
+    if args.broker is not None:
+        _check_uri("--broker", args.broker)
     out(RULE)
     out("SafeSignal ESP32 Device Provisioning")
     out(RULE)
@@ -148,12 +145,21 @@ def cmd_provision(args: argparse.Namespace) -> int:
         out("Mode: offline (no connect test; the device tries its network after the reboot)")
     out(RULE)
     out()
-    if rx is not None:
-        rx.start()  # subscribed before the commit: the test alert cannot slip past
+    session = _open(args.port, args)
     try:
-        session = _open(args.port, args)
         printer = _Printer()
         with session:
+            if args.verify:
+                from .verify import Identity, receiver_for
+
+                broker = args.broker or req.mqtt_uri
+                if broker is None:  # the device keeps its stored broker (or gets the default)
+                    session.sync()
+                    st = session.status()
+                    broker = st["mqtt_uri"] if st["provisioned"] == "yes" else ssproto.DEFAULT_MQTT_URI
+                ident = Identity(req.device_id, req.tenant, req.building, req.room)
+                rx = receiver_for(_check_uri("--broker", broker), ident)
+                rx.start()  # subscribed before the commit: the test alert cannot slip past
             out()
             out("Sending provisioning commands...")
             out()
@@ -181,12 +187,13 @@ def _check_uri(flag: str, uri: str) -> str:
         raise UsageError(f"{flag}: {e.message}") from None
 
 
-def _report_verify(rx: Any, ident: Any, since: float, timeout: float, what: str, as_json: bool) -> int:
+def _report_verify(rx: Any, ident: Any, since: float, timeout: float, what: str, as_json: bool,
+                   min_seq: int | None = None) -> int:
     from .verify import AlertMissing, wait_test_alert
 
     out(f"Waiting for the test alert on {rx.where} (up to {timeout:g} s)...")
     try:
-        v = wait_test_alert(rx, ident, since, timeout)
+        v = wait_test_alert(rx, ident, since, timeout, min_seq)
     except AlertMissing as e:
         if as_json:
             out(json.dumps({"verified": False, "device_id": ident.device_id, "error": str(e)}))
@@ -234,7 +241,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             since = time.time()
             reply = session.command(["alert_test"])
             out(f"Test alert requested ({reply.text})")
-            return _report_verify(rx, ident, since, args.wait, "after the request", args.json)
+            m = re.fullmatch(r"seq (\d+)", reply.text)
+            seq = int(m.group(1)) if m else None  # this alert, not an older one still on its way
+            return _report_verify(rx, ident, since, args.wait, "after the request", args.json, seq)
     finally:
         if session is not None:
             session.close()

@@ -25,7 +25,8 @@ class ConnectTestError(DeviceError):
         super().__init__(code, message, "provision_complete")
         self.hint = hint
         self.args = (f"connect test failed ({code}): {message}. {hint[0].upper()}{hint[1:]}. "
-                     "Nothing was saved; the device is still in provisioning mode.",)
+                     "Nothing was saved: the device keeps what it had (a blank device stays in "
+                     "provisioning mode).",)
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -93,9 +94,11 @@ def steps_for(req: ProvisionRequest) -> list[Step]:
     return steps
 
 
-# The device's connect test: WiFi join (up to 20 s, ss_wifi.CONNECT_TIMEOUT_MS) plus the broker
-# (up to 10 s, ss_mqtt.CONNECT_TIMEOUT_MS), with room for a slow DHCP server and DNS.
-COMPLETE_TIMEOUT = 45.0
+# The device's connect test: WiFi join (up to 20 s, ss_wifi.CONNECT_TIMEOUT_MS), a name lookup
+# (blocking, up to about 5 s for mDNS), the TCP connection and the CONNACK (up to 10 s each,
+# ss_mqtt.CONNECT_TIMEOUT_MS): 45 s at worst; the rest is margin.  Waiting less could report a
+# timeout for a device that then passes, saves and reboots.
+COMPLETE_TIMEOUT = 75.0
 
 _CONNECT_TEST_HINTS = {
     ssproto.E_WIFI_AUTH: "the access point rejected the WiFi password: check it (and the SSID) and run again",

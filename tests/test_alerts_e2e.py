@@ -77,7 +77,7 @@ def test_connect_test_refuses_bad_settings_and_commits_nothing(
         r = run_cli(guard, "provision", *ident_args(sim.port, *extra))
         assert r.returncode == 9, (code, r.stdout, r.stderr)
         assert f"connect test failed ({code})" in r.stderr and text.lower() in r.stderr.lower(), r.stderr
-        assert "Nothing was saved; the device is still in provisioning mode." in r.stderr
+        assert "Nothing was saved: the device keeps what it had" in r.stderr
         assert "✓" not in r.stdout
         assert sim.flash.read_bytes() == blank, f"{code}: the flash changed"
         st = json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)

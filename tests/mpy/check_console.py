@@ -156,6 +156,12 @@ class FakeApp:
         if self.probe is not None:
             raise ProbeError(self.probe[0], self.probe[1])
 
+    async def stop(self):
+        self.stopped = True
+
+    def resume(self):
+        self.resumed = True
+
     def alert(self, kind, cfg=None):
         if cfg is None:
             cfg = self.store.provision_load_config()

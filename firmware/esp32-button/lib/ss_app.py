@@ -70,7 +70,6 @@ class App:
         from ss_mqtt import Mqtt, ProbeError
         from ss_wifi import Wifi
 
-        running = bool(self._tasks)
         await self.stop()
         if self.wifi is None:
             self.wifi = Wifi(self._wlan_factory())
@@ -81,10 +80,16 @@ class App:
                 raise ProbeError(code, why)
             await Mqtt(cfg["device_id"], cfg["mqtt_uri"]).probe()
             print("[PROVISION] Connect test passed")
-        finally:
+        except BaseException:
             self.wifi.down()
-            if running and self.store.provision_is_provisioned():
-                self.start(self.store.provision_load_config())
+            self.resume()  # a provisioned device goes back to work with what it had
+            raise
+        self.wifi.down()  # passed: the caller saves and reboots, services stay stopped
+
+    def resume(self):
+        """Restart the services with the stored configuration, if there is one and they are off."""
+        if not self._tasks and self.store.provision_is_provisioned():
+            self.start(self.store.provision_load_config())
 
     def alert(self, kind, cfg=None):
         """Store an alert in the outbox and send it as soon as possible; returns its seq."""

@@ -212,6 +212,7 @@ class Console:
             raise ssproto.ProtocolError(ssproto.E_STATE, "no network on this device")
         if offline:
             print("[PROVISION] Offline: saving without a connect test")
+            await self.app.stop()  # nothing may go out through the old settings any more
         else:
             try:
                 await self.app.connect_test(cfg)
@@ -219,11 +220,16 @@ class Console:
                 code = getattr(e, "code", None)
                 if code not in ssproto.CONNECT_TEST_CODES:
                     raise
-                print("[PROVISION] Connect test failed: nothing was saved; still in provisioning mode")
+                print("[PROVISION] Connect test failed: nothing was saved; the previous settings stay")
                 raise ssproto.ProtocolError(code, e.message)
-        self.store.provision_save_config(cfg)  # atomic, read back and compared
+        try:
+            self.store.provision_save_config(cfg)  # atomic, read back and compared
+        except BaseException:
+            self.app.resume()
+            raise
         self.staged = {}
         try:
+            # Stored only; sent after the reboot, through the new settings.
             seq = self.app.alert("test", cfg)
             print("[ALERT] Test alert %d stored; it is sent after the reboot" % seq)
         except Exception as e:  # the configuration is saved: report, do not fail the command

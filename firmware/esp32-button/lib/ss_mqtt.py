@@ -230,7 +230,6 @@ class Mqtt:
             will = (self.pfx + "/" + msg.STATUS, msg.status_payload(self.pfx, False), 1, True)
         reader, writer = await self._open(host, port, will)
         self.state = "connected"
-        self.attempts = 0
         print("[MQTT] Connected to broker")
         self._inflight = {}
         self._error = None
@@ -255,6 +254,11 @@ class Mqtt:
         while True:
             kind, body = await wait_for_ms(read_packet(reader), KEEPALIVE_S * 1500)
             t = kind & 0xF0
+            if t == PUBACK or t == PINGRESP:
+                # The broker works with us (not just accepts and drops us): back to short
+                # retry delays.  Reset here, not at CONNACK, so a broker that keeps closing
+                # the session right after CONNACK gets backoff.
+                self.attempts = 0
             if t == PUBACK and len(body) >= 2:
                 seq = self._inflight.pop(body[0] << 8 | body[1], None)
                 if seq is not None and seq >= 0:

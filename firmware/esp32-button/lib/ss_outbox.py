@@ -27,6 +27,7 @@ _KEY_NEXT = "next"
 _BUF = const(512)
 
 ESP_ERR_NVS_NOT_FOUND = const(-0x1102)
+ESP_ERR_NVS_NOT_ENOUGH_SPACE = const(-0x1105)
 
 
 def _errno(e):
@@ -118,7 +119,11 @@ class Outbox:
             self._nvs.commit()
         pending.sort()
         if pending and pending[-1] >= nxt:
-            nxt = pending[-1] + 1  # power cut between the entry and "next"
+            # A power cut between the entry and "next": move "next" past it, durably (else
+            # once the entry is delivered and erased, its seq would be handed out again).
+            nxt = pending[-1] + 1
+            self._nvs.set_i32(_KEY_NEXT, nxt)
+            self._nvs.commit()
         self.next_seq = nxt
         self.pending = pending
         if pending:
@@ -135,16 +140,23 @@ class Outbox:
             slot += 1
         full = slot >= CAPACITY
         key = _key(slot)
+        rec = None
         try:
             if not full:
                 rec = encode_entry(pfx, seq, kind, ts, up)
-                self._nvs.set_blob(key, rec)
+                try:
+                    self._nvs.set_blob(key, rec)
+                except OSError as e:
+                    if _errno(e) != ESP_ERR_NVS_NOT_ENOUGH_SPACE:
+                        raise
+                    full = True  # the flash is full: same as a full outbox
             self._nvs.set_i32(_KEY_NEXT, seq + 1)
             self._nvs.commit()
             self.next_seq = seq + 1
             if full:
                 self.dropped += 1
-                raise OutboxError("outbox full (%d undelivered alerts): alert %d not stored" % (CAPACITY, seq))
+                raise OutboxError("outbox full (%d undelivered alerts in flash): alert %d not stored"
+                                  % (len(self.pending), seq))
             if self._get_blob(key) != rec:
                 raise OutboxError("alert %d read back differs from what was written" % seq)
         except OSError as e:

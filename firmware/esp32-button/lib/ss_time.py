@@ -97,4 +97,5 @@ async def keep_synced(wifi, machine, time, host=NTP_HOST):
             print("[TIME] Clock set by SNTP (%s)" % host)
             return
         attempts += 1
-        await sleep_ms(backoff_ms(attempts, rand16(), 5000, 600000))
+        # at least 30 s apart: each try starts with a blocking name lookup (see ss_mqtt)
+        await sleep_ms(backoff_ms(attempts, rand16(), 30000, 600000))

@@ -14,6 +14,9 @@ STAT_WRONG_PASSWORD = const(202)
 STAT_CONNECT_FAIL = const(203)
 STAT_HANDSHAKE_TIMEOUT = const(204)
 _STAT_4WAY_HANDSHAKE_TIMEOUT = const(15)  # ESP-IDF WIFI_REASON_4WAY_HANDSHAKE_TIMEOUT
+# ESP-IDF >= 5.x esp_wifi_types.h: WIFI_REASON_NO_AP_FOUND_W_COMPATIBLE_SECURITY (210) and
+# WIFI_REASON_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD (211): an AP with that SSID, wrong security.
+NO_AP = (STAT_NO_AP_FOUND, 210, 211)
 AUTH_FAIL = (STAT_WRONG_PASSWORD, STAT_HANDSHAKE_TIMEOUT, _STAT_4WAY_HANDSHAKE_TIMEOUT)
 
 CONNECT_TIMEOUT_MS = const(20000)
@@ -23,7 +26,7 @@ def reason(status):
     """(state, human reason) for a failed connection's final WLAN status."""
     if status in AUTH_FAIL:
         state = "auth_failed"
-    elif status == STAT_NO_AP_FOUND:
+    elif status in NO_AP:
         state = "no_ap"
     elif status == STAT_CONNECTING or status == STAT_IDLE:
         state = "timeout"
