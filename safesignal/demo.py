@@ -19,7 +19,6 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from .broker import EmbeddedBroker
@@ -90,14 +89,23 @@ def run(work: Path) -> int:
             say(f"   $ {shown(monitor)} &")
             say(f"   $ {shown(press)}")
             say("")
-            mon_proc = subprocess.Popen(monitor)
+            mon_proc = subprocess.Popen(monitor, stdout=subprocess.PIPE, text=True)
+            assert mon_proc.stdout is not None
+            lines = []
             try:
-                time.sleep(2.0)  # let the monitor subscribe
+                lines.append(mon_proc.stdout.readline())  # the header comes once it has subscribed
+                say(lines[0].rstrip("\n"))
                 subprocess.run(press, stdout=subprocess.DEVNULL, check=True)
+                for line in mon_proc.stdout:
+                    lines.append(line)
+                    say(line.rstrip("\n"))
             finally:
                 rc = mon_proc.wait(30)
             if rc != 0:
                 return rc
+            if not any(" PANIC " in ln and "esp32-prod-001" in ln for ln in lines):
+                say("✗ the monitor did not see the panic alert")
+                return 1
             say("")
             say("== Done: provisioned over the serial console (connect test first), test alert confirmed,")
             say("   rebooted into WiFi and MQTT, and a panic alert delivered.")
