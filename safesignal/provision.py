@@ -226,6 +226,9 @@ def factory_reset(session: DeviceSession, events: ProvisionEvents | None = None,
     ev = events or ProvisionEvents()
     session.sync()
     before = session.status()
+    pending = before.get("alerts_pending", "0")
+    if pending not in ("", "0"):
+        log.warning("the device has %s undelivered alert(s) in flash; the factory reset drops them", pending)
     ev.sending("provision_reset --confirm")
     reply = session.command(["provision_reset", "--confirm"])
     ev.replied(reply.first)

@@ -155,4 +155,177 @@ def test_backoff_bounds_other_limits():
             eq(backoff_ms(attempt, 0, lo, hi), base // 2)
 
 
+# --- a whole session against a scripted broker (in-memory streams) ----------------------------
+class Pipe:
+    """The reader side of a connection: the test pushes bytes, the client reads them."""
+
+    def __init__(self):
+        self.buf = b""
+        self.closed = False
+
+    async def readexactly(self, n):
+        while len(self.buf) < n:
+            if self.closed:
+                raise EOFError
+            await asyncio.sleep(0)
+        b, self.buf = self.buf[:n], self.buf[n:]
+        return b
+
+
+class Sink:
+    """The writer side: everything the client writes."""
+
+    def __init__(self):
+        self.data = b""
+        self.closed = False
+
+    def write(self, b):
+        self.data += b
+
+    async def drain(self):
+        pass
+
+    def close(self):
+        self.closed = True
+
+    async def wait_closed(self):
+        pass
+
+
+def split_packets(data):
+    """(first byte, body) of each whole packet in data (no asyncio: callable inside a loop)."""
+    out = []
+    i = 0
+    while i < len(data):
+        h = data[i]
+        n = 0
+        shift = 0
+        j = i + 1
+        while True:
+            b = data[j]
+            j += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        out.append((h, data[j:j + n]))
+        i = j + n
+    return out
+
+
+def publishes(data):
+    """(packet id, dup, payload) of every QoS 1 PUBLISH in data, in order."""
+    out = []
+    for p in split_packets(data):
+        if p[0] & 0xF0 == 0x30:
+            body = p[1]
+            tl = body[0] << 8 | body[1]
+            pid = body[2 + tl] << 8 | body[3 + tl]
+            out.append((pid, bool(p[0] & 0x08), body[4 + tl:]))
+    return out
+
+
+def session_rig(n_alerts):
+    from fakenvs import FakeNVS
+
+    import ssproto.msg as msg
+    from ss_outbox import Outbox
+
+    nvs = FakeNVS()
+    ob = Outbox(nvs)
+    ob.load()
+    pfx = msg.prefix("acme", "hq", "101", "btn-01")
+    for i in range(n_alerts):
+        ob.add(pfx, "panic", None, i)
+    m = ss_mqtt.Mqtt("btn-01", "mqtt://broker.local", pfx, ob, "fw", "b00t")
+    ss_mqtt.print = lambda *a: None
+    return m, ob, nvs
+
+
+def run_session(m, steps):
+    """Run one session; ``steps(reader, sink)`` scripts the broker.  Returns the session's error."""
+    reader, sink = Pipe(), Sink()
+
+    async def fake_open(host, port, will):
+        return reader, sink
+
+    m._open = fake_open
+
+    async def go():
+        t = asyncio.create_task(m._session("broker.local", 1883, None))
+        try:
+            await steps(reader, sink)
+        finally:
+            reader.closed = True
+        try:
+            await t
+        except Exception as e:
+            return e
+        return None
+
+    return asyncio.run(go()), sink
+
+
+async def settle():
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+def puback(pid):
+    return bytes([0x40, 2, pid >> 8, pid & 0xFF])
+
+
+@test
+def test_session_window_acks_and_resend_with_dup():
+    m, ob, nvs = session_rig(12)
+    seen = {}
+
+    async def first(reader, sink):
+        await settle()
+        pubs = publishes(sink.data)
+        seen["first"] = pubs
+        # the retained status first, then at most 8 alerts in flight
+        reader.buf += puback(0xFFFF) + puback(pubs[1][0]) + puback(pubs[2][0])  # ack seq 0 and 1
+        await settle()
+        seen["after_acks"] = publishes(sink.data)
+
+    err, sink = run_session(m, first)
+    assert err is not None  # the connection ended: the session reports why
+    pubs = seen["first"]
+    eq(len(pubs), ss_mqtt.WINDOW, "a full window: the status and 7 alerts")
+    eq(pubs[0][0], 0xFFFF)
+    eq([p[0] for p in pubs[1:]], [s % 0xFFFE + 1 for s in range(7)], "packet id from seq")
+    eq([p[1] for p in pubs], [False] * 8, "first sends are not DUP")
+    eq(len(seen["after_acks"]), 11, "three acks free three slots")
+    eq(ob.pending, list(range(2, 12)), "acked alerts leave the outbox")
+    eq(sorted(k for k in nvs.view if k.startswith("q")), ["q%02d" % i for i in range(2, 12)])
+
+    # Reconnect: everything unacknowledged is sent again, the ones sent before with DUP.
+    async def second(reader, sink):
+        await settle()
+        seen["second"] = publishes(sink.data)
+
+    run_session(m, second)
+    again = seen["second"][1:]
+    eq([p[0] for p in again], [s % 0xFFFE + 1 for s in range(2, 9)])
+    eq([p[1] for p in again], [True] * 7, "re-sends carry DUP")
+    import ssproto.msg as msg
+
+    d = msg.parse_message("safesignal/acme/hq/101/btn-01/alert", again[0][2])
+    eq((d["seq"], d["type"]), (2, "panic"))
+
+
+@test
+def test_session_ends_on_broker_disconnect():
+    m, ob, nvs = session_rig(1)
+
+    async def steps(reader, sink):
+        await settle()
+        reader.buf += bytes([0xE0, 0])
+
+    err, _ = run_session(m, steps)
+    assert isinstance(err, OSError), err
+    eq(ob.pending, [0], "nothing acknowledged: still in the outbox")
+
+
 run()

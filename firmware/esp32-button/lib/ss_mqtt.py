@@ -111,6 +111,7 @@ def _is_ipv4(host):
 
 
 WINDOW = const(8)  # alerts in flight (sent, PUBACK outstanding) at once
+PUBACK_TIMEOUT_MS = const(30000)  # an alert unacknowledged this long: the session is broken
 _STATUS_PID = const(0xFFFF)  # packet id of the retained "online" status; alerts use 1..0xFFFE
 
 
@@ -139,6 +140,7 @@ class Mqtt:
         self._down = None
         self._error = None
         self._inflight = {}  # packet id -> alert seq (-1: the status message)
+        self._sent_at = {}  # packet id -> ticks_ms when it was sent
         self._tried = {}  # seq -> True once sent in an earlier session (PUBLISH DUP flag)
         self._last_tx = 0
 
@@ -232,6 +234,7 @@ class Mqtt:
         self.state = "connected"
         print("[MQTT] Connected to broker")
         self._inflight = {}
+        self._sent_at = {}
         self._error = None
         self._down = asyncio.Event()
         tasks = [
@@ -260,7 +263,9 @@ class Mqtt:
                 # the session right after CONNACK gets backoff.
                 self.attempts = 0
             if t == PUBACK and len(body) >= 2:
-                seq = self._inflight.pop(body[0] << 8 | body[1], None)
+                pid = body[0] << 8 | body[1]
+                seq = self._inflight.pop(pid, None)
+                self._sent_at.pop(pid, None)
                 if seq is not None and seq >= 0:
                     self.outbox.ack(seq)
                     if seq in self._tried:
@@ -277,6 +282,7 @@ class Mqtt:
             online = msg.status_payload(self.pfx, True, self.firmware, self.boot_id)
             writer.write(encode_publish(self.pfx + "/" + msg.STATUS, online, _STATUS_PID, 1, True))
             self._inflight[_STATUS_PID] = -1
+            self._sent_at[_STATUS_PID] = ticks_ms()
         sent = {}
         self._last_tx = ticks_ms()
         while True:
@@ -297,12 +303,18 @@ class Mqtt:
                     pid = seq % 0xFFFE + 1
                     writer.write(encode_publish(e[0], e[1], pid, 1, False, seq in self._tried))
                     self._inflight[pid] = seq
+                    self._sent_at[pid] = ticks_ms()
                     sent[seq] = True
                     self._tried[seq] = True
                     wrote = True
                 for seq in gone:
                     print("[ALERT] Alert %d unreadable in flash; dropped" % seq)
                     ob.ack(seq)
+            now = ticks_ms()
+            for pid in self._sent_at:
+                if ticks_diff(now, self._sent_at[pid]) > PUBACK_TIMEOUT_MS:
+                    # TCP delivered it, yet no PUBACK: reconnect and send it again (DUP)
+                    raise OSError("no PUBACK within %d s" % (PUBACK_TIMEOUT_MS // 1000))
             if ticks_diff(ticks_ms(), self._last_tx) >= KEEPALIVE_S * 500:
                 writer.write(encode_pingreq())
                 wrote = True
@@ -345,6 +357,9 @@ class Mqtt:
                     self._addr = None  # could not connect: look the name up again (it may have moved)
                     print("[MQTT] Connection failed: %s" % _describe(e))
                     self.state = "disconnected"
+            import gc
+
+            gc.collect()  # a timed-out open_connection leaves its socket to the finaliser: free it now
             if not wifi.connected.is_set():
                 continue  # wait for WiFi, then try at once
             delay = backoff_ms(self.attempts, rand16())
