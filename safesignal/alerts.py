@@ -106,12 +106,13 @@ def _ident(d: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 def event_from_message(topic: str, payload: bytes | bytearray, *, received_at: float, retained: bool = False,
-                       seen: set[tuple[str, str, str, str, int]] | None = None) -> Event:
+                       seen: set[tuple[str, str, str, str, int, int]] | None = None) -> Event:
     """Decode one message into an :class:`Alert` or :class:`Status`.
 
-    ``seen`` holds the (tenant, building, room, device, seq) keys already received (a device
-    id is unique only within its room's topic prefix); an alert found in it is marked ``dup``
-    and new ones are added.  Raises ``ssproto.ProtocolError`` for anything malformed.
+    ``seen`` holds the (tenant, building, room, device, epoch, seq) keys already received (a
+    device id is unique only within its room's topic prefix; the epoch changes when a device's
+    flash is erased and its seq starts again); an alert found in it is marked ``dup`` and new
+    ones are added.  Raises ``ssproto.ProtocolError`` for anything malformed.
     """
     d: dict[str, Any] = msg.parse_message(topic, payload)
     kind = d.pop("kind")
@@ -120,7 +121,8 @@ def event_from_message(topic: str, payload: bytes | bytearray, *, received_at: f
         seq: int = d["seq"]
         dup = False
         if seen is not None:
-            key = (t, b, r, dev, seq)
+            ep = d.get("epoch")
+            key = (t, b, r, dev, ep if isinstance(ep, int) else -1, seq)
             dup = key in seen
             seen.add(key)
         return Alert(t, b, r, dev, seq, str(d["type"]), _number(d.get("ts")), _int(d.get("uptime_ms")),
@@ -155,7 +157,7 @@ class AlertReceiver:
         self.status: dict[str, Status] = {}
         self.invalid = 0
         self.connects = 0  # successful CONNACKs (1 + reconnections)
-        self._seen: set[tuple[str, str, str, str, int]] = set()
+        self._seen: set[tuple[str, str, str, str, int, int]] = set()
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._connected = False
@@ -329,7 +331,7 @@ class AlertReceiver:
         return found[0] if found else None
 
     def unique_alerts(self) -> list[Alert]:
-        """Every alert once: the first arrival of each (tenant, building, room, device, seq)."""
+        """Every alert once: the first arrival of each (tenant, building, room, device, epoch, seq)."""
         with self._lock:
             return [a for a in self.alerts if not a.dup]
 

@@ -52,8 +52,9 @@ class Publisher:
         info.wait_for_publish(5)
         assert info.is_published()
 
-    def alert(self, pfx: str, seq: int, kind: str = "panic", ts: float | None = None, uptime_ms: int = 1234) -> None:
-        self.send(topic(pfx, msg.ALERT), msg.alert_payload(pfx, seq, kind, ts, uptime_ms))
+    def alert(self, pfx: str, seq: int, kind: str = "panic", ts: float | None = None, uptime_ms: int = 1234,
+              epoch: int | None = 42) -> None:
+        self.send(topic(pfx, msg.ALERT), msg.alert_payload(pfx, seq, kind, ts, uptime_ms, epoch))
 
     def status(self, pfx: str, online: bool, retain: bool = True, firmware: str = "", boot_id: str = "") -> None:
         self.send(topic(pfx, msg.STATUS), msg.status_payload(pfx, online, firmware, boot_id), retain=retain)
@@ -147,6 +148,10 @@ def test_duplicates(pub: Publisher, receiver: Callable[..., AlertReceiver]) -> N
     assert rx.duplicates == 1
     assert [(a.device, a.seq) for a in rx.unique_alerts()] == [("btn-1", 7), ("btn-2", 7)]
     assert rx.seqs("btn-1") == {7} and rx.missing("btn-1", [7]) == []
+    # The same device after its flash was erased: a new epoch, seq from 0 again: new alerts.
+    pub.alert(DEV1, 7, epoch=43)
+    assert rx.wait_for(lambda r: len(r.alerts) == 4, 5)
+    assert rx.alerts[-1].dup is False and rx.duplicates == 1
 
 
 def test_malformed_messages_are_counted(pub: Publisher, receiver: Callable[..., AlertReceiver],

@@ -132,6 +132,21 @@ def test_clear_keeps_the_sequence():
 
 
 @test
+def test_epoch_names_the_sequence():
+    nvs = FakeNVS()
+    ob = fresh(nvs)
+    assert isinstance(ob.epoch, int) and 0 <= ob.epoch < 2 ** 31
+    ob.add(PFX, "panic", None, 0)
+    eq(msg.parse_message(*ob.entry(0))["epoch"], ob.epoch)
+    ob.clear()
+    again = fresh(nvs.reset())
+    eq(again.epoch, ob.epoch, "kept across reboots and a factory reset")
+    erased = fresh(FakeNVS())  # esptool erase_flash: seq starts again, under a new epoch
+    eq(erased.next_seq, 0)
+    assert erased.epoch != ob.epoch
+
+
+@test
 def test_entry_codec():
     raw = ss_outbox.encode_entry(PFX, 7, "test", 1.5, 3)
     eq(ss_outbox.decode_entry(raw), (PFX, 7, "test", 1.5, 3))

@@ -4,6 +4,9 @@
 #
 # Layout (namespace "outbox"):
 #   i32  "next"   the next sequence number (per device, never reused, kept by a factory reset)
+#   i32  "epoch"  random, drawn when the outbox is first created: names this run of sequence
+#                 numbers, so a device whose flash was erased (seq back at 0) is not mistaken
+#                 for a repeat of its old alerts
 #   blob "qNN"    one pending alert in slot NN (0 <= NN < CAPACITY; any free slot)
 # An entry is  b"SSQ" + version(1) + JSON {"p": topic prefix, "s": seq, "t": type, "ts": ..,
 # "up": ..} + 8 bytes of SHA-256 over everything before it.  The topic prefix is stored with
@@ -24,6 +27,7 @@ CAPACITY = const(64)
 _VERSION = const(1)
 _MAGIC = b"SSQ"
 _KEY_NEXT = "next"
+_KEY_EPOCH = "epoch"
 _BUF = const(512)
 
 ESP_ERR_NVS_NOT_FOUND = const(-0x1102)
@@ -74,6 +78,7 @@ class Outbox:
         self._slot = {}  # seq -> slot
         self.notices = []
         self.dropped = 0  # alerts not stored because the outbox was full (this boot)
+        self.epoch = None
 
     def _get_blob(self, key):
         buf = bytearray(_BUF)
@@ -92,13 +97,23 @@ class Outbox:
             if _errno(e) != ESP_ERR_NVS_NOT_FOUND:
                 raise
 
-    def load(self):
+    def _get_i32(self, key):
         try:
-            nxt = self._nvs.get_i32(_KEY_NEXT)
+            return self._nvs.get_i32(key)
         except OSError as e:
             if _errno(e) != ESP_ERR_NVS_NOT_FOUND:
                 raise
-            nxt = 0
+            return None
+
+    def load(self):
+        nxt = self._get_i32(_KEY_NEXT) or 0
+        self.epoch = self._get_i32(_KEY_EPOCH)
+        if self.epoch is None:
+            import os
+
+            self.epoch = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+            self._nvs.set_i32(_KEY_EPOCH, self.epoch)
+            self._nvs.commit()
         pending = []
         damaged = False
         self._slot = {}
@@ -173,7 +188,7 @@ class Outbox:
         e = decode_entry(raw) if raw is not None else None
         if e is None or e[1] != seq:
             return None
-        return e[0] + "/" + msg.ALERT, msg.alert_payload(e[0], e[1], e[2], e[3], e[4])
+        return e[0] + "/" + msg.ALERT, msg.alert_payload(e[0], e[1], e[2], e[3], e[4], self.epoch)
 
     def ack(self, seq):
         """The broker has the alert: remove it from flash."""

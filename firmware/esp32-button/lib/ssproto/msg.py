@@ -50,13 +50,18 @@ def _ident(pfx):
     return {"tenant": t, "building": b, "room": r, "device": d}
 
 
-def alert_payload(pfx, seq, kind, ts, uptime_ms):
+def alert_payload(pfx, seq, kind, ts, uptime_ms, epoch=None):
     """JSON bytes of one alert.  ``ts`` is Unix time in seconds (None if the device clock is not
-    set), ``uptime_ms`` the device's uptime when the button was pressed."""
+    set), ``uptime_ms`` the device's uptime when the button was pressed.  ``epoch`` names the
+    sequence: a random number the device drew when its outbox was created; a new one (after a
+    flash erase or a board swap) restarts seq at 0.  Receivers de-duplicate by
+    (topic prefix, epoch, seq)."""
     if kind not in KINDS:
         raise ValueError("alert kind")
     d = _ident(pfx)
     d["v"] = MSG_VERSION
+    if epoch is not None:
+        d["epoch"] = epoch
     d["seq"] = seq
     d["type"] = kind
     d["ts"] = ts
@@ -96,6 +101,9 @@ def parse_message(topic, payload):
             raise ssproto.ProtocolError(ssproto.E_INVALID, "alert without a valid seq")
         if d.get("type") not in KINDS:
             raise ssproto.ProtocolError(ssproto.E_INVALID, "alert with an unknown type")
+        ep = d.get("epoch")
+        if ep is not None and (not isinstance(ep, int) or isinstance(ep, bool)):
+            raise ssproto.ProtocolError(ssproto.E_INVALID, "alert with an invalid epoch")
     elif not isinstance(d.get("online"), bool):
         raise ssproto.ProtocolError(ssproto.E_INVALID, "status without online flag")
     d["kind"] = kind
