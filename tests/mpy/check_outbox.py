@@ -67,7 +67,7 @@ def test_repaired_sequence_survives_the_delivery():
     # the entry durably, so delivering and erasing it never frees its seq for reuse.
     nvs = FakeNVS(autocommit=True)
     ob = fresh(nvs)
-    nvs.budget = nvs.calls + 1  # the blob is written, the counter is not
+    nvs.budget = nvs.calls + 2  # the epoch and the blob are written, the counter is not
     try:
         ob.add(PFX, "panic", None, 0)
     except PowerCut:
@@ -135,14 +135,16 @@ def test_clear_keeps_the_sequence():
 def test_epoch_names_the_sequence():
     nvs = FakeNVS()
     ob = fresh(nvs)
-    assert isinstance(ob.epoch, int) and 0 <= ob.epoch < 2 ** 31
+    eq((ob.epoch, nvs.durable), (None, {}), "a blank device's flash stays blank")
     ob.add(PFX, "panic", None, 0)
+    assert isinstance(ob.epoch, int) and 0 <= ob.epoch < 2 ** 31
     eq(msg.parse_message(*ob.entry(0))["epoch"], ob.epoch)
     ob.clear()
     again = fresh(nvs.reset())
     eq(again.epoch, ob.epoch, "kept across reboots and a factory reset")
     erased = fresh(FakeNVS())  # esptool erase_flash: seq starts again, under a new epoch
-    eq(erased.next_seq, 0)
+    erased.add(PFX, "panic", None, 0)
+    eq(erased.pending, [0])
     assert erased.epoch != ob.epoch
 
 

@@ -107,13 +107,7 @@ class Outbox:
 
     def load(self):
         nxt = self._get_i32(_KEY_NEXT) or 0
-        self.epoch = self._get_i32(_KEY_EPOCH)
-        if self.epoch is None:
-            import os
-
-            self.epoch = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
-            self._nvs.set_i32(_KEY_EPOCH, self.epoch)
-            self._nvs.commit()
+        self.epoch = self._get_i32(_KEY_EPOCH)  # None until the first alert: a blank device stays blank
         pending = []
         damaged = False
         self._slot = {}
@@ -157,6 +151,12 @@ class Outbox:
         key = _key(slot)
         rec = None
         try:
+            if self.epoch is None:
+                import os
+
+                epoch = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+                self._nvs.set_i32(_KEY_EPOCH, epoch)  # committed with the first alert
+                self.epoch = epoch
             if not full:
                 rec = encode_entry(pfx, seq, kind, ts, up)
                 try:
