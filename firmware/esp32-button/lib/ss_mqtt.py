@@ -134,7 +134,6 @@ class Mqtt:
         self.boot_id = boot_id
         self.state = "idle"
         self.attempts = 0
-        self.delivered = 0  # alerts acknowledged by the broker since boot
         self._addr = None  # resolved broker address, kept until connecting to it fails
         self._kick = asyncio.Event()
         self._down = None
@@ -270,7 +269,6 @@ class Mqtt:
                     self.outbox.ack(seq)
                     if seq in self._tried:
                         del self._tried[seq]
-                    self.delivered += 1
                     print("[ALERT] Alert %d delivered" % seq)
                 self.kick()
             elif t == DISCONNECT:

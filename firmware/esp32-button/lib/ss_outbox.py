@@ -19,6 +19,7 @@
 import hashlib
 import json
 
+import ss_nvs
 import ssproto.msg as msg
 from ss_compat import const
 
@@ -30,12 +31,6 @@ _KEY_NEXT = "next"
 _KEY_EPOCH = "epoch"
 _BUF = const(512)
 
-ESP_ERR_NVS_NOT_FOUND = const(-0x1102)
-ESP_ERR_NVS_NOT_ENOUGH_SPACE = const(-0x1105)
-
-
-def _errno(e):
-    return e.args[0] if e.args else 0
 
 
 def _key(slot):
@@ -81,33 +76,14 @@ class Outbox:
         self.epoch = None
 
     def _get_blob(self, key):
-        buf = bytearray(_BUF)
-        try:
-            n = self._nvs.get_blob(key, buf)
-        except OSError as e:
-            if _errno(e) == ESP_ERR_NVS_NOT_FOUND:
-                return None
-            raise
-        return bytes(buf[:n])
+        return ss_nvs.get_blob(self._nvs, key, _BUF)
 
     def _erase(self, key):
-        try:
-            self._nvs.erase_key(key)
-        except OSError as e:
-            if _errno(e) != ESP_ERR_NVS_NOT_FOUND:
-                raise
-
-    def _get_i32(self, key):
-        try:
-            return self._nvs.get_i32(key)
-        except OSError as e:
-            if _errno(e) != ESP_ERR_NVS_NOT_FOUND:
-                raise
-            return None
+        ss_nvs.erase(self._nvs, key)
 
     def load(self):
-        nxt = self._get_i32(_KEY_NEXT) or 0
-        self.epoch = self._get_i32(_KEY_EPOCH)  # None until the first alert: a blank device stays blank
+        nxt = ss_nvs.get_i32(self._nvs, _KEY_NEXT) or 0
+        self.epoch = ss_nvs.get_i32(self._nvs, _KEY_EPOCH)  # None until the first alert: a blank device stays blank
         pending = []
         damaged = False
         self._slot = {}
@@ -162,7 +138,7 @@ class Outbox:
                 try:
                     self._nvs.set_blob(key, rec)
                 except OSError as e:
-                    if _errno(e) != ESP_ERR_NVS_NOT_ENOUGH_SPACE:
+                    if ss_nvs.errno(e) != ss_nvs.ESP_ERR_NVS_NOT_ENOUGH_SPACE:
                         raise
                     full = True  # the flash is full: same as a full outbox
             self._nvs.set_i32(_KEY_NEXT, seq + 1)
@@ -175,7 +151,7 @@ class Outbox:
             if self._get_blob(key) != rec:
                 raise OutboxError("alert %d read back differs from what was written" % seq)
         except OSError as e:
-            raise OutboxError("NVS write failed (%d)" % _errno(e))
+            raise OutboxError("NVS write failed (%d)" % ss_nvs.errno(e))
         self.pending.append(seq)
         self._slot[seq] = slot
         return seq

@@ -14,6 +14,7 @@
 import hashlib
 import json
 
+import ss_nvs
 import ssproto
 from ss_compat import const
 
@@ -24,9 +25,6 @@ _KEY_ACTIVE = "active"
 _SLOTS = ("cfg0", "cfg1")
 _BUF = const(2048)
 
-# esp_err.h / nvs.h (esp-idf components/nvs_flash/include/nvs.h)
-ESP_ERR_NVS_NOT_FOUND = const(-0x1102)
-ESP_ERR_NVS_INVALID_LENGTH = const(-0x110C)
 
 FIELDS = ("wifi_ssid", "wifi_pass", "device_id", "tenant", "building", "room", "mqtt_uri")
 REQUIRED = ("wifi_ssid", "wifi_pass", "device_id", "tenant", "building", "room", "mqtt_uri")
@@ -40,8 +38,6 @@ class StoreError(Exception):
         self.message = message
 
 
-def _errno(e):
-    return e.args[0] if e.args else 0
 
 
 def encode_record(gen, cfg):
@@ -105,33 +101,20 @@ class Store:
         self.load_error = None  # StoreError from the last load, for the boot log
         self.notices = []  # what provision_init did on its own, for the boot log
 
-    # --- low level -------------------------------------------------------------------
+    # --- low level ------------------------------------------------------------------
     def _get_i32(self, key):
-        try:
-            return self._nvs.get_i32(key)
-        except OSError as e:
-            if _errno(e) == ESP_ERR_NVS_NOT_FOUND:
-                return None
-            raise
+        return ss_nvs.get_i32(self._nvs, key)
 
     def _get_blob(self, key):
-        buf = bytearray(_BUF)
         try:
-            n = self._nvs.get_blob(key, buf)
+            return ss_nvs.get_blob(self._nvs, key, _BUF)
         except OSError as e:
-            if _errno(e) == ESP_ERR_NVS_NOT_FOUND:
-                return None
-            if _errno(e) == ESP_ERR_NVS_INVALID_LENGTH:
+            if ss_nvs.errno(e) == ss_nvs.ESP_ERR_NVS_INVALID_LENGTH:
                 raise StoreError("CORRUPT", "record " + key + " is too large")
             raise
-        return bytes(buf[:n])
 
     def _erase(self, key):
-        try:
-            self._nvs.erase_key(key)
-        except OSError as e:
-            if _errno(e) != ESP_ERR_NVS_NOT_FOUND:
-                raise
+        ss_nvs.erase(self._nvs, key)
 
     # --- seed API ----------------------------------------------------------------------
     def provision_init(self):
@@ -158,7 +141,7 @@ class Store:
         except StoreError as e:
             self.load_error = e
         except OSError as e:
-            self.load_error = StoreError("IO", "NVS read failed (%d)" % _errno(e))
+            self.load_error = StoreError("IO", "NVS read failed (%d)" % ss_nvs.errno(e))
 
     def _finish_interrupted_clear(self):
         # Not provisioned: no record may linger (a power cut during provision_clear).  Say so
@@ -202,7 +185,7 @@ class Store:
             if self._get_i32(_KEY_ACTIVE) != gen:
                 raise StoreError("VERIFY", "marker read back differs from what was written")
         except OSError as e:
-            raise StoreError("IO", "NVS write failed (%d)" % _errno(e))
+            raise StoreError("IO", "NVS write failed (%d)" % ss_nvs.errno(e))
         old = _SLOTS[(gen + 1) % 2]
         try:
             # The previous record is no longer referenced: do not keep old secrets around.
@@ -229,7 +212,7 @@ class Store:
                 if self._get_blob(k) is not None:
                     raise StoreError("VERIFY", "record still present after erase")
         except OSError as e:
-            raise StoreError("IO", "NVS erase failed (%d)" % _errno(e))
+            raise StoreError("IO", "NVS erase failed (%d)" % ss_nvs.errno(e))
         self._cfg = None
         self._gen = 0
         self.load_error = StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
