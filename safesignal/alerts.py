@@ -14,10 +14,12 @@ Used by ``safesignal verify``, ``safesignal monitor``, the tests and the benchma
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -41,6 +43,18 @@ class BrokerError(SafeSignalError, ConnectionError):
     """The MQTT broker could not be reached, refused the connection or the subscription."""
 
     exit_code = 7
+
+
+@dataclass(frozen=True)
+class TlsIdentity:
+    """What a host client needs for an mqtts:// broker: the tenant CA certificate (verifies the
+    broker, host name included) and an operator certificate with its key (our identity; the
+    key file is encrypted with ``key_password``)."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    key_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -142,11 +156,13 @@ class AlertReceiver:
     """
 
     def __init__(self, uri: str, topic_filter: str, *, client_id: str | None = None, persistent: bool = False,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, tls: TlsIdentity | None = None) -> None:
         try:
-            _, self.host, self.port = ssproto.parse_mqtt_uri(uri)
+            scheme, self.host, self.port = ssproto.parse_mqtt_uri(uri)
         except ssproto.ProtocolError as e:
             raise UsageError(f"MQTT URI: {e.message}") from None
+        if scheme == "mqtts" and tls is None:
+            raise UsageError("an mqtts:// broker needs the tenant CA and an operator certificate (--ca DIR)")
         if persistent and not client_id:
             raise UsageError("a persistent receiver needs a fixed client id")
         self.uri = uri
@@ -176,6 +192,13 @@ class AlertReceiver:
         self._client.on_log = lambda client, userdata, level, text: paho_log.debug("%s", text)
         # paho's annotation says int, but the delays are plain seconds (it only multiplies and sleeps).
         self._client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
+        if scheme == "mqtts" and tls is not None:
+            try:
+                self._client.tls_set(ca_certs=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file),
+                                     keyfile_password=tls.key_password, cert_reqs=ssl.CERT_REQUIRED,
+                                     tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ssl.SSLError) as e:
+                raise UsageError(f"TLS files for the broker unusable: {getattr(e, 'strerror', None) or e}") from None
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe

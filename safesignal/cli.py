@@ -1,8 +1,8 @@
 """The ``safesignal`` command line: each command parses, calls one library function, renders.
 
 Exit codes: 0 success; 1 other error; 2 bad usage or input; 3 serial port; 4 device timeout;
-5 device refused a command; 6 verification failed; 7 MQTT broker unreachable; 8 test alert not
-confirmed; 9 connect test failed (nothing saved); 130 interrupted.
+5 device refused a command; 6 verification failed (nvs dump: integrity problems); 7 MQTT broker
+unreachable; 8 test alert not confirmed; 9 connect test failed (nothing saved); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import ssproto
 
 from . import __version__
+from .ca_cli import register as register_ca
 from .errors import PortError, SafeSignalError, UsageError
+from .nvs_dump import register as register_nvs
 from .provision import ProvisionEvents, ProvisionRequest, factory_reset, provision
 from .session import DeviceSession
 
 if TYPE_CHECKING:
-    from .alerts import AlertReceiver
+    from .alerts import AlertReceiver, TlsIdentity
+    from .ca import TenantCA
     from .verify import Identity
 
 PASS_ENV = "SAFESIGNAL_WIFI_PASS"
@@ -116,8 +119,59 @@ class _Reported(Exception):
         self.code = code
 
 
+# --- the tenant CA ---------------------------------------------------------------------------
+class _CaAccess:
+    """The tenant CA of ``--ca DIR``, unlocked once on first use (the passphrase is asked for
+    at most once per run and never stored)."""
+
+    def __init__(self, directory: str) -> None:
+        from . import ca
+
+        self.ca: TenantCA = ca.open(directory)
+        self._passphrase: str | None = None
+
+    def passphrase(self) -> str:
+        if self._passphrase is None:
+            from .ca_cli import passphrase
+
+            self._passphrase = passphrase()
+        return self._passphrase
+
+    def signer(self) -> Callable[[bytes, str], tuple[bytes, bytes]]:
+        def sign(csr: bytes, device_id: str) -> tuple[bytes, bytes]:
+            if not self.ca.unlocked:
+                self.ca.unlock(self.passphrase())
+            return self.ca.sign_device_csr(csr, device_id), self.ca.cert_der()
+
+        return sign
+
+    def operator_tls(self, name: str | None) -> TlsIdentity:
+        from .alerts import TlsIdentity
+
+        if name is None:
+            names = self.ca.operators()
+            if len(names) != 1:
+                raise UsageError("an mqtts:// broker needs an operator certificate: pass --operator NAME "
+                                 f"(issued: {', '.join(names) or 'none; make one with safesignal ca operator'})")
+            name = names[0]
+        op = self.ca.operator(name)
+        return TlsIdentity(op.ca, op.cert, op.key, self.passphrase())
+
+
+def _broker_tls(uri: str, args: argparse.Namespace, access: _CaAccess | None = None) -> TlsIdentity | None:
+    """TLS settings for a host client of ``uri`` (None for mqtt://)."""
+    if not uri.startswith("mqtts://"):
+        return None
+    if access is None:
+        if not getattr(args, "ca", None):
+            raise UsageError("an mqtts:// broker needs the tenant CA directory (--ca DIR) for its operator certificate")
+        access = _CaAccess(args.ca)
+    return access.operator_tls(getattr(args, "operator", None))
+
+
 # --- commands ------------------------------------------------------------------------------
 def cmd_provision(args: argparse.Namespace) -> int:
+    access = _CaAccess(args.ca) if args.ca else None
     req = ProvisionRequest(
         wifi_ssid=args.wifi_ssid,
         wifi_pass=_password(args),
@@ -127,6 +181,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
         room=args.room,
         mqtt_uri=args.mqtt_uri,
         offline=args.offline,
+        signer=access.signer() if access is not None else None,
     )
     req.validate()
     rx = None
@@ -148,6 +203,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
     out(f"Room: {req.room}")
     if req.mqtt_uri is not None:
         out(f"MQTT URI: {req.mqtt_uri}")
+    if access is not None:
+        out(f"Tenant CA: {access.ca.tenant} ({access.ca.fingerprint[:16]}…): the device makes its key, the CA "
+            "signs its certificate")
     if req.offline:
         out("Mode: offline (no connect test; the device tries its network after the reboot)")
     out(RULE)
@@ -164,7 +222,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
                     session.sync()
                     st = session.status()
                     broker = st["mqtt_uri"] if st["provisioned"] == "yes" else ssproto.DEFAULT_MQTT_URI
-                rx = receiver_for(_check_uri("--broker", broker), ident)
+                broker = _check_uri("--broker", broker)
+                rx = receiver_for(broker, ident, _broker_tls(broker, args, access))
                 rx.start()  # subscribed before the commit: the test alert cannot slip past
             out()
             out("Sending provisioning commands...")
@@ -236,7 +295,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 raise UsageError("without --port, give --broker, --device-id, --tenant, --building and --room")
             ident = Identity(args.device_id, args.tenant, args.building, args.room)
             broker = args.broker
-        with receiver_for(_check_uri("--broker", broker), ident) as rx:
+        broker = _check_uri("--broker", broker)
+        with receiver_for(broker, ident, _broker_tls(broker, args)) as rx:
             if session is None:
                 out(f"Waiting for the next test alert from {ident.device_id} (it sends one after provisioning, "
                     "or on `alert_test` at its console)")
@@ -255,9 +315,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_monitor(args: argparse.Namespace) -> int:
     from .monitor import run_monitor
 
-    return run_monitor(_check_uri("--broker", args.broker), tenant=args.tenant, building=args.building,
+    broker = _check_uri("--broker", args.broker)
+    return run_monitor(broker, tenant=args.tenant, building=args.building,
                        room=args.room, json_lines=args.json, out=sys.stdout,
-                       duration=args.duration if args.duration > 0 else None)
+                       duration=args.duration if args.duration > 0 else None, tls=_broker_tls(broker, args))
 
 
 def _status_json(st: dict[str, str]) -> dict[str, object]:
@@ -321,11 +382,17 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if not args.port_link or not args.flash:
         raise UsageError("safesignal sim run needs --port-link and --flash")
     from .sim.air import AccessPoint, Air
+    from .sim.flash import check_flash_path
     from .sim.supervisor import SimConfig, Supervisor, parse_mac
 
     port_link = Path(args.port_link)
     flash = Path(args.flash)
-    mac = parse_mac(args.mac) if args.mac else _default_mac(flash)
+    from .sim import efuse as efuse_mod
+
+    check_flash_path(flash)
+    efuse_path = Path(args.efuse) if args.efuse else efuse_mod.default_path(flash)
+    fuse = efuse_mod.load_or_burn(efuse_path, parse_mac(args.mac) if args.mac else None, _default_mac(flash))
+    mac = fuse.mac
     hosts = {}
     for h in args.host or []:
         name, sep, addr = h.partition("=")
@@ -335,7 +402,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     air = Air(Path(args.air) if args.air else None, [AccessPoint(s, p) for s, p in (args.ap or [])], hosts)
     control = Path(args.control) if args.control else port_link.with_name(port_link.name + ".ctl")
     cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=mac, control=control, heap=args.heap,
-                    usb_cdc=args.usb_cdc)
+                    usb_cdc=args.usb_cdc, hmac_key=fuse.hmac_key if args.nvs_encryption == "hmac" else None)
     if args.firmware:
         cfg.firmware = Path(args.firmware)
     if args.mpy:
@@ -428,7 +495,12 @@ def add_provision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tenant", required=True)
     p.add_argument("--building", required=True)
     p.add_argument("--room", required=True)
-    p.add_argument("--mqtt-uri", help="broker, mqtt://host[:port] (default: the device's, mqtt://safesignal-edge.local:1883)")
+    p.add_argument("--mqtt-uri", help="broker, mqtt://host[:port] or mqtts://host[:port] (mutual TLS; needs --ca) "
+                   "(default: the device's, mqtt://safesignal-edge.local:1883)")
+    p.add_argument("--ca", metavar="DIR", help="tenant CA directory (safesignal ca init): the device makes a key pair, "
+                   "the CA signs its certificate; passphrase from $SAFESIGNAL_CA_PASS or asked")
+    p.add_argument("--operator", metavar="NAME", help="with --verify on an mqtts:// broker: the operator certificate "
+                   "from --ca to subscribe with (default: the only one issued)")
     p.add_argument("--boot-timeout", type=float, default=30.0, help="seconds to wait for the reboot (default 30)")
     p.add_argument("--offline", action="store_true",
                    help="save without the device's connect test (for devices prepared away from their site)")
@@ -467,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--room")
     p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the test alert (default 60)")
     p.add_argument("--json", action="store_true", help="one JSON object with the result")
+    _add_tls_args(p)
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser("monitor", help="show live alerts and device presence for a tenant / building / room")
@@ -476,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--room", default="+", help="default: all")
     p.add_argument("--json", action="store_true", help="one JSON object per event, for scripts")
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = until Ctrl-C)")
+    _add_tls_args(p)
     p.set_defaults(func=cmd_monitor)
 
     p = sub.add_parser("status", help="show a device's configuration (never its password)")
@@ -507,7 +581,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bounce", action="store_true", help="press: with contact bounce")
     p.add_argument("--air", help="JSON file describing the WiFi access points")
     p.add_argument("--ap", nargs=2, action="append", metavar=("SSID", "PASSPHRASE"), help="add an access point")
-    p.add_argument("--mac", help="chip unique id AA:BB:CC:DD:EE:FF (default: derived from --flash)")
+    p.add_argument("--mac", help="chip unique id AA:BB:CC:DD:EE:FF for a new chip (default: derived from --flash); "
+                   "a chip whose eFuses exist keeps its own")
+    p.add_argument("--efuse", help="the virtual chip's eFuse file: MAC and NVS HMAC key, made at first power-up "
+                   "(default: FLASH.efuse)")
+    p.add_argument("--nvs-encryption", choices=("hmac", "off"), default="hmac",
+                   help="NVS encryption as the hardened board has it (hmac, default) or none (stock MicroPython)")
     p.add_argument("--control", help="control socket path (default: PORT-LINK.ctl)")
     p.add_argument("--heap", default="256k", help="MicroPython heap size (default 256k)")
     p.add_argument("--usb-cdc", action="store_true",
@@ -522,7 +601,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
     p.add_argument("--march", default="xtensawin", help="target architecture (default xtensawin, the ESP32-S3)")
     p.set_defaults(func=cmd_build_firmware)
+
+    register_ca(sub)
+    register_nvs(sub)
     return ap
+
+
+def _add_tls_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ca", metavar="DIR", help="for an mqtts:// broker: the tenant CA directory (its CA certificate "
+                   "and operator certificates; key passphrase from $SAFESIGNAL_CA_PASS or asked)")
+    p.add_argument("--operator", metavar="NAME", help="operator certificate to use (default: the only one issued)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import ssproto
 from ssproto import msg
 
-from .alerts import Alert, AlertReceiver, Event, Status
+from .alerts import Alert, AlertReceiver, Event, Status, TlsIdentity
 from .errors import UsageError
 
 # Column widths of the table; longer values push the rest of the line right.
@@ -156,7 +156,8 @@ def _check_scope(name: str, value: str) -> None:
 
 
 def run_monitor(uri: str, *, tenant: str, building: str = "+", room: str = "+", json_lines: bool, out: TextIO,
-                duration: float | None = None, stop_event: threading.Event | None = None) -> int:
+                duration: float | None = None, stop_event: threading.Event | None = None,
+                tls: TlsIdentity | None = None) -> int:
     """Show alerts and presence for ``tenant`` (optionally one building / room; ``"+"`` = all)
     until ``duration`` seconds have passed, ``stop_event`` is set or Ctrl-C.  Returns 0.
 
@@ -166,7 +167,7 @@ def run_monitor(uri: str, *, tenant: str, building: str = "+", room: str = "+", 
     for name, value in (("tenant", tenant), ("building", building), ("room", room)):
         _check_scope(name, value)
     events: queue.Queue[Event] = queue.Queue()
-    rx = AlertReceiver(uri, msg.subscription(tenant, building, room), on_event=events.put)
+    rx = AlertReceiver(uri, msg.subscription(tenant, building, room), on_event=events.put, tls=tls)
     rx.start()
 
     def emit(line: str) -> None:

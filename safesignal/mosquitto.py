@@ -5,21 +5,38 @@ stand in for a site's edge broker at its real port while the virtual device's na
 (``safesignal sim --host safesignal-edge.local=127.x.y.z``) points the device at it.
 Persistence is on: a restart keeps persistent sessions and their queued QoS 1 messages, as a
 production broker does.
+
+:meth:`Mosquitto.mtls` starts the same broker with the tenant's mutual-TLS configuration,
+rendered from the shipped templates in ``broker/mosquitto/`` (:func:`safesignal.ca.write_broker_config`):
+port 8883, client certificates from the tenant CA required, the ACL applied.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import SafeSignalError
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from .ca import BrokerFiles, TenantCA
+
 MQTT_PORT = 1883
+MTLS_PORT = 8883
+RELOAD_LOG = "Reloading config"  # what mosquitto 2.0 logs on SIGHUP (log_type all)
+# Logged once its signal handlers are installed, after the listeners are open: a SIGHUP before
+# that line terminates mosquitto (SIGHUP's default action).
+RUNNING_LOG = re.compile(r"mosquitto version \S+ running")
 
 
 def find_mosquitto() -> str | None:
@@ -43,31 +60,46 @@ def site_address(port: int = MQTT_PORT) -> str:
 
 
 class Mosquitto:
-    def __init__(self, workdir: Path, host: str | None = None, port: int = MQTT_PORT) -> None:
+    """One mosquitto process.  By default a plain listener that lets anyone in (tests, local
+    sites); with ``config`` it runs that configuration file as it is (``host``/``port`` must be
+    what it listens on, ``log_path`` where it logs)."""
+
+    def __init__(self, workdir: Path, host: str | None = None, port: int = MQTT_PORT, *,
+                 config: Path | None = None, log_path: Path | None = None, tls: bool = False) -> None:
         exe = find_mosquitto()
         if exe is None:
             raise SafeSignalError("mosquitto not found: apt-get install mosquitto")
         self.exe = exe
+        if config is not None and host is None:
+            raise SafeSignalError("a broker with its own configuration needs the host it listens on")
         self.host = host or site_address(port)
         self.port = port
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.dir / "mosquitto.log"
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} {self.host}\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {self.dir}/\nautosave_interval 0\n"
-            f"log_dest file {self.log_path}\nlog_type all\n"
-            + ("user root\n" if os.geteuid() == 0 else "")
-        )
-        self.uri = f"mqtt://{self.host}:{self.port}"
+        self.tls = tls
+        self.files: BrokerFiles | None = None  # set by mtls()
+        if config is None:
+            self.log_path = self.dir / "mosquitto.log"
+            self.conf = self.dir / "mosquitto.conf"
+            self.conf.write_text(
+                f"listener {self.port} {self.host}\nallow_anonymous true\n"
+                f"persistence true\npersistence_location {self.dir}/\nautosave_interval 0\n"
+                f"log_dest file {self.log_path}\nlog_type all\n"
+                + ("user root\n" if os.geteuid() == 0 else "")
+            )
+        else:
+            self.conf = config
+            self.log_path = log_path or self.dir / "mosquitto.log"
+        self.uri = f"{'mqtts' if tls else 'mqtt'}://{self.host}:{self.port}"
         self.hosts = {"safesignal-edge.local": self.host}  # the device's default broker name
         self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0  # how many times start() launched it (the log file is appended to)
         self.up_since = 0.0  # time.time() when it last started accepting connections
 
     def start(self, timeout: float = 10.0) -> None:
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
+        self.starts += 1
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -94,6 +126,42 @@ class Mosquitto:
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
         self.proc = None
+
+    @classmethod
+    def mtls(cls, workdir: Path, ca: TenantCA, host: str | None = None, port: int = MTLS_PORT,
+             host_names: Sequence[str] = ("safesignal-edge.local", "localhost")) -> Mosquitto:
+        """A broker (not started) with the tenant's mutual-TLS configuration rendered into
+        ``workdir`` from the shipped templates.  The broker certificate names ``host_names``
+        plus the broker's own address; issuing it needs ``ca`` unlocked.  Test settings on top
+        of the shipped ones: everything logged, persistence saved at exit (as the plain
+        broker), and ``user root`` when run as root (mosquitto would otherwise drop to its own
+        user, which cannot read the 0600 key)."""
+        from .ca import write_broker_config
+
+        host = host or site_address(port)
+        extra = ["log_type all"] + (["user root"] if os.geteuid() == 0 else [])
+        files = write_broker_config(ca, workdir, host, port, [*host_names, host], autosave_interval=0,
+                                    extra=extra)
+        m = cls(workdir, host, port, config=files.config, log_path=files.log, tls=True)
+        m.files = files
+        return m
+
+    def reload(self, timeout: float = 10.0) -> None:
+        """SIGHUP: mosquitto re-reads the ACL file (and its certificate and key); returns once it
+        has logged the reload.  mosquitto is single-threaded, so packets sent after this returns
+        are checked against the new ACL."""
+        deadline = time.monotonic() + timeout
+        while len(RUNNING_LOG.findall(self.log())) < self.starts:
+            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SafeSignalError("mosquitto is not running")
+            time.sleep(0.01)
+        assert self.proc is not None
+        before = self.log().count(RELOAD_LOG)
+        self.proc.send_signal(signal.SIGHUP)
+        while self.log().count(RELOAD_LOG) <= before:
+            if time.monotonic() > deadline:
+                raise SafeSignalError("mosquitto did not reload its configuration")
+            time.sleep(0.01)
 
     def restart(self, down_for: float = 0.0) -> None:
         self.stop()

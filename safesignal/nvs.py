@@ -1,4 +1,4 @@
-"""Reader and writer for ESP-IDF NVS partition images (``components/nvs_flash``).
+"""Reader and writer for ESP-IDF NVS partition images (``components/nvs_flash``), plain or encrypted.
 
 The virtual ESP32 keeps its NVS partition in a flash-image file, and ``safesignal nvs dump``
 reads images pulled off real devices, so both directions live here.
@@ -18,35 +18,69 @@ Format (page format version 2, as written by ESP-IDF >= 4.0 and by Espressif's
 * Namespaces are ``u8`` entries in namespace 0 whose key is the namespace name and whose value
   is the namespace index used by the entries of that namespace.
 
+Encryption (ESP-IDF "NVS encryption", ``nvs_flash/src/nvs_encrypted_partition.cpp``): every
+*written* 32-byte entry - item headers and the data entries of strings and blobs alike, the
+unused tail of a last data entry padded with 0xFF before encryption - is encrypted on its own with
+XTS-AES-256 (key = ``ekey + tkey``), the data unit being the entry and the tweak the entry's byte
+address relative to the partition start, as a 16-byte little-endian number.  Page headers and
+entry-state bitmaps are read and written raw; empty entries stay 0xFF.  The keys come from an
+``nvs_keys`` partition (:func:`keys_partition` / :func:`read_keys_partition`) or are derived from
+an eFuse HMAC key (:func:`derive_hmac_keys`).
+
 :func:`parse_partition` follows the way ESP-IDF (``nvs_page.cpp``/``nvs_storage.cpp``) loads a
 partition: damaged entries are skipped, the latest copy of a key wins, blob chunks without a
-matching blob index are ignored; every such finding is reported in ``NvsPartition.issues``.
+matching blob index are ignored; every such finding is reported in ``NvsPartition.issues`` and
+counted by kind in ``NvsPartition.counts`` (kinds: :data:`FINDING_KINDS`).  With keys, an item
+header whose CRC fails after decryption (wrong keys, or damage) is counted in
+``NvsPartition.undecryptable``.  :func:`erase_unreadable` applies what ``Page::load`` writes to
+flash at ``nvs_flash_init`` for entries it cannot read.
 
 :func:`build_partition` lays out a fresh image exactly as ``nvs_partition_gen.py`` (package
-``esp-idf-nvs-partition-gen`` 0.3.0, ``generate``) does for the same content, including its quirks
-(see the notes in :class:`_Writer`).
+``esp-idf-nvs-partition-gen`` 0.3.0, ``generate``; ``encrypt`` with keys) does for the same
+content, including its quirks (see the notes in :class:`_Writer`).
+
+Only :class:`NvsFormatError` (and its subclass :class:`NvsFullError`) is raised on purpose; no
+function here puts a stored value into an exception message or an issue text (only namespace
+names, keys, types, sizes and positions).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import itertools
 import logging
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from safesignal.errors import SafeSignalError
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
 __all__ = [
+    "FINDING_KINDS",
+    "KEYS_PARTITION_SIZE",
+    "NVS_KEY_SIZE",
     "PAGE_SIZE",
     "NvsEntry",
     "NvsFormatError",
     "NvsFullError",
+    "NvsKeys",
     "NvsPageInfo",
     "NvsPartition",
     "build_partition",
+    "decrypt_image",
+    "derive_hmac_keys",
+    "encrypt_image",
+    "erase_unreadable",
+    "keys_partition",
     "parse_partition",
+    "read_keys_partition",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,6 +136,7 @@ _T_SZ = 0x21
 _T_BLOB = 0x41
 _T_BLOB_DATA = 0x42
 _T_BLOB_IDX = 0x48
+_VARIABLE_LENGTH = (_T_SZ, _T_BLOB, _T_BLOB_DATA)  # nvs_types.hpp isVariableLengthType()
 
 # name -> (type code, struct format)
 _INT_TYPES: dict[str, tuple[int, str]] = {
@@ -119,6 +154,49 @@ ENTRY_TYPES = (*_INT_TYPES, "string", "blob")
 
 _EMPTY_ENTRY = b"\xff" * ENTRY_SIZE
 
+# -- encryption constants ------------------------------------------------------------------------
+NVS_KEY_SIZE = 32  # nvs_flash.h NVS_KEY_SIZE: nvs_sec_cfg_t is eky[32] then tky[32]
+# nvs_partition_gen.py generate_key(): the keys file is one 4096-byte buffer of 0xFF holding
+# eky(32) tky(32) CRC32(4, little-endian, over eky+tky); nvs_api.cpp nvs_flash_generate_keys()
+# writes the same first 68 bytes on the chip.
+KEYS_PARTITION_SIZE = 4096
+# nvs_sec_provider.c compute_nvs_keys_with_hmac(): the HMAC messages are uint32_t[8] arrays of
+# 0xAEBE5A5A (E-key) and 0xCEDEA5A5 (T-key) on a little-endian chip, i.e. the bytes 5A 5A BE AE and
+# A5 A5 DE CE repeated 8 times (nvs_partition_gen.py generate_key() uses the same byte strings).
+_HMAC_EKEY_SEED = struct.pack("<8I", *[0xAEBE5A5A] * 8)
+_HMAC_TKEY_SEED = struct.pack("<8I", *[0xCEDEA5A5] * 8)
+
+# Kinds of findings counted in NvsPartition.counts.  Every issue text is counted under one kind;
+# "header_crc_ok" and "entry_crc_ok" count good items and are not problems.
+FINDING_KINDS: dict[str, str] = {
+    "header_crc_ok": "page headers with a valid CRC",
+    "header_crc_bad": "page headers with a bad CRC (page ignored)",
+    "page_state": "pages in a state that is not loaded (corrupt, invalid, unknown)",
+    "page_version": "pages with an unsupported format version",
+    "page_dirty": "uninitialised pages that hold data",
+    "seq_duplicate": "pages sharing a sequence number",
+    "entry_crc_ok": "item headers with a valid CRC",
+    "entry_crc_bad": "written entries read as an item header whose CRC fails",
+    "undecryptable": "of those, entries read with keys (wrong keys, or damage)",
+    "torn_entries": "half-written entries after the active page's free position",
+    "bitmap_state": "entries with an inconsistent or illegal bitmap state",
+    "bad_key": "item headers whose key is not NUL-terminated",
+    "span": "items whose span does not match their size or type",
+    "incomplete_item": "strings/blobs whose data entries are not all written",
+    "data_crc_bad": "strings/blob chunks whose data CRC fails",
+    "unknown_type": "items of an unknown type",
+    "blob_index": "blob indexes with invalid chunk fields",
+    "namespace_entry": "bad, redefined or clashing namespace entries",
+    "undefined_namespace": "items in a namespace index no namespace entry defines",
+    "string_nul": "strings without their trailing NUL",
+    "duplicate_chunk": "blob chunks stored twice",
+    "blob_missing_chunks": "blobs lacking chunks",
+    "blob_size": "blobs whose chunks do not add up to the index's size",
+    "orphan_chunks": "blob chunks no blob index refers to",
+    "duplicate_key": "keys stored more than once",
+}
+_NOT_PROBLEMS = ("header_crc_ok", "entry_crc_ok")
+
 
 def _crc32(data: bytes) -> int:
     """CRC-32 exactly as nvs_partition_gen.py computes it (``zlib.crc32(data, 0xFFFFFFFF)``)."""
@@ -135,6 +213,144 @@ def _int_range(fmt: str) -> tuple[int, int]:
     if fmt[-1].islower():
         return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return 0, (1 << bits) - 1
+
+
+# -- keys and entry encryption ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class NvsKeys:
+    """The two XTS-AES-256 keys of an encrypted NVS partition (ESP-IDF ``nvs_sec_cfg_t``).
+
+    ``ekey`` encrypts the data, ``tkey`` the tweak.  ``repr()`` never shows them.
+    """
+
+    ekey: bytes
+    tkey: bytes
+
+    def __post_init__(self) -> None:
+        for name in ("ekey", "tkey"):
+            value = getattr(self, name)
+            if not isinstance(value, bytes) or len(value) != NVS_KEY_SIZE:
+                raise NvsFormatError(f"NVS {name} must be {NVS_KEY_SIZE} bytes")
+        if hmac.compare_digest(self.ekey, self.tkey):
+            # XTS needs two different keys (cryptography refuses them; nvs_sec_provider.c asserts it)
+            raise NvsFormatError("NVS ekey and tkey must differ")
+
+    def __repr__(self) -> str:
+        return "NvsKeys(<hidden>)"
+
+    def _cipher(self, address: int) -> Cipher[modes.XTS]:
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+        # nvs_encrypted_partition.cpp: data unit = one entry, tweak = its partition-relative address
+        # (uint32 little-endian in a zeroed 16-byte array)
+        return Cipher(algorithms.AES(self.ekey + self.tkey), modes.XTS(address.to_bytes(16, "little")))
+
+    def encrypt_entry(self, address: int, entry: bytes) -> bytes:
+        """Encrypt one 32-byte entry stored at ``address`` (bytes from the partition start)."""
+        return self._cipher(address).encryptor().update(entry)
+
+    def decrypt_entry(self, address: int, entry: bytes) -> bytes:
+        """Decrypt one 32-byte entry stored at ``address`` (bytes from the partition start)."""
+        return self._cipher(address).decryptor().update(entry)
+
+
+def derive_hmac_keys(hmac_key: bytes) -> NvsKeys:
+    """The XTS keys ESP-IDF's HMAC scheme derives from a 256-bit eFuse HMAC key.
+
+    ``ekey = HMAC-SHA256(K, 0xAEBE5A5A x 8)``, ``tkey = HMAC-SHA256(K, 0xCEDEA5A5 x 8)``, the seeds
+    as little-endian uint32 arrays (esp-idf ``components/nvs_sec_provider/nvs_sec_provider.c``).
+    """
+    if not isinstance(hmac_key, bytes) or len(hmac_key) != 32:
+        raise NvsFormatError("the eFuse HMAC key must be 32 bytes")
+    ekey = hmac.new(hmac_key, _HMAC_EKEY_SEED, hashlib.sha256).digest()
+    tkey = hmac.new(hmac_key, _HMAC_TKEY_SEED, hashlib.sha256).digest()
+    return NvsKeys(ekey, tkey)
+
+
+def keys_partition(keys: NvsKeys) -> bytes:
+    """An ``nvs_keys`` partition image holding ``keys``, byte for byte as nvs_partition_gen.py's
+    ``generate-key`` writes it: ekey, tkey, CRC32 of both (little-endian), 0xFF up to 4096 bytes."""
+    body = keys.ekey + keys.tkey
+    return (body + struct.pack("<I", _crc32(body))).ljust(KEYS_PARTITION_SIZE, b"\xff")
+
+
+def read_keys_partition(data: bytes) -> NvsKeys:
+    """The keys in an ``nvs_keys`` partition image (as nvs_api.cpp ``nvs_flash_read_security_cfg``).
+
+    Needs at least the 68 bytes ``ekey tkey CRC32``; raises :class:`NvsFormatError` for an erased
+    (all 0xFF, "not initialised") partition and for a CRC mismatch ("corrupt key partition").
+    """
+    data = bytes(data)
+    size = 2 * NVS_KEY_SIZE
+    if len(data) < size + 4:
+        raise NvsFormatError(f"an nvs_keys partition holds at least {size + 4} bytes, got {len(data)}")
+    body = data[:size]
+    (crc,) = struct.unpack_from("<I", data, size)
+    if body == b"\xff" * size and crc == 0xFFFFFFFF:
+        raise NvsFormatError("the nvs_keys partition is erased (no keys generated yet)")
+    if _crc32(body) != crc:
+        raise NvsFormatError("the nvs_keys partition is corrupt (CRC mismatch)")
+    return NvsKeys(body[:NVS_KEY_SIZE], body[NVS_KEY_SIZE:])
+
+
+def _entry_states(page: bytes | bytearray) -> list[int]:
+    return [(page[BITMAP_OFFSET + n // 4] >> ((n % 4) * 2)) & 0b11 for n in range(ENTRIES_PER_PAGE)]
+
+
+def _set_entry_state(data: bytearray, page_base: int, n: int, state: int) -> None:
+    off = page_base + BITMAP_OFFSET + n // 4
+    shift = (n % 4) * 2
+    data[off] = (data[off] & ~(0b11 << shift) & 0xFF) | (state << shift)
+
+
+def _entry_address(page_index: int, n: int) -> int:
+    return page_index * PAGE_SIZE + FIRST_ENTRY_OFFSET + n * ENTRY_SIZE
+
+
+def _crypt_page(
+    page: bytes, page_index: int, keys: NvsKeys, encrypt: bool, states: Iterable[int]
+) -> bytes:
+    """``page`` with the entries whose bitmap state is in ``states`` encrypted or decrypted."""
+    wanted = set(states)
+    out = bytearray(page)
+    crypt = keys.encrypt_entry if encrypt else keys.decrypt_entry
+    for n, state in enumerate(_entry_states(page)):
+        if state in wanted:
+            off = FIRST_ENTRY_OFFSET + n * ENTRY_SIZE
+            out[off : off + ENTRY_SIZE] = crypt(_entry_address(page_index, n), bytes(page[off : off + ENTRY_SIZE]))
+    return bytes(out)
+
+
+def _check_image(image: bytes | bytearray) -> bytes:
+    data = bytes(image)
+    if not data or len(data) % PAGE_SIZE:
+        raise NvsFormatError(f"NVS image size {len(data)} is not a non-zero multiple of {PAGE_SIZE}")
+    return data
+
+
+def _crypt_image(image: bytes, keys: NvsKeys, encrypt: bool) -> bytes:
+    data = _check_image(image)
+    pages = []
+    for index in range(len(data) // PAGE_SIZE):
+        page = data[index * PAGE_SIZE : (index + 1) * PAGE_SIZE]
+        if struct.unpack_from("<I", page, 0)[0] != STATE_EMPTY:
+            page = _crypt_page(page, index, keys, encrypt, (_ES_WRITTEN, _ES_ERASED, _ES_ILLEGAL))
+        pages.append(page)
+    return b"".join(pages)
+
+
+def encrypt_image(image: bytes, keys: NvsKeys) -> bytes:
+    """Encrypt every non-empty entry (bitmap state written, erased or illegal) of every initialised
+    page of a plain image; headers, bitmaps and empty entries stay as they are."""
+    return _crypt_image(image, keys, True)
+
+
+def decrypt_image(image: bytes, keys: NvsKeys) -> bytes:
+    """The inverse of :func:`encrypt_image` (what nvs_partition_gen.py's ``decrypt`` produces for an
+    image whose written entries are contiguous from the start of each page)."""
+    return _crypt_image(image, keys, False)
 
 
 # -- public data model -----------------------------------------------------------------------------
@@ -167,16 +383,25 @@ class NvsPageInfo:
     erased: int
     empty: int
     illegal: int
+    crc_ok: int = 0  # item headers with a valid CRC (loaded pages only)
+    crc_bad: int = 0  # written entries read as item headers whose CRC fails (undecryptable with keys)
 
 
 @dataclass
 class NvsPartition:
-    """Result of :func:`parse_partition`."""
+    """Result of :func:`parse_partition`.
+
+    ``counts`` counts findings by kind (see :data:`FINDING_KINDS`), including the non-problems
+    ``header_crc_ok`` and ``entry_crc_ok``; ``undecryptable`` is the number of written entries that
+    failed their CRC after decryption (0 when no keys were given).
+    """
 
     entries: list[NvsEntry]
     namespaces: dict[str, int]
     issues: list[str] = field(default_factory=list)
     pages: list[NvsPageInfo] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    undecryptable: int = 0
 
     def get(self, namespace: str, key: str) -> NvsEntry | None:
         for entry in self.entries:
@@ -190,8 +415,30 @@ class NvsPartition:
             result.setdefault(entry.namespace, {})[entry.key] = entry
         return result
 
+    @property
+    def problems(self) -> dict[str, int]:
+        """The non-zero counts of findings that are problems."""
+        return {k: v for k, v in self.counts.items() if v and k not in _NOT_PROBLEMS}
+
 
 # -- reader ----------------------------------------------------------------------------------------
+
+
+class _Report:
+    """Issue texts plus a count per kind of finding."""
+
+    def __init__(self) -> None:
+        self.issues: list[str] = []
+        self.counts: Counter[str] = Counter()
+
+    def add(self, kind: str, text: str, count: int = 1) -> None:
+        assert kind in FINDING_KINDS, kind
+        self.issues.append(text)
+        self.counts[kind] += count
+
+    def count(self, kind: str, count: int = 1) -> None:
+        assert kind in FINDING_KINDS, kind
+        self.counts[kind] += count
 
 
 @dataclass
@@ -218,10 +465,6 @@ class _Raw:
         return f"page {self.page} entry {self.slot}"
 
 
-def _entry_states(page: bytes) -> list[int]:
-    return [(page[BITMAP_OFFSET + n // 4] >> ((n % 4) * 2)) & 0b11 for n in range(ENTRIES_PER_PAGE)]
-
-
 def _entry(page: bytes, n: int) -> bytes:
     off = FIRST_ENTRY_OFFSET + n * ENTRY_SIZE
     return page[off : off + ENTRY_SIZE]
@@ -232,19 +475,29 @@ def _plural(count: int, word: str) -> str:
 
 
 class _PageScanner:
-    """Extracts the CRC-valid, self-consistent items of one loaded page (nvs_page.cpp mLoadEntryTable)."""
+    """Extracts the CRC-valid, self-consistent items of one loaded page (nvs_page.cpp mLoadEntryTable).
 
-    def __init__(self, rank: int, index: int, page: bytes, active: bool, issues: list[str]) -> None:
+    ``page`` is the page as read through the partition (written entries decrypted when the image is
+    encrypted); ``raw`` is the page as stored, for the checks ESP-IDF makes with ``read_raw``.
+    """
+
+    def __init__(
+        self, rank: int, index: int, page: bytes, raw: bytes, active: bool, report: _Report, encrypted: bool
+    ) -> None:
         self.rank = rank
         self.index = index
         self.page = page
+        self.raw = raw
         self.active = active
-        self.issues = issues
-        self.states = _entry_states(page)
+        self.report = report
+        self.encrypted = encrypted
+        self.states = _entry_states(raw)
         self.items: list[_Raw] = []
+        self.crc_ok = 0
+        self.crc_bad = 0
 
-    def issue(self, text: str) -> None:
-        self.issues.append(f"page {self.index}: {text}")
+    def issue(self, kind: str, text: str, count: int = 1) -> None:
+        self.report.add(kind, f"page {self.index}: {text}", count)
 
     def scan(self) -> list[_Raw]:
         states = self.states
@@ -255,28 +508,36 @@ class _PageScanner:
             # word is not blank were half-written when power failed and count as erased.
             first_empty = next((n for n, s in enumerate(states) if s == _ES_EMPTY), ENTRIES_PER_PAGE)
             end = first_empty
-            while end < ENTRIES_PER_PAGE and _entry(self.page, end)[:4] != b"\xff\xff\xff\xff":
+            while end < ENTRIES_PER_PAGE and _entry(self.raw, end)[:4] != b"\xff\xff\xff\xff":
                 torn.add(end)
                 end += 1
             if torn:
                 self.issue(
+                    "torn_entries",
                     f"{_plural(len(torn), 'half-written entry')} from entry {first_empty} ignored "
-                    "(interrupted write)"
+                    "(interrupted write)",
+                    len(torn),
                 )
             late = sum(1 for n in range(end, ENTRIES_PER_PAGE) if states[n] == _ES_WRITTEN)
             if late:
-                self.issue(f"{_plural(late, 'entry')} marked written after the first free entry ignored")
+                self.issue(
+                    "bitmap_state", f"{_plural(late, 'entry')} marked written after the first free entry ignored", late
+                )
         dirty = sum(
             1
             for n in range(ENTRIES_PER_PAGE)
-            if states[n] == _ES_EMPTY and n not in torn and _entry(self.page, n) != _EMPTY_ENTRY
+            if states[n] == _ES_EMPTY and n not in torn and _entry(self.raw, n) != _EMPTY_ENTRY
         )
         if dirty:
-            self.issue(f"{_plural(dirty, 'entry')} marked empty but holding data ignored")
+            self.issue("bitmap_state", f"{_plural(dirty, 'entry')} marked empty but holding data ignored", dirty)
         illegal = [n for n in range(ENTRIES_PER_PAGE) if states[n] == _ES_ILLEGAL]
         if illegal:
-            self.issue(f"{_plural(len(illegal), 'entry')} with an illegal bitmap state ignored")
+            self.issue(
+                "bitmap_state", f"{_plural(len(illegal), 'entry')} with an illegal bitmap state ignored", len(illegal)
+            )
 
+        for n in torn:
+            states[n] = _ES_ERASED  # as nvs_page.cpp does before it reads the page's items
         bad_start = -1
         bad_count = 0
         n = 0
@@ -286,6 +547,7 @@ class _PageScanner:
                 continue
             raw = _entry(self.page, n)
             if struct.unpack_from("<I", raw, 4)[0] != _entry_crc(raw):
+                self.crc_bad += 1
                 if bad_count and bad_start + bad_count == n:
                     bad_count += 1
                 else:
@@ -293,15 +555,27 @@ class _PageScanner:
                     bad_start, bad_count = n, 1
                 n += 1
                 continue
+            self.crc_ok += 1
+            self.report.count("entry_crc_ok")
             n += self._item(n, raw)
         self._flush_bad(bad_start, bad_count)
         return self.items
 
     def _flush_bad(self, start: int, count: int) -> None:
-        if count == 1:
-            self.issue(f"entry {start}: bad entry CRC, skipped")
-        elif count > 1:
-            self.issue(f"entries {start}-{start + count - 1}: {count} entries with bad CRC skipped")
+        if not count:
+            return
+        if self.encrypted:
+            self.report.count("undecryptable", count)
+            what = "cannot be decrypted with these keys (wrong keys, or damaged), skipped"
+            if count == 1:
+                text = f"entry {start} {what}"
+            else:
+                text = f"entries {start}-{start + count - 1}: {count} entries {what}"
+        elif count == 1:
+            text = f"entry {start}: bad entry CRC, skipped"
+        else:
+            text = f"entries {start}-{start + count - 1}: {count} entries with bad CRC skipped"
+        self.issue("entry_crc_bad", text, count)
 
     def _skip(self, n: int, span: int) -> int:
         """Entries to step over after rejecting the CRC-valid header at ``n``."""
@@ -314,7 +588,7 @@ class _PageScanner:
         key_field = raw[8:24]
         nul = key_field.find(0)
         if nul < 0:
-            self.issue(f"{where}: key is not NUL-terminated, skipped")
+            self.issue("bad_key", f"{where}: key is not NUL-terminated, skipped")
             return self._skip(n, span)
         key = key_field[:nul].decode("utf-8", "backslashreplace")
         where = f"entry {n} ({key!r})"
@@ -324,45 +598,47 @@ class _PageScanner:
 
         if code in _INT_BY_CODE:
             if span != 1:
-                self.issue(f"{where}: integer item with span {span}, skipped")
+                self.issue("span", f"{where}: integer item with span {span}, skipped")
                 return 1
             add(struct.unpack_from(_INT_BY_CODE[code][1], raw, 24)[0])
             return 1
-        if code in (_T_SZ, _T_BLOB, _T_BLOB_DATA):
+        if code in _VARIABLE_LENGTH:
             size = struct.unpack_from("<H", raw, 24)[0]
             data_crc = struct.unpack_from("<I", raw, 28)[0]
             need = 1 + (size + ENTRY_SIZE - 1) // ENTRY_SIZE
             if span != need or n + span > ENTRIES_PER_PAGE:
-                self.issue(f"{where}: span {span} does not match data size {size}, skipped")
+                self.issue("span", f"{where}: span {span} does not match data size {size}, skipped")
                 return self._skip(n, span)
             if any(self.states[j] != _ES_WRITTEN for j in range(n + 1, n + span)):
-                self.issue(f"{where}: data entries not all written (incomplete item), skipped")
+                self.issue("incomplete_item", f"{where}: data entries not all written (incomplete item), skipped")
                 return span
             off = FIRST_ENTRY_OFFSET + (n + 1) * ENTRY_SIZE
             payload = self.page[off : off + size]
             if _crc32(payload) != data_crc:
-                self.issue(f"{where}: data CRC mismatch, skipped")
+                self.issue("data_crc_bad", f"{where}: data CRC mismatch, skipped")
                 return span
             add(payload)
             return span
         if code == _T_BLOB_IDX:
             if span != 1:
-                self.issue(f"{where}: blob index with span {span}, skipped")
+                self.issue("span", f"{where}: blob index with span {span}, skipped")
                 return self._skip(n, span)
             size = struct.unpack_from("<I", raw, 24)[0]
             count, start = raw[28], raw[29]
             if chunk != CHUNK_ANY:
-                self.issue(f"{where}: blob index with chunk index {chunk}, skipped")
+                self.issue("blob_index", f"{where}: blob index with chunk index {chunk}, skipped")
             elif start not in (0x00, 0x80) or not 1 <= count <= MAX_BLOB_CHUNKS:
-                self.issue(f"{where}: blob index with chunk start {start:#04x} and count {count}, skipped")
+                self.issue(
+                    "blob_index", f"{where}: blob index with chunk start {start:#04x} and count {count}, skipped"
+                )
             else:
                 add(size, count, start)
             return 1
-        self.issue(f"{where}: unknown item type {code:#04x}, skipped")
+        self.issue("unknown_type", f"{where}: unknown item type {code:#04x}, skipped")
         return 1
 
 
-def _page_info(index: int, page: bytes, issues: list[str]) -> tuple[NvsPageInfo, bool]:
+def _page_info(index: int, page: bytes, report: _Report) -> tuple[NvsPageInfo, bool]:
     """Summarise a page; return it and whether its entries should be loaded."""
     states = _entry_states(page)
     counts = {s: states.count(s) for s in (_ES_WRITTEN, _ES_ERASED, _ES_EMPTY, _ES_ILLEGAL)}
@@ -370,7 +646,7 @@ def _page_info(index: int, page: bytes, issues: list[str]) -> tuple[NvsPageInfo,
     name = _STATE_NAMES.get(state, "unknown")
     if state == STATE_EMPTY:
         if page != b"\xff" * PAGE_SIZE:
-            issues.append(f"page {index}: uninitialised page holds data, ignored")
+            report.add("page_dirty", f"page {index}: uninitialised page holds data, ignored")
         info = NvsPageInfo(
             index,
             name,
@@ -396,13 +672,14 @@ def _page_info(index: int, page: bytes, issues: list[str]) -> tuple[NvsPageInfo,
         counts[_ES_ILLEGAL],
     )
     if not header_ok:
-        issues.append(f"page {index}: bad header CRC, page ignored")
+        report.add("header_crc_bad", f"page {index}: bad header CRC, page ignored")
         return info, False
+    report.count("header_crc_ok")
     if state not in (STATE_ACTIVE, STATE_FULL, STATE_FREEING):
-        issues.append(f"page {index}: page state {name} ({state:#010x}), page ignored")
+        report.add("page_state", f"page {index}: page state {name} ({state:#010x}), page ignored")
         return info, False
     if version not in (VERSION_2, VERSION_1):
-        issues.append(f"page {index}: unsupported format version {version:#04x}")
+        report.add("page_version", f"page {index}: unsupported format version {version:#04x}")
     return info, True
 
 
@@ -410,7 +687,7 @@ def _ns_label(index: int, names: dict[int, str]) -> str:
     return repr(names[index]) if index in names else f"#{index}"
 
 
-def _resolve(items: list[_Raw], issues: list[str]) -> tuple[list[NvsEntry], dict[str, int]]:
+def _resolve(items: list[_Raw], report: _Report) -> tuple[list[NvsEntry], dict[str, int]]:
     """Apply namespaces, assemble blobs and keep the latest copy of every key (nvs_storage.cpp)."""
     items = sorted(items, key=lambda r: r.pos)
 
@@ -423,16 +700,20 @@ def _resolve(items: list[_Raw], issues: list[str]) -> tuple[list[NvsEntry], dict
             data_items.append(r)
             continue
         if r.code != _INT_TYPES["u8"][0]:
-            issues.append(f"{r.where}: item {r.key!r} in namespace 0 is not a namespace entry, skipped")
+            report.add(
+                "namespace_entry", f"{r.where}: item {r.key!r} in namespace 0 is not a namespace entry, skipped"
+            )
             continue
         assert isinstance(r.value, int)
         if not 1 <= r.value <= MAX_NAMESPACES:
-            issues.append(f"{r.where}: namespace {r.key!r} has invalid index {r.value}, skipped")
+            report.add("namespace_entry", f"{r.where}: namespace {r.key!r} has invalid index {r.value}, skipped")
             continue
         if r.key in ns_by_name:
-            issues.append(f"{r.where}: namespace {r.key!r} defined again, the later definition wins")
+            report.add("namespace_entry", f"{r.where}: namespace {r.key!r} defined again, the later definition wins")
         if r.value in names and names[r.value] != r.key:
-            issues.append(f"{r.where}: namespaces {names[r.value]!r} and {r.key!r} share index {r.value}")
+            report.add(
+                "namespace_entry", f"{r.where}: namespaces {names[r.value]!r} and {r.key!r} share index {r.value}"
+            )
         ns_by_name[r.key] = r
         names[r.value] = r.key
     namespaces: dict[str, int] = {}
@@ -458,7 +739,7 @@ def _resolve(items: list[_Raw], issues: list[str]) -> tuple[list[NvsEntry], dict
             if value.endswith(b"\x00"):
                 value = value[:-1]
             else:
-                issues.append(f"{r.where}: string {ns_name!r}/{r.key!r} is not NUL-terminated")
+                report.add("string_nul", f"{r.where}: string {ns_name!r}/{r.key!r} is not NUL-terminated")
             candidates.append((r.pos, r.ns, NvsEntry(ns_name, r.key, "string", value)))
         elif r.code == _T_BLOB:
             assert isinstance(r.value, bytes)
@@ -466,15 +747,17 @@ def _resolve(items: list[_Raw], issues: list[str]) -> tuple[list[NvsEntry], dict
         elif r.code == _T_BLOB_DATA:
             ident = (r.ns, r.key, r.chunk)
             if ident in chunks:
-                issues.append(
-                    f"{r.where}: blob chunk {r.chunk} of {ns_name!r}/{r.key!r} stored twice, "
-                    "the later copy wins"
+                report.add(
+                    "duplicate_chunk",
+                    f"{r.where}: blob chunk {r.chunk} of {ns_name!r}/{r.key!r} stored twice, the later copy wins",
                 )
             chunks[ident] = r
         else:
             indexes.append(r)
     for ns_index, count in sorted(undefined.items()):
-        issues.append(f"{_plural(count, 'item')} in undefined namespace index {ns_index} skipped")
+        report.add(
+            "undefined_namespace", f"{_plural(count, 'item')} in undefined namespace index {ns_index} skipped", count
+        )
 
     # v2 blobs: a blob index plus chunks start .. start + count - 1
     referenced: set[tuple[int, str, int]] = set()
@@ -484,9 +767,9 @@ def _resolve(items: list[_Raw], issues: list[str]) -> tuple[list[NvsEntry], dict
         referenced.update(wanted)
         missing = [ident[2] for ident in wanted if ident not in chunks]
         if missing:
-            issues.append(
-                f"{r.where}: blob {ns_name!r}/{r.key!r} lacks chunk(s) "
-                f"{', '.join(map(str, missing))}, skipped"
+            report.add(
+                "blob_missing_chunks",
+                f"{r.where}: blob {ns_name!r}/{r.key!r} lacks chunk(s) {', '.join(map(str, missing))}, skipped",
             )
             continue
         parts = []
@@ -498,9 +781,10 @@ def _resolve(items: list[_Raw], issues: list[str]) -> tuple[list[NvsEntry], dict
         expected = r.value
         assert isinstance(expected, int)
         if len(blob) != expected:
-            issues.append(
+            report.add(
+                "blob_size",
                 f"{r.where}: blob {ns_name!r}/{r.key!r} index says {expected} bytes but its chunks "
-                f"hold {len(blob)}, skipped"
+                f"hold {len(blob)}, skipped",
             )
             continue
         candidates.append((r.pos, r.ns, NvsEntry(ns_name, r.key, "blob", blob)))
@@ -510,9 +794,11 @@ def _resolve(items: list[_Raw], issues: list[str]) -> tuple[list[NvsEntry], dict
             orphans.setdefault((chunk_id[0], chunk_id[1]), []).append(chunk_id[2])
     for (ns_index, key), chunk_ids in orphans.items():
         owner = f"{_ns_label(ns_index, names)}/{key!r}"
-        issues.append(
+        report.add(
+            "orphan_chunks",
             f"{_plural(len(chunk_ids), 'orphan blob chunk')} of {owner} "
-            f"(chunk index {', '.join(map(str, sorted(chunk_ids)))}) ignored"
+            f"(chunk index {', '.join(map(str, sorted(chunk_ids)))}) ignored",
+            len(chunk_ids),
         )
 
     # the latest copy of every (namespace, key) wins
@@ -526,29 +812,32 @@ def _resolve(items: list[_Raw], issues: list[str]) -> tuple[list[NvsEntry], dict
     for name_id, count in copies.items():
         if count > 1:
             entry = live[name_id][1]
-            issues.append(
-                f"duplicate key {entry.namespace!r}/{entry.key!r}: {count} copies, the latest one wins"
+            report.add(
+                "duplicate_key",
+                f"duplicate key {entry.namespace!r}/{entry.key!r}: {count} copies, the latest one wins",
             )
     winners = sorted(live.values(), key=lambda w: w[0])
     return [entry for _, entry in winners], namespaces
 
 
-def parse_partition(image: bytes, *, strict: bool = False) -> NvsPartition:
-    """Read an NVS partition image.
+def parse_partition(image: bytes, *, strict: bool = False, keys: NvsKeys | None = None) -> NvsPartition:
+    """Read an NVS partition image; with ``keys``, an encrypted one.
 
     Damaged or inconsistent content is skipped the way ESP-IDF skips it and described in
-    ``issues``; with ``strict=True`` any such finding raises :class:`NvsFormatError` instead.
-    The image length must be a non-zero multiple of :data:`PAGE_SIZE`.
+    ``issues`` (counted by kind in ``counts``); with ``strict=True`` any such finding raises
+    :class:`NvsFormatError` instead.  With keys, written entries are decrypted before they are
+    checked, and entries whose CRC then fails are counted in ``undecryptable``.  The image length
+    must be a non-zero multiple of :data:`PAGE_SIZE`.
     """
-    data = bytes(image)
-    if not data or len(data) % PAGE_SIZE:
-        raise NvsFormatError(f"NVS image size {len(data)} is not a non-zero multiple of {PAGE_SIZE}")
-    issues: list[str] = []
+    data = _check_image(image)
+    if keys is not None and not isinstance(keys, NvsKeys):
+        raise NvsFormatError(f"keys must be NvsKeys, not {type(keys).__name__}")
+    report = _Report()
     pages: list[NvsPageInfo] = []
     loaded: list[tuple[int, int, bytes, bool]] = []  # (seq, index, bytes, active)
     for index in range(len(data) // PAGE_SIZE):
         page = data[index * PAGE_SIZE : (index + 1) * PAGE_SIZE]
-        info, load = _page_info(index, page, issues)
+        info, load = _page_info(index, page, report)
         pages.append(info)
         if load:
             assert info.seq is not None
@@ -556,17 +845,122 @@ def parse_partition(image: bytes, *, strict: bool = False) -> NvsPartition:
     loaded.sort(key=lambda p: (p[0], p[1]))
     for before, after in itertools.pairwise(loaded):
         if before[0] == after[0]:
-            issues.append(f"pages {before[1]} and {after[1]} share sequence number {after[0]}")
+            report.add("seq_duplicate", f"pages {before[1]} and {after[1]} share sequence number {after[0]}")
     items: list[_Raw] = []
-    for rank, (_, index, page, active) in enumerate(loaded):
-        items.extend(_PageScanner(rank, index, page, active, issues).scan())
-    entries, namespaces = _resolve(items, issues)
+    for rank, (_, index, raw, active) in enumerate(loaded):
+        # ESP-IDF reads entries through the (decrypting) partition, headers and bitmaps raw
+        page = raw if keys is None else _crypt_page(raw, index, keys, False, (_ES_WRITTEN,))
+        scanner = _PageScanner(rank, index, page, raw, active, report, keys is not None)
+        items.extend(scanner.scan())
+        pages[index] = replace(pages[index], crc_ok=scanner.crc_ok, crc_bad=scanner.crc_bad)
+    entries, namespaces = _resolve(items, report)
+    issues = report.issues
     log.debug("parsed NVS image: %d pages, %d entries, %d issues", len(pages), len(entries), len(issues))
     if strict and issues:
         more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
         raise NvsFormatError(f"malformed NVS image: {issues[0]}{more}")
-    return NvsPartition(entries=entries, namespaces=namespaces, issues=issues, pages=pages)
+    return NvsPartition(
+        entries=entries,
+        namespaces=namespaces,
+        issues=issues,
+        pages=pages,
+        counts=dict(report.counts),
+        undecryptable=report.counts["undecryptable"],
+    )
 
+
+# -- what nvs_flash_init writes back ------------------------------------------------------------------
+
+
+def erase_unreadable(image: bytes, keys: NvsKeys | None) -> tuple[bytes, int]:
+    """Mark the entries ESP-IDF cannot read as erased, as ``Page::load`` does at ``nvs_flash_init``.
+
+    Returns the new image and the number of entries whose bitmap state changed to erased; only
+    bitmaps change, entry bytes stay.  Follows ``Page::mLoadEntryTable`` (esp-idf
+    ``components/nvs_flash/src/nvs_page.cpp``) on pages whose header CRC is valid and whose state is
+    active, full or freeing, reading entries through ``keys`` when given:
+
+    * an entry whose bitmap says written but whose CRC fails when read as an item header is
+      erased on its own (so the data entries of an item whose header failed are each read as a
+      header, fail and are erased too) - with the wrong keys that is every written entry;
+    * a string/blob whose data entries are not all written is erased with its whole span;
+    * active page only: half-written entries (not blank from the first free entry on) and
+      entries in the illegal bitmap state are erased.
+
+    Not applied: the clean-up of duplicate keys (the older copy is readable; :func:`parse_partition`
+    already ignores it), and ESP-IDF's handling of a CRC-valid header with an impossible span
+    (it stops loading the page there; so does this function).
+    """
+    data = bytearray(_check_image(image))
+    erased = sum(_PageEraser(data, index, keys).run() for index in range(len(data) // PAGE_SIZE))
+    return bytes(data), erased
+
+
+class _PageEraser:
+    """:func:`erase_unreadable` for one page (nvs_page.cpp ``Page::mLoadEntryTable``)."""
+
+    def __init__(self, data: bytearray, index: int, keys: NvsKeys | None) -> None:
+        self.data = data
+        self.index = index
+        self.base = index * PAGE_SIZE
+        self.page = bytes(data[self.base : self.base + PAGE_SIZE])
+        self.keys = keys
+        self.states = _entry_states(self.page)
+
+    def erase(self, n: int, count: int = 1) -> int:
+        changed = 0
+        for j in range(n, n + count):
+            if self.states[j] != _ES_ERASED:
+                self.states[j] = _ES_ERASED
+                _set_entry_state(self.data, self.base, j, _ES_ERASED)
+                changed += 1
+        return changed
+
+    def read(self, n: int) -> bytes:
+        raw = _entry(self.page, n)
+        return raw if self.keys is None else self.keys.decrypt_entry(_entry_address(self.index, n), raw)
+
+    def run(self) -> int:
+        page, states = self.page, self.states
+        state = struct.unpack_from("<I", page, 0)[0]
+        if state not in (STATE_ACTIVE, STATE_FULL, STATE_FREEING):
+            return 0
+        if struct.unpack_from("<I", page, 28)[0] != _crc32(page[4:28]):
+            return 0  # a corrupt page is not loaded
+        erased = 0
+        active = state == STATE_ACTIVE
+        if active:
+            end = next((n for n, s in enumerate(states) if s == _ES_EMPTY), ENTRIES_PER_PAGE)
+            while end < ENTRIES_PER_PAGE and _entry(page, end)[:4] != b"\xff\xff\xff\xff":
+                erased += self.erase(end)
+                end += 1
+            n = 0
+        else:
+            end = ENTRIES_PER_PAGE
+            n = next((i for i, s in enumerate(states) if s == _ES_WRITTEN), ENTRIES_PER_PAGE)
+        while n < end:
+            if states[n] != _ES_WRITTEN:
+                if active and states[n] == _ES_ILLEGAL:
+                    erased += self.erase(n)
+                n += 1
+                continue
+            item = self.read(n)
+            if struct.unpack_from("<I", item, 4)[0] != _entry_crc(item):
+                erased += self.erase(n)
+                n += 1
+                continue
+            span = item[2]
+            if not active and span == 0:
+                break  # NVS_ASSERT_OR_RETURN(item.span > 0): loading this page stops
+            if item[1] in _VARIABLE_LENGTH:
+                if n + span > ENTRIES_PER_PAGE:
+                    break  # the entry-table lookup past the page end fails: loading this page stops
+                if any(states[j] != _ES_WRITTEN for j in range(n, n + span)):
+                    erased += self.erase(n, span)
+            elif active:
+                span = 1  # on the active page only variable-length items advance by their span
+            n += max(span, 1)
+        return erased
 
 # -- writer ----------------------------------------------------------------------------------------
 
@@ -779,17 +1173,23 @@ class _Writer:
         return data + b"\xff" * (self.size - len(data))
 
 
-def build_partition(entries: Iterable[NvsEntry], size: int) -> bytes:
+def build_partition(entries: Iterable[NvsEntry], size: int, keys: NvsKeys | None = None) -> bytes:
     """Build a fresh NVS partition image of ``size`` bytes holding ``entries`` in the given order.
 
     The layout matches ``nvs_partition_gen.py generate`` (esp-idf-nvs-partition-gen 0.3.0) byte for
-    byte when each namespace's entries are given contiguously; unused bytes are 0xFF.  Raises
-    :class:`NvsFormatError` for content NVS cannot hold and :class:`NvsFullError` when it does not fit.
+    byte when each namespace's entries are given contiguously; unused bytes are 0xFF.  With ``keys``
+    every written entry is encrypted, which matches ``nvs_partition_gen.py encrypt --inputkey`` with
+    the same keys byte for byte.  Raises :class:`NvsFormatError` for content NVS cannot hold and
+    :class:`NvsFullError` when it does not fit.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % PAGE_SIZE:
         raise NvsFormatError(f"NVS partition size must be a positive multiple of {PAGE_SIZE}")
+    if keys is not None and not isinstance(keys, NvsKeys):
+        raise NvsFormatError(f"keys must be NvsKeys, not {type(keys).__name__}")
     items = _validate(entries)
     writer = _Writer(size)
     for item in items:
         writer.write(item)
-    return writer.image()
+    image = writer.image()
+    # the writer leaves every entry either written or empty, so this encrypts exactly the written ones
+    return image if keys is None else encrypt_image(image, keys)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +44,9 @@ class ProvisionRequest:
     room: str
     mqtt_uri: str | None = None
     offline: bool = False  # commit without the device's connect test (prepared away from the site)
+    # Device identity for mqtts://: called with the CSR (DER) the device made, returns the
+    # certificate the tenant CA issued for it and the CA certificate (both DER).
+    signer: Callable[[bytes, str], tuple[bytes, bytes]] | None = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:  # never show the password, even in a traceback
         return (
@@ -67,6 +72,8 @@ class ProvisionRequest:
                 check()
             except ssproto.ProtocolError as e:
                 raise UsageError(f"{flag}: {e.message}") from None
+        if self.mqtt_uri is not None and self.mqtt_uri.startswith("mqtts://") and self.signer is None:
+            raise UsageError("--mqtt-uri mqtts://… needs the tenant CA (--ca DIR) to issue the device certificate")
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ def steps_for(req: ProvisionRequest) -> list[Step]:
     if req.mqtt_uri is not None:
         args = ["provision_set_mqtt", req.mqtt_uri]
         steps.append(Step(args, ssproto.join_args(args), ("mqtt_uri",)))
+    if req.signer is not None:
+        steps.append(Step(["provision_identity_csr"], "provision_identity_csr", ("identity",)))
     complete = ["provision_complete", "--offline"] if req.offline else ["provision_complete"]
     steps.append(Step(complete, ssproto.join_args(complete)))
     return steps
@@ -110,7 +119,12 @@ _CONNECT_TEST_HINTS = {
     ssproto.E_BROKER_UNREACHABLE: "WiFi works, but the broker cannot be reached: check --mqtt-uri, the name "
                                   "service and firewalls",
     ssproto.E_BROKER_REFUSED: "WiFi works and the broker answered, but it refused the device",
+    ssproto.E_BROKER_TLS: "the broker was reached but TLS failed: its certificate must come from the tenant CA and "
+                          "name the host in --mqtt-uri, and it must trust the tenant CA (safesignal ca broker)",
 }
+
+# Key generation and signing in pure Python on the device: about 1 s on an ESP32-S3 (bench/ec.py).
+CSR_TIMEOUT = 30.0
 
 
 class ProvisionEvents:
@@ -145,19 +159,25 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
     before = session.status()  # boot id and chip id, to recognise the reboot and the chip
     staged: set[str] = set()
     committed = False
+    cert_sha256 = None
     try:
         for step in steps_for(req):
             if not step.stages:  # provision_complete: only if exactly our values are staged
                 _check_staged(session, before["boot_id"], staged)
             ev.sending(step.display)
-            if step.stages:
+            if step.args[0] == "provision_identity_csr":
+                assert req.signer is not None
+                reply = _identity(session, req, ev)
+                cert_sha256 = reply.text
+            elif step.stages:
                 reply = session.command(step.args)
             else:
                 reply = _complete(session, step.args)
             committed = not step.stages
             if committed:
                 ev.committed()
-            ev.replied(session.mask(reply.first))
+            if step.args[0] != "provision_identity_csr":  # _identity reported its own replies
+                ev.replied(session.mask(reply.first))
             staged.update(step.stages)
     finally:
         if not committed:
@@ -170,7 +190,33 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
         raise VerifyError(f"a different device answered after the reboot (chip {status['chip_id']}, "
                           f"expected {before['chip_id']}): were ports swapped?")
     verify(session, req, status)
+    if cert_sha256 is not None and status.get("certificate_sha256") != cert_sha256:
+        raise VerifyError("the device does not report the certificate that was installed")
     return status
+
+
+def _identity(session: DeviceSession, req: ProvisionRequest, ev: ProvisionEvents) -> Reply:
+    """CSR from the device, certificate from the CA, both certificates to the device.  Returns a
+    reply whose text is the installed certificate's SHA-256 (hex)."""
+    assert req.signer is not None
+    reply = session.command(["provision_identity_csr"], timeout=max(CSR_TIMEOUT, session.timeout))
+    kind, _, b64 = reply.text.partition(" ")
+    try:
+        if kind != "csr":
+            raise ValueError
+        csr = base64.b64decode(b64, validate=True)
+    except ValueError:
+        raise DeviceError(ssproto.E_INVALID, "the device did not answer with a CSR", "provision_identity_csr") from None
+    ev.replied(f"OK csr ({len(csr)} bytes)")
+    cert, ca = req.signer(csr, req.device_id)
+    for what, der in (("provision_set_cert", cert), ("provision_set_ca", ca)):
+        args = [what, base64.b64encode(der).decode()]
+        if len(ssproto.join_args(args)) > ssproto.MAX_LINE:
+            raise UsageError(f"{what}: the certificate ({len(der)} bytes) is too long for the console line")
+        ev.sending(f"{what} <{len(der)} bytes DER, SHA-256 {hashlib.sha256(der).hexdigest()[:16]}…>")
+        r = session.command(args)
+        ev.replied(r.first or "OK")
+    return Reply(command="provision_identity_csr", ok=True, text=hashlib.sha256(cert).hexdigest())
 
 
 def _complete(session: DeviceSession, args: list[str]) -> Reply:

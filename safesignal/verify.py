@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import ssproto.msg as msg
 
-from .alerts import Alert, AlertReceiver, Status
+from .alerts import Alert, AlertReceiver, Status, TlsIdentity
 from .errors import SafeSignalError
 
 
@@ -37,8 +37,9 @@ class Verified:
     online: Status | None  # the device's presence as the broker holds it
 
 
-def receiver_for(broker_uri: str, ident: Identity) -> AlertReceiver:
-    return AlertReceiver(broker_uri, msg.subscription(ident.tenant, ident.building, ident.room, ident.device_id))
+def receiver_for(broker_uri: str, ident: Identity, tls: TlsIdentity | None = None) -> AlertReceiver:
+    return AlertReceiver(broker_uri, msg.subscription(ident.tenant, ident.building, ident.room, ident.device_id),
+                         tls=tls)
 
 
 def wait_test_alert(rx: AlertReceiver, ident: Identity, since: float, timeout: float,

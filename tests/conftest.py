@@ -16,7 +16,9 @@ import pytest
 
 from safesignal.mosquitto import Mosquitto as RealMosquitto
 from safesignal.mosquitto import find_mosquitto
+from safesignal.nvs import NvsPartition, derive_hmac_keys, parse_partition
 from safesignal.session import DeviceSession
+from safesignal.sim import efuse as sim_efuse
 from safesignal.sim.control import SimControl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,11 +65,21 @@ def terminate(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def flash_partition(flash: Path, strict: bool = False) -> NvsPartition:
+    """A virtual device's NVS as its chip reads it (decrypted with the keys its eFuses give)."""
+    fuse = sim_efuse.default_path(flash)
+    keys = derive_hmac_keys(sim_efuse.load(fuse).hmac_key) if fuse.exists() else None
+    return parse_partition(flash.read_bytes(), strict=strict, keys=keys)
+
+
 class SecretGuard:
+    """Secrets a test used; at the end none may appear in any output, file or raw flash image."""
+
     def __init__(self) -> None:
         self.secrets: list[str] = []
         self.outputs: list[tuple[str, str]] = []
         self.files: list[Path] = []
+        self.binaries: list[Path] = []  # raw images (the virtual flash): searched byte for byte
 
     def secret(self, value: str) -> str:
         self.secrets.append(value)
@@ -86,6 +98,11 @@ class SecretGuard:
         for name, text in outs:
             for s in self.secrets:
                 assert s not in text, f"a secret appeared in {name}"
+        for f in self.binaries:
+            if f.exists():
+                raw = f.read_bytes()
+                for s in self.secrets:
+                    assert s.encode() not in raw, f"a secret appeared in the raw image {f}"
 
 
 @pytest.fixture
@@ -110,6 +127,7 @@ class Sim:
         self.stdout_path = self.dir / "sim.stdout"
         self.stderr_path = self.dir / "sim.stderr"
         guard.files += [self.stdout_path, self.stderr_path]
+        guard.binaries.append(self.flash)  # NVS encryption: no secret in a raw flash dump
         self.guard = guard
         cmd = [sys.executable, "-m", "safesignal", "sim", "--port-link", self.port, "--flash", str(self.flash),
                "--control", str(self.control_path)]
@@ -139,6 +157,9 @@ class Sim:
             raise AssertionError(f"sim did not start: {line!r} {self.stderr_path.read_text()}")
         self.ready_line = line.decode().strip()
         self.control = SimControl(self.control_path)
+
+    def partition(self, strict: bool = False) -> NvsPartition:
+        return flash_partition(self.flash, strict)
 
     def session(self, timeout: float = 10.0) -> DeviceSession:
         return DeviceSession(self.port, timeout=timeout)

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from conftest import FIRMWARE, SEED_BOOT_LOG, Mosquitto, SecretGuard, Sim
-from safesignal.nvs import parse_partition
 from safesignal.session import BOOT_LINE, DeviceSession
 
 SSID = "SafeSignal-Edge"
@@ -173,7 +172,7 @@ def test_factory_reset_script_and_provision_clear(make_sim, guard: SecretGuard) 
     assert "✓ Factory reset complete" in p.stdout
     assert json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)["provisioned"] is False
     # The flash holds nothing of the old configuration.
-    part = parse_partition(sim.flash.read_bytes())
+    part = sim.partition()
     assert not [e for e in part.entries if e.namespace == "provision"]
     # Form 2: `provision clear` typed at the console
     assert run_script(guard, "scripts/provision_device.py", *seed_args(sim.port, pw)).returncode == 0

@@ -8,7 +8,6 @@ import threading
 import time
 
 from conftest import SecretGuard, Sim
-from safesignal.nvs import parse_partition
 from safesignal.session import DeviceSession
 
 OLD = {"wifi_ssid": "Old-Net", "device_id": "dev-old", "tenant": "t-old", "building": "b-old", "room": "r-old"}
@@ -86,7 +85,7 @@ def test_power_cut_during_save_and_clear(make_sim, guard: SecretGuard) -> None:
             key = (start, action, got)
             seen[key] = seen.get(key, 0) + 1
             # The flash image is always a readable NVS partition.
-            part = parse_partition(sim.flash.read_bytes(), strict=True)
+            part = sim.partition(strict=True)
             assert not part.issues, part.issues
             # Let the device settle before the next trial's reboot.
             time.sleep(0.01)

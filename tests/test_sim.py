@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SecretGuard, Sim, terminate
+from conftest import REPO, SecretGuard, Sim, flash_partition, terminate
 from safesignal.cli import main as cli_main
 from safesignal.errors import SafeSignalError, UsageError
 from safesignal.nvs import parse_partition
@@ -306,7 +306,7 @@ def test_power_cut_keeps_write_through_writes_and_drops_uncommitted_ones(probe_s
     assert st["nvs_write_through"] is False  # the default: MicroPython's documented model
 
     def on_file(key: str) -> int | bytes | None:
-        e = parse_partition(sim.flash.read_bytes(), strict=True).get("probe", key)
+        e = flash_partition(sim.flash, strict=True).get("probe", key)
         return None if e is None else e.value
 
     # Commit mode: a set without commit is gone after a power cut; a committed one stays.

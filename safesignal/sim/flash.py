@@ -9,6 +9,11 @@ Two write models, switchable while the device runs (``write_through``):
   nothing left to do.  This is what ESP-IDF actually does (``nvs_set_*``/``nvs_erase_key``
   write the flash; ``nvs_commit`` is a no-op in the current implementation).
 
+With ``keys`` the partition is encrypted as ESP-IDF's NVS encryption does it (XTS-AES per
+entry, keys derived from the chip's eFuse HMAC key; safesignal/nvs.py).  At power-up, entries
+the chip cannot decrypt (an image written by another chip) are marked erased, as ESP-IDF's
+``nvs_flash_init`` does with entries whose CRC fails; their bytes stay in the flash.
+
 Firmware that is correct under the commit model is correct under both.  Every write rewrites
 the whole image to a new temporary file (mode 0600: it holds the WiFi password), fsyncs it and
 renames it over the old one, so the file is always a complete, readable NVS image.
@@ -21,7 +26,15 @@ import os
 from pathlib import Path
 
 from ..errors import UsageError
-from ..nvs import NvsEntry, NvsFormatError, NvsFullError, build_partition, parse_partition
+from ..nvs import (
+    NvsEntry,
+    NvsFormatError,
+    NvsFullError,
+    NvsKeys,
+    build_partition,
+    erase_unreadable,
+    parse_partition,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +81,13 @@ class FlashNvs:
     """The NVS partition.  The constructor reads an existing image (or starts blank) but
     creates no file; :meth:`create` writes the blank image when the device first powers up."""
 
-    def __init__(self, path: Path, size: int = NVS_SIZE, *, write_through: bool = False) -> None:
+    def __init__(self, path: Path, size: int = NVS_SIZE, *, write_through: bool = False,
+                 keys: NvsKeys | None = None) -> None:
         self.path = path
         self.size = size
         self.write_through = write_through
+        self.keys = keys
+        self.unreadable = 0  # entries found at power-up that this chip could not decrypt
         self.committed: dict[tuple[str, str], NvsEntry] = {}
         self.pending: dict[tuple[str, str], NvsEntry | None] = {}
         self.namespaces: list[str] = []
@@ -79,11 +95,17 @@ class FlashNvs:
         if self._exists:
             try:
                 image = path.read_bytes()
-                part = parse_partition(image)
+                if keys is not None:
+                    image, self.unreadable = erase_unreadable(image, keys)
+                part = parse_partition(image, keys=keys)
             except OSError as err:
                 raise UsageError(f"--flash {path}: {err.strerror or err}") from None
             except NvsFormatError as err:
                 raise UsageError(f"--flash {path}: not an NVS partition image: {err}") from None
+            if self.unreadable:
+                log.warning("flash %s: %d entries cannot be decrypted with this chip's key: marked erased",
+                            path, self.unreadable)
+                self._write(image)  # what nvs_flash_init leaves behind
             for issue in part.issues:
                 log.warning("flash %s: %s", path, issue)
             for e in part.entries:
@@ -144,6 +166,18 @@ class FlashNvs:
         """A reset or power cut: what was not committed is gone."""
         self.pending = {}
 
+    def read_raw(self, offset: int, length: int) -> bytes:
+        """Raw partition bytes, as esp32.Partition.readblocks sees them (ciphertext when encrypted)."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise NvsOpError(0x102)  # ESP_ERR_INVALID_ARG (esp_err.h)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                data = f.read(length)
+        except FileNotFoundError:
+            data = b""
+        return data + b"\xff" * (length - len(data))
+
     # --- the image -----------------------------------------------------------------------
     def _change(self, changes: dict[tuple[str, str], NvsEntry | None]) -> None:
         if not self.write_through:
@@ -164,7 +198,7 @@ class FlashNvs:
         order = {ns: i for i, ns in enumerate(self.namespaces)}
         entries = sorted(merged.values(), key=lambda e: order.get(e.namespace, len(order)))
         try:
-            image = build_partition(entries, self.size)
+            image = build_partition(entries, self.size, keys=self.keys)
         except NvsFullError:
             raise NvsOpError(ESP_ERR_NVS_NOT_ENOUGH_SPACE) from None
         except NvsFormatError:

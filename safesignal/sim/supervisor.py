@@ -43,9 +43,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..nvs import derive_hmac_keys
 from ..tools import find_tool
 from .air import STAT_GOT_IP, WLAN_CONFIG_SETTABLE, Air, Station
-from .flash import FlashNvs, NvsOpError, check_flash_path
+from .flash import NVS_OFFSET, NVS_SIZE, FlashNvs, NvsOpError, check_flash_path
 from .gpio import Button
 
 log = logging.getLogger(__name__)
@@ -141,13 +142,15 @@ class SimConfig:
     usb_cdc: bool = False  # native USB console: the port vanishes at every reset and comes back new
     usb_gap: float = 0.5  # seconds without a port while the chip resets and USB re-enumerates
     mpy_dir: Path | None = None  # run the firmware compiled to .mpy (as deployed) from here
+    hmac_key: bytes | None = None  # eFuse HMAC key: NVS encrypted as ESP-IDF's HMAC scheme does; None = plain NVS
 
 
 class Supervisor:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
         check_paths(cfg)
-        self.flash = FlashNvs(cfg.flash, write_through=cfg.nvs_write_through)  # creates no file
+        keys = derive_hmac_keys(cfg.hmac_key) if cfg.hmac_key is not None else None
+        self.flash = FlashNvs(cfg.flash, write_through=cfg.nvs_write_through, keys=keys)  # creates no file
         self.station = Station(cfg.air)
         self.button = Button()
         self.rtc_set: list[int] | None = None
@@ -442,6 +445,8 @@ class Supervisor:
             "ports_opened": self.ports_opened,
             "dropped_output": self.dropped_output,
             "flash": str(self.cfg.flash),
+            "nvs_encrypted": self.flash.keys is not None,
+            "nvs_unreadable_at_power_up": self.flash.unreadable,
             "cut_pending": self._cut_after,
             "nvs_write_through": self.flash.write_through,
             "nvs_pending": len(self.flash.pending),
@@ -581,6 +586,10 @@ class Supervisor:
         if op == "nvs_commit":
             f.commit()
             return None
+        if op == "part_read":  # esp32.Partition("nvs").readblocks: raw bytes, ciphertext if encrypted
+            return f.read_raw(int(req["offset"]), int(req["length"])).hex()
+        if op == "part_info":
+            return {"nvs": [NVS_OFFSET, NVS_SIZE, f.keys is not None]}
         if op == "unique_id":
             return self.cfg.mac.hex()
         if op == "pin_init":

@@ -5,12 +5,16 @@
 # accepts exactly what a bare print(line) passes, so every output is one whole line; anything
 # written another way would reach this script's stdout, which the pytest runner rejects.
 import asyncio
+import binascii
 import hashlib
 
+import idfixture
 from fakenvs import FakeNVS
 from mpyunit import eq, raises, run, test
 
 import ss_console
+import ss_ec
+import ss_identity
 import ss_store
 import ssproto
 import ssproto.msg as msg
@@ -110,7 +114,12 @@ class FakeStore:
         self.cfg = dict(cfg) if cfg else None
         self.fail = fail
         self.saves = []
+        self.idents = []
+        self.ident = None
         self.clears = 0
+
+    def identity(self):
+        return dict(self.ident) if self.ident is not None else None
 
     def provision_is_provisioned(self):
         return self.cfg is not None
@@ -120,17 +129,20 @@ class FakeStore:
             raise StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
         return dict(self.cfg)
 
-    def provision_save_config(self, cfg):
+    def provision_save_config(self, cfg, ident=None):
         if self.fail:
             raise StoreError("VERIFY", "record read back differs from what was written")
         self.saves.append(dict(cfg))
+        self.idents.append(ident)
         self.cfg = dict(cfg)
+        self.ident = dict(ident) if ident is not None else None
 
     def provision_clear(self):
         if self.fail:
             raise StoreError("IO", "NVS erase failed (-1)")
         self.clears += 1
         self.cfg = None
+        self.ident = None
 
 
 class Link:
@@ -146,13 +158,15 @@ class FakeApp:
         self.store = store
         self.probe = probe  # None: the test passes; (code, message): it fails so
         self.tests = []
+        self.test_idents = []
         self.outbox = Outbox(FakeNVS())
         self.outbox.load()
         self.wifi = None
         self.mqtt = None
 
-    async def connect_test(self, cfg):
+    async def connect_test(self, cfg, ident=None):
         self.tests.append(dict(cfg))
+        self.test_idents.append(ident)
         if self.probe is not None:
             raise ProbeError(self.probe[0], self.probe[1])
 
@@ -302,7 +316,7 @@ BAD_INPUT_BY_CODE = {
         "provision_set_device -a b c d",
         "provision_set_device a b c d/e",
         "provision_set_device a b c " + SECRET,
-        "provision_set_mqtt mqtts://h:8883",
+        "provision_set_mqtt mqtts://h:0",
         "provision_set_mqtt mqtt://h:0",
         "provision_set_mqtt mqtt://h:65536",
         "provision_set_mqtt " + SECRET,
@@ -577,6 +591,115 @@ def test_run_loop():
         (True, "", "pong 2"),
         (False, "ENCODING", "line is not valid UTF-8"),
     ])
+
+
+# --- device identity (mqtts://) --------------------------------------------------------------
+
+def _b64(der):
+    return binascii.b2a_base64(der).decode().strip()
+
+
+def identity_rig(**kw):
+    """A Rig whose key generation yields the fixture key (idfixture.DEV_D), staged for btn-01."""
+    r = Rig(**kw)
+    d = idfixture.DEV_D
+    x, y = ss_ec.public_key(d)
+    ss_identity.new_key = lambda: ss_store.KEY_MAGIC + d.to_bytes(32, "big") + ss_ec.encode_point(x, y)
+    for line in ("provision_set_wifi net password1", "provision_set_device btn-01 acme hq 101",
+                 "provision_set_mqtt mqtts://broker.example:8883"):
+        eq(reply(r.cmd(line))[0], True, line)
+    return r
+
+
+def _secret_forms():
+    d = idfixture.DEV_D.to_bytes(32, "big")
+    h = "".join(["%02x" % b for b in d])
+    return [h, h.upper(), _b64(d)[:40], _b64(b"\x00" + d)[:40], _b64(b"\x00\x00" + d)[:40]]
+
+
+@test
+def test_identity_csr_then_certificates_then_complete():
+    real_new_key = ss_identity.new_key
+    try:
+        r = identity_rig()
+        out = r.cmd("provision_identity_csr")
+        ok, code, text = reply(out)
+        eq((ok, text[:4]), (True, "csr "))
+        csr = binascii.a2b_base64(text[4:])
+        eq(csr, ss_identity.csr(ss_identity.new_key(), "btn-01"), "CSR of the staged key, CN = device id")
+        eq(reply(r.cmd("provision_set_cert " + _b64(idfixture.CERT)))[0], True)
+        eq(reply(r.cmd("provision_set_ca " + _b64(idfixture.CA)))[0], True)
+        status = r.cmd("provision_status")
+        eq(ssproto.parse_status_field([ln for ln in status if ln.startswith("Pending")][0])[1],
+           "building,device_id,identity,mqtt_uri,room,tenant,wifi_ssid")
+        eq(reply(r.cmd("provision_complete"))[0], True)
+        saved = r.store.idents[-1]
+        eq((saved["cert"], saved["ca"], saved["key"]), (idfixture.CERT, idfixture.CA, ss_identity.new_key()))
+        eq(r.app.test_idents[-1], saved, "the connect test used the new identity")
+        status = r.cmd("provision_status")
+        fields = dict([ssproto.parse_status_field(ln) for ln in status[:-1]])
+        eq(fields["certificate"], "CN=btn-01 issued by SafeSignal acme CA")
+        eq(fields["certificate_expires"], "2036-01-01T00:00:00Z")
+        eq(fields["certificate_sha256"], "".join(["%02x" % b for b in hashlib.sha256(idfixture.CERT).digest()]))
+        # The private key never appears in any output, in any usual encoding.
+        for line in r.out:
+            for form in _secret_forms():
+                eq(form in line, False, "key material in console output")
+    finally:
+        ss_identity.new_key = real_new_key
+
+
+@test
+def test_identity_refusals_save_nothing():
+    real_new_key = ss_identity.new_key
+    try:
+        r = identity_rig()
+        eq(reply(r.cmd("provision_set_cert " + _b64(idfixture.CERT)))[:2], (False, "STATE"))  # no key yet
+        eq(reply(r.cmd("provision_complete"))[:2], (False, "INCOMPLETE"))  # mqtts without identity
+        r.cmd("provision_identity_csr")
+        eq(reply(r.cmd("provision_set_cert " + _b64(idfixture.CERT_OTHER_KEY)))[:2], (False, "IDENTITY"))
+        eq(reply(r.cmd("provision_set_cert not-base64!"))[:2], (False, "INVALID"))
+        eq(reply(r.cmd("provision_set_cert " + _b64(b"\x30\x03\x02\x01\x01")))[:2], (False, "IDENTITY"))
+        eq(reply(r.cmd("provision_set_ca " + _b64(idfixture.CA[:-5])))[:2], (False, "IDENTITY"))
+        eq(reply(r.cmd("provision_complete"))[:2], (False, "INCOMPLETE"))  # no cert, no CA staged
+        # A certificate for another device id, or from another CA: refused at complete.
+        r.cmd("provision_set_cert " + _b64(idfixture.CERT_OTHER_ID))
+        r.cmd("provision_set_ca " + _b64(idfixture.CA))
+        ok, code, text = reply(r.cmd("provision_complete"))
+        eq((ok, code, "btn-99" in text), (False, "IDENTITY", True))
+        r.cmd("provision_set_cert " + _b64(idfixture.CERT_OTHER_CA))
+        ok, code, text = reply(r.cmd("provision_complete"))
+        eq((ok, code, "not issued by this CA" in text), (False, "IDENTITY", True))
+        eq((r.store.saves, r.app.tests), ([], []))
+        # Discard forgets the staged key too.
+        r.cmd("provision_discard")
+        eq(r.console.ident, {})
+    finally:
+        ss_identity.new_key = real_new_key
+
+
+@test
+def test_stored_identity_is_kept_while_it_names_the_device():
+    real_new_key = ss_identity.new_key
+    try:
+        r = identity_rig()
+        r.cmd("provision_identity_csr")
+        r.cmd("provision_set_cert " + _b64(idfixture.CERT))
+        r.cmd("provision_set_ca " + _b64(idfixture.CA))
+        eq(reply(r.cmd("provision_complete"))[0], True)
+        # New WiFi only: the stored identity goes with the new record.
+        eq(reply(r.cmd("provision_set_wifi net2 password2"))[0], True)
+        eq(reply(r.cmd("provision_complete"))[0], True)
+        eq(r.store.idents[-1]["cert"], idfixture.CERT)
+        # Another device id: the stored certificate no longer fits; mqtts:// needs a new one.
+        r.cmd("provision_set_device btn-02 acme hq 101")
+        eq(reply(r.cmd("provision_complete"))[:2], (False, "INCOMPLETE"))
+        # Plain mqtt:// with the new id: saved without an identity.
+        r.cmd("provision_set_mqtt mqtt://broker.example")
+        eq(reply(r.cmd("provision_complete"))[0], True)
+        eq(r.store.idents[-1], None)
+    finally:
+        ss_identity.new_key = real_new_key
 
 
 @test

@@ -180,12 +180,14 @@ def test_mqtt_uri():
         ("mqtt://a-b.c:8883/", ("mqtt", "a-b.c", 8883)),
         ("mqtt://H0ST:01883", ("mqtt", "H0ST", 1883)),
         (ssproto.DEFAULT_MQTT_URI, ("mqtt", "safesignal-edge.local", 1883)),
+        ("mqtts://h:8884", ("mqtts", "h", 8884)),
+        ("mqtts://broker.example", ("mqtts", "broker.example", 8883)),
     ]
     for uri, want in good:
         eq(ssproto.parse_mqtt_uri(uri), want, uri)
         eq(ssproto.check_mqtt_uri(uri), uri)
     bad = [
-        "mqtts://h:8883", "mqtts://h", "http://h", "h:1883", "", "MQTT://h",
+        "mqtts://", "mqtts://h:0", "mqtts:/h", "http://h", "h:1883", "", "MQTT://h",
         "mqtt://", "mqtt:///", "mqtt://:1883",
         "mqtt://h:0", "mqtt://h:65536", "mqtt://h:99999", "mqtt://h:123456", "mqtt://h:", "mqtt://h:-1",
         "mqtt://h:+1", "mqtt://h: 1", "mqtt://h:12a",
@@ -226,7 +228,7 @@ def test_messages_never_contain_value():
         (ssproto.check_ident, ("room", DISTINCT * 5)),
         (ssproto.parse_mqtt_uri, ("mqtt://" + DISTINCT + "_:1",)),
         (ssproto.parse_mqtt_uri, ("mqtt://h:" + DISTINCT,)),
-        (ssproto.parse_mqtt_uri, ("mqtts://" + DISTINCT,)),
+        (ssproto.parse_mqtt_uri, ("mqtts://" + DISTINCT + "_",)),
         (ssproto.parse_mqtt_uri, (DISTINCT,)),
         (ssproto.check_nonce, (DISTINCT,)),
         (ssproto.quote, (DISTINCT + "\n",)),

@@ -112,7 +112,7 @@ def test_blank_init():
 def test_record_with_an_invalid_value_is_unusable():
     # A factory image may hold values the console would refuse: treat the record as corrupt
     # instead of letting a task crash on it later.
-    for field, bad in (("mqtt_uri", "mqtts://broker:8883"), ("device_id", "a/b"), ("wifi_pass", "short")):
+    for field, bad in (("mqtt_uri", "mqtts://broker:0"), ("device_id", "a/b"), ("wifi_pass", "short")):
         nvs = FakeNVS()
         nvs.set_blob("cfg1", ss_store.encode_record(1, variant(CFG_A, **{field: bad})))
         nvs.set_i32("active", 1)
@@ -256,7 +256,7 @@ def test_record_encoding():
     rec = ss_store.encode_record(5, CFG_B)
     eq(rec[:4], b"SSC\x01")
     eq(hashlib.sha256(rec[:-32]).digest(), rec[-32:])
-    eq(ss_store.decode_record(rec), (5, CFG_B))
+    eq(ss_store.decode_record(rec), (5, CFG_B, None))
 
 
 class Full(FakeNVS):

@@ -14,6 +14,12 @@ def _chip_id(machine):
     return ":".join(["%02x" % b for b in machine.unique_id()])
 
 
+def _tls_identity(cfg, ident):
+    import ssproto
+
+    return ident if ssproto.parse_mqtt_uri(cfg["mqtt_uri"])[0] == "mqtts" else None
+
+
 async def _reset_soon(machine):
     # Let the reply leave the UART before the chip resets.
     await sleep_ms(200)
@@ -46,7 +52,7 @@ class App:
             self.wifi = Wifi(self._wlan_factory())
         self.wifi.configure(cfg["wifi_ssid"], cfg["wifi_pass"])
         self.mqtt = Mqtt(cfg["device_id"], cfg["mqtt_uri"], msg.cfg_prefix(cfg), self.outbox,
-                         self.firmware, self.boot_id)
+                         self.firmware, self.boot_id, _tls_identity(cfg, self.store.identity()))
         self._tasks = [asyncio.create_task(self.wifi.run()), asyncio.create_task(self.mqtt.run(self.wifi))]
         if self.machine is not None:
             import time
@@ -63,7 +69,7 @@ class App:
         if self.wifi is not None:
             self.wifi.down()
 
-    async def connect_test(self, cfg):
+    async def connect_test(self, cfg, ident=None):
         """Join the staged WiFi and reach the staged broker, then leave both.  Raises
         ss_mqtt.ProbeError with the console status code.  The running services (a provisioned
         device being re-provisioned) pause meanwhile and resume afterwards."""
@@ -78,7 +84,7 @@ class App:
             code, why = await self.wifi.probe(cfg["wifi_ssid"], cfg["wifi_pass"])
             if code is not None:
                 raise ProbeError(code, why)
-            await Mqtt(cfg["device_id"], cfg["mqtt_uri"]).probe()
+            await Mqtt(cfg["device_id"], cfg["mqtt_uri"], tls=_tls_identity(cfg, ident)).probe()
             print("[PROVISION] Connect test passed")
         except BaseException:
             self.wifi.down()
@@ -119,6 +125,21 @@ class App:
         print("[ALERT] Panic alert %d stored; sending" % seq)
 
 
+def _explain_unreadable(esp32, outbox_nvs):
+    # With NVS encryption, entries written under another chip's key (a flash image copied from
+    # another device) fail their CRC after decryption and ESP-IDF's nvs_flash_init marks them
+    # erased.  A device that stored anything itself can still read its outbox counter; if it
+    # cannot, yet the partition holds erased entries, they were not written by this chip.
+    import ss_nvs
+
+    counts = ss_nvs.scan_partition(esp32)
+    if not counts or not counts["erased"] or ss_nvs.get_i32(outbox_nvs, "next") is not None:
+        return
+    print("[NVS] The flash holds %d entries this chip cannot decrypt: they were written by another chip "
+          "(a copied flash image) or under another key" % counts["erased"])
+    print("[NVS] Credentials are bound to the chip that stored them; this device needs provisioning")
+
+
 async def _main():
     import gc
     import os
@@ -131,6 +152,7 @@ async def _main():
     # Every module is imported here, at boot, while the heap is empty: compiling one later
     # (at the first provision_complete) may not find a large enough free block in a
     # fragmented 128 kB heap.
+    import ss_identity  # noqa: F401  (and ss_ec, ss_der)
     import ss_mqtt  # noqa: F401
     import ss_store
     import ss_time  # noqa: F401
@@ -147,7 +169,8 @@ async def _main():
     if tuple(sys.implementation.version[:3]) < REQUIRES_MICROPYTHON:
         print("[BOOT] Warning: MicroPython %d.%d.%d is older than the supported %d.%d.%d"
               % (tuple(sys.implementation.version[:3]) + REQUIRES_MICROPYTHON))
-    outbox = Outbox(esp32.NVS(OUTBOX_NS))
+    outbox_nvs = esp32.NVS(OUTBOX_NS)
+    outbox = Outbox(outbox_nvs)
     outbox.load()
     for notice in outbox.notices:
         print("[ALERT] " + notice)
@@ -170,6 +193,8 @@ async def _main():
         err = store.load_error
         if err is not None and err.reason != "ESP_ERR_NVS_NOT_FOUND":
             print("[PROVISION] Stored configuration unusable: %s" % err.message)
+        else:
+            _explain_unreadable(esp32, outbox_nvs)
         print("[WIFI] Failed to load SSID from NVS: ESP_ERR_NVS_NOT_FOUND")
         print("[WIFI] Device not provisioned! Cannot connect to WiFi.")
         print("[WIFI] Please provision device with credentials.")

@@ -4,8 +4,10 @@
 # and CRLF all end a line; backspace/DEL edit; Ctrl-C discards the line.
 # Grammar and status codes: ssproto and PROVISIONING.md ("Console protocol").
 
+import binascii
 import hashlib
 
+import ss_identity
 import ssproto
 from ss_compat import const
 from ss_store import StoreError
@@ -20,7 +22,10 @@ HELP = (
     "Commands:",
     "  provision_set_wifi <ssid> <password>    stage WiFi credentials (\"\" = open network)",
     "  provision_set_device <device-id> <tenant> <building> <room>",
-    "  provision_set_mqtt <mqtt://host[:port]>  broker (default " + ssproto.DEFAULT_MQTT_URI + ")",
+    "  provision_set_mqtt <mqtt[s]://host[:port]>  broker (default " + ssproto.DEFAULT_MQTT_URI + ")",
+    "  provision_identity_csr                  make a key pair on the device; answers OK csr <base64 DER>",
+    "  provision_set_cert <base64 DER>         the device certificate the tenant CA issued for that CSR",
+    "  provision_set_ca <base64 DER>           the tenant CA certificate (verifies the broker)",
     "  provision_complete [--offline]          test WiFi and broker, then save to NVS and reboot",
     "                                          (--offline: save without the test)",
     "  provision_discard                       forget values not yet completed",
@@ -90,6 +95,7 @@ class Console:
         self.wifi = wifi
         self.mqtt = mqtt
         self.staged = {}  # fields accepted but not yet committed (RAM only)
+        self.ident = {}  # staged identity: "key" (made here, never printed), "cert", "ca" (RAM only)
         self.app = app  # ss_app.App: connect test, alerts; None only in unit tests
 
     def _links(self):
@@ -124,6 +130,17 @@ class Console:
 
     async def handle(self, line):
         try:
+            await self._handle(line)
+        except MemoryError:
+            # One command that did not fit must not take the device down (a reboot loses
+            # everything staged): free what it left behind and say so.
+            import gc
+
+            gc.collect()
+            self.err(ssproto.E_MEMORY, "out of memory: the command did not finish; try again")
+
+    async def _handle(self, line):
+        try:
             args = ssproto.split_args(line)
         except ssproto.ProtocolError as e:
             self.err(e.code, e.message)
@@ -142,6 +159,8 @@ class Console:
             self.err(e.code, e.message)
         except StoreError as e:
             self.err(ssproto.E_NVS, e.message)
+        except ss_identity.IdentityError as e:
+            self.err(ssproto.E_IDENTITY, e.message)
         except OSError as e:
             self.err(ssproto.E_NVS, "flash error (%s)" % (e.args[0] if e.args else "?"))
 
@@ -180,11 +199,70 @@ class Console:
         self.ok()
 
     async def cmd_provision_set_mqtt(self, a):
-        _expect(a, 1, "usage: provision_set_mqtt <mqtt://host[:port]>")
+        _expect(a, 1, "usage: provision_set_mqtt <mqtt[s]://host[:port]>")
         self.staged["mqtt_uri"] = ssproto.check_mqtt_uri(a[0])
         print("MQTT broker saved: %s" % a[0])
         self._hint()
         self.ok()
+
+    async def cmd_provision_identity_csr(self, a):
+        _expect(a, 0, "usage: provision_identity_csr")
+        cfg = self.merged()
+        if "device_id" not in cfg:
+            raise ssproto.ProtocolError(ssproto.E_INCOMPLETE,
+                                        "device not set: run provision_set_device first (the CSR names the device id)")
+        print("[IDENTITY] Generating a P-256 key pair on the device...")
+        key = ss_identity.new_key()
+        req = ss_identity.csr(key, cfg["device_id"])
+        self.ident = {"key": key}
+        import gc
+
+        gc.collect()  # the EC arithmetic leaves a lot of garbage behind
+        print("[IDENTITY] Key pair generated; the private key stays on this device")
+        self._hint()
+        self.ok("csr " + _b64(req))
+
+    async def cmd_provision_set_cert(self, a):
+        _expect(a, 1, "usage: provision_set_cert <base64 DER certificate>")
+        if "key" not in self.ident:
+            raise ssproto.ProtocolError(ssproto.E_STATE, "no key pair staged: run provision_identity_csr first")
+        der = _unb64(a[0], "certificate")
+        info = ss_identity.cert_info(der)
+        if info["pub"] != ss_identity.public_point(self.ident["key"]):
+            raise ss_identity.IdentityError("the certificate is not for the key made by the last "
+                                            "provision_identity_csr")
+        self.ident["cert"] = der
+        print("Device certificate staged: CN=%s, valid until %s" % (info["cn"], info["not_after"]))
+        self._hint()
+        self.ok()
+
+    async def cmd_provision_set_ca(self, a):
+        _expect(a, 1, "usage: provision_set_ca <base64 DER certificate>")
+        der = _unb64(a[0], "CA certificate")
+        info = ss_identity.cert_info(der)
+        self.ident["ca"] = der
+        print("CA certificate staged: CN=%s, valid until %s" % (info["cn"], info["not_after"]))
+        self._hint()
+        self.ok()
+
+    def _identity_for(self, cfg):
+        """The identity provision_complete saves: the staged one (checked), else the stored
+        one if it still names this device, else None."""
+        if self.ident:
+            for part, how in (("key", "provision_identity_csr"), ("cert", "provision_set_cert"),
+                              ("ca", "provision_set_ca")):
+                if part not in self.ident:
+                    raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "identity incomplete: run " + how)
+            ss_identity.check(self.ident, cfg["device_id"])
+            return dict(self.ident)
+        stored = self.store.identity()
+        if stored is not None:
+            try:
+                ss_identity.check(stored, cfg["device_id"])
+                return stored
+            except ss_identity.IdentityError:
+                pass
+        return None
 
     def _hint(self):
         print("(held in RAM until provision_complete writes it to NVS)")
@@ -208,6 +286,11 @@ class Console:
             raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "WiFi not set: run provision_set_wifi first")
         if "device_id" not in cfg:
             raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "device not set: run provision_set_device first")
+        ident = self._identity_for(cfg)
+        if ssproto.parse_mqtt_uri(cfg["mqtt_uri"])[0] == "mqtts" and ident is None:
+            raise ssproto.ProtocolError(
+                ssproto.E_INCOMPLETE, "mqtts:// needs a device certificate: run provision_identity_csr, "
+                "then provision_set_cert and provision_set_ca")
         if self.app is None:
             raise ssproto.ProtocolError(ssproto.E_STATE, "no network on this device")
         if offline:
@@ -215,7 +298,7 @@ class Console:
             await self.app.stop()  # nothing may go out through the old settings any more
         else:
             try:
-                await self.app.connect_test(cfg)
+                await self.app.connect_test(cfg, ident)
             except Exception as e:
                 code = getattr(e, "code", None)
                 if code not in ssproto.CONNECT_TEST_CODES:
@@ -223,11 +306,12 @@ class Console:
                 print("[PROVISION] Connect test failed: nothing was saved; the previous settings stay")
                 raise ssproto.ProtocolError(code, e.message)
         try:
-            self.store.provision_save_config(cfg)  # atomic, read back and compared
+            self.store.provision_save_config(cfg, ident)  # atomic, read back and compared
         except BaseException:
             self.app.resume()
             raise
         self.staged = {}
+        self.ident = {}
         try:
             # Stored only; sent after the reboot, through the new settings.
             seq = self.app.alert("test", cfg)
@@ -253,6 +337,7 @@ class Console:
     async def cmd_provision_discard(self, a):
         _expect(a, 0, "usage: provision_discard")
         self.staged = {}
+        self.ident = {}
         print("Staged changes discarded")
         self.ok()
 
@@ -279,6 +364,10 @@ class Console:
         }
         for k in ("wifi_ssid", "device_id", "tenant", "building", "room", "mqtt_uri"):
             vals[k] = cfg.get(k, "")
+        vals["certificate"], vals["certificate_expires"], vals["certificate_sha256"] = ss_identity.describe(
+            st.identity() if prov else None)
+        if self.ident:
+            vals["pending"] = ",".join(sorted([k for k in self.staged if k != "wifi_pass"] + ["identity"]))
         for label, name in ssproto.STATUS_FIELDS:
             print(ssproto.status_line(label, vals[name]))
         self.ok()
@@ -307,10 +396,11 @@ class Console:
         await self._factory_reset()
 
     async def _factory_reset(self):
-        self.store.provision_clear()  # verified erase
+        self.store.provision_clear()  # verified erase (the device key and certificates too)
         if self.app is not None:
             self.app.outbox.clear()  # undelivered alerts name the old identity
         self.staged = {}
+        self.ident = {}
         print("Provisioning data erased")
         print("Rebooting into provisioning mode...")
         self.ok()
@@ -331,6 +421,20 @@ def _free_heap():
         return str(gc.mem_free())
     except (ImportError, AttributeError):  # CPython (unit tests)
         return ""
+
+
+def _b64(data):
+    return binascii.b2a_base64(data).decode().strip()
+
+
+def _unb64(text, what):
+    try:
+        der = binascii.a2b_base64(text)
+    except (ValueError, TypeError):
+        raise ssproto.ProtocolError(ssproto.E_INVALID, what + " is not base64")
+    if not der:
+        raise ssproto.ProtocolError(ssproto.E_INVALID, what + " is empty")
+    return der
 
 
 def _expect(args, n, usage):

@@ -125,9 +125,10 @@ class ProbeError(Exception):
 
 
 class Mqtt:
-    def __init__(self, client_id, uri, pfx=None, outbox=None, firmware="", boot_id=""):
+    def __init__(self, client_id, uri, pfx=None, outbox=None, firmware="", boot_id="", tls=None):
         self.client_id = client_id
         self.uri = uri
+        self.tls = tls  # mqtts://: the device identity {"key", "cert", "ca"} (ss_identity)
         self.pfx = pfx  # topic prefix (ssproto.msg.prefix); None: connect only
         self.outbox = outbox
         self.firmware = firmware
@@ -167,13 +168,38 @@ class Mqtt:
                 self._addr = ai[0][-1][0] if isinstance(ai[0][-1], tuple) else host
         return self._addr
 
+    def _context(self):
+        # Verification on: the broker's certificate must chain to the tenant CA and name the
+        # host we asked for (PROTOCOL_TLS_CLIENT verifies by default and then needs
+        # server_hostname).  Our certificate and key are the client identity.  DER throughout:
+        # the MicroPython builds do not all parse PEM.
+        import tls
+
+        import ss_identity
+
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+        ctx.load_verify_locations(self.tls["ca"])
+        ctx.load_cert_chain(self.tls["cert"], ss_identity.key_der(self.tls["key"]))
+        return ctx
+
     async def _open(self, host, port, will):
         addr = self._resolve(host, port)
-        reader, writer = await wait_for_ms(asyncio.open_connection(addr, port), CONNECT_TIMEOUT_MS)
+        if self.tls is not None:
+            conn = asyncio.open_connection(addr, port, ssl=self._context(), server_hostname=host)
+        else:
+            conn = asyncio.open_connection(addr, port)
+        reader, writer = await wait_for_ms(conn, CONNECT_TIMEOUT_MS)
         try:
-            writer.write(encode_connect(self.client_id, will=will))
-            await writer.drain()
-            kind, body = await wait_for_ms(read_packet(reader), CONNECT_TIMEOUT_MS)
+            try:
+                # With TLS the handshake runs here, at the first write and read.
+                writer.write(encode_connect(self.client_id, will=will))
+                await writer.drain()
+                kind, body = await wait_for_ms(read_packet(reader), CONNECT_TIMEOUT_MS)
+            except (OSError, EOFError, ValueError) as e:
+                if self.tls is None:
+                    raise
+                raise _TlsError("TLS with the broker failed: %s" % _describe(e))
             if kind & 0xF0 != CONNACK or len(body) < 2:
                 raise OSError("broker did not answer CONNACK")
             rc = body[1]
@@ -195,6 +221,9 @@ class Mqtt:
             reader, writer = await self._open(host, port, None)
         except _Refused as e:
             raise ProbeError("BROKER_REFUSED", "%s (%s)" % (_describe(e), where))
+        except _TlsError as e:
+            raise ProbeError("BROKER_TLS", "%s (%s): check that the broker's certificate is from the tenant CA "
+                             "and names %s, and that the broker trusts that CA" % (_describe(e), where, host))
         except _DnsError:
             raise ProbeError("BROKER_UNREACHABLE", "cannot resolve the broker host name " + host)
         except asyncio.TimeoutError:
@@ -384,8 +413,18 @@ class _DnsError(OSError):
     pass
 
 
+class _TlsError(OSError):
+    pass
+
+
 def _describe(e):
     if isinstance(e, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(e, EOFError):
+        return "connection closed"
+    if e.args and isinstance(e.args[0], str):
+        return e.args[0]
+    if e.args and isinstance(e.args[0], int) and e.args[0] < -0x1000:
+        return "mbedTLS error -0x%04x" % -e.args[0]  # mbedtls/include/mbedtls/*.h error codes
     s = str(e)
     return s if s else e.__class__.__name__

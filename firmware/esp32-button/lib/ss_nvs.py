@@ -42,3 +42,41 @@ def erase(nvs, key):
     except OSError as e:
         if errno(e) != ESP_ERR_NVS_NOT_FOUND:
             raise
+
+
+# --- the raw partition --------------------------------------------------------------------
+# Page layout (esp-idf components/nvs_flash/src/nvs_page.hpp): 4096-byte pages, a 32-byte
+# header whose first word is the page state, then a 32-byte bitmap with 2 bits per entry
+# (11 empty, 10 written, 00 erased) for 126 entries.  Headers and bitmaps are never encrypted.
+_PAGE = const(4096)
+_ENTRIES = const(126)
+_PAGE_UNINIT = b"\xff\xff\xff\xff"
+
+
+def scan_partition(esp32_mod, label="nvs"):
+    """Entry states of the raw NVS partition: {"written": n, "erased": n, "pages": n used}.
+
+    Read through esp32.Partition, below NVS: with NVS encryption it sees what the flash holds
+    whether or not this chip can decrypt it.  None if the partition cannot be read."""
+    try:
+        parts = esp32_mod.Partition.find(esp32_mod.Partition.TYPE_DATA, label=label)
+        if not parts:
+            return None
+        part = parts[0]
+        pages = part.info()[3] // _PAGE
+        head = bytearray(64)
+        counts = {"written": 0, "erased": 0, "pages": 0}
+        for p in range(pages):
+            part.readblocks(p, head)
+            if head[:4] == _PAGE_UNINIT:
+                continue
+            counts["pages"] += 1
+            for n in range(_ENTRIES):
+                st = (head[32 + n // 4] >> ((n % 4) * 2)) & 3
+                if st == 2:
+                    counts["written"] += 1
+                elif st == 0:
+                    counts["erased"] += 1
+        return counts
+    except (AttributeError, OSError, ValueError, IndexError):
+        return None

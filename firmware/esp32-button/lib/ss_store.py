@@ -3,10 +3,14 @@
 # Layout (namespace "provision", LAYOUT_VERSION 1):
 #   i32  "active"  generation g of the committed configuration; absent = not provisioned
 #   blob "cfg0"/"cfg1"  records; generation g lives in slot g % 2
+#   blob "key0"/"key1", "cert0"/"cert1", "ca0"/"ca1"  the device identity of generation g (if
+#        any): its private key b"SSK" + version(1) + d(32) + public point(65), its certificate
+#        and the tenant CA certificate (DER).  The record names them by their SHA-256 ("id").
 # A record is  b"SSC" + version(1) + JSON + SHA-256(everything before it).  Saving writes the
-# new record into the slot that is NOT active, commits and reads it back, and only then
-# advances "active" (committed last).  A power cut at any instant leaves "active" pointing at a
-# complete, checksummed record: the old one or the new one.  Clearing erases "active" first.
+# new identity and record into the slot that is NOT active, commits and reads them back, and
+# only then advances "active" (committed last).  A power cut at any instant leaves "active"
+# pointing at a complete, checksummed record: the old one or the new one.  Clearing erases
+# "active" first.  NVS encryption (the hardened board) keeps all of it unreadable off the chip.
 #
 # The seed guide's C API names are kept: provision_init, provision_is_provisioned,
 # provision_save_config, provision_load_config, provision_clear.
@@ -23,7 +27,10 @@ LAYOUT_VERSION = const(1)
 _MAGIC = b"SSC"
 _KEY_ACTIVE = "active"
 _SLOTS = ("cfg0", "cfg1")
+_ID_PARTS = ("key", "cert", "ca")
 _BUF = const(2048)
+KEY_MAGIC = b"SSK\x01"
+KEY_LEN = const(101)  # magic 4 + d 32 + uncompressed public point 65
 
 
 FIELDS = ("wifi_ssid", "wifi_pass", "device_id", "tenant", "building", "room", "mqtt_uri")
@@ -40,10 +47,34 @@ class StoreError(Exception):
 
 
 
-def encode_record(gen, cfg):
+def _slot_keys(gen):
+    n = "%d" % (gen % 2)
+    return [p + n for p in _ID_PARTS]
+
+
+def identity_digest(ident):
+    h = hashlib.sha256()
+    for p in _ID_PARTS:
+        h.update(ident[p])
+    return "".join(["%02x" % b for b in h.digest()])
+
+
+def check_identity(ident):
+    key = ident.get("key")
+    if not isinstance(key, bytes) or len(key) != KEY_LEN or key[:4] != KEY_MAGIC:
+        raise StoreError("CORRUPT", "device key has the wrong format")
+    for p in ("cert", "ca"):
+        v = ident.get(p)
+        if not isinstance(v, bytes) or not v or len(v) > _BUF:
+            raise StoreError("CORRUPT", "identity lacks its " + p + " certificate")
+
+
+def encode_record(gen, cfg, id_digest=None):
     body = {"v": LAYOUT_VERSION, "gen": gen}
     for k in FIELDS:
         body[k] = cfg[k]
+    if id_digest is not None:
+        body["id"] = id_digest
     try:
         text = json.dumps(body, ensure_ascii=False)  # CPython (factory images): keep UTF-8 as is
     except TypeError:
@@ -75,8 +106,11 @@ def decode_record(raw):
     gen = d.get("gen")
     if not isinstance(gen, int):
         raise StoreError("CORRUPT", "record lacks a generation")
+    id_digest = d.get("id")
+    if id_digest is not None and not isinstance(id_digest, str):
+        raise StoreError("CORRUPT", "record has a bad identity reference")
     validate(cfg)
-    return gen, cfg
+    return gen, cfg, id_digest
 
 
 def validate(cfg):
@@ -98,6 +132,7 @@ class Store:
         self._nvs = nvs  # one esp32.NVS(NAMESPACE), created by the composition root
         self._gen = 0
         self._cfg = None
+        self._ident = None  # {"key", "cert", "ca"} of the committed configuration, or None
         self.load_error = None  # StoreError from the last load, for the boot log
         self.notices = []  # what provision_init did on its own, for the boot log
 
@@ -120,6 +155,7 @@ class Store:
     def provision_init(self):
         """Read the committed configuration (if any).  Never erases a valid one."""
         self._cfg = None
+        self._ident = None
         self._gen = 0
         self.load_error = None
         try:
@@ -134,10 +170,23 @@ class Store:
             raw = self._get_blob(_SLOTS[gen % 2])
             if raw is None:
                 raise StoreError("CORRUPT", "active record is missing")
-            rgen, cfg = decode_record(raw)
+            rgen, cfg, id_digest = decode_record(raw)
             if rgen != gen:
                 raise StoreError("CORRUPT", "active record has the wrong generation")
+            ident = None
+            if id_digest is not None:
+                ident = {}
+                keys = _slot_keys(gen)
+                for i in range(len(_ID_PARTS)):
+                    p = _ID_PARTS[i]
+                    ident[p] = self._get_blob(keys[i])
+                    if ident[p] is None:
+                        raise StoreError("CORRUPT", "device identity is missing its " + p)
+                if identity_digest(ident) != id_digest:
+                    raise StoreError("CORRUPT", "device identity does not match its record")
+                check_identity(ident)
             self._cfg = cfg
+            self._ident = ident
         except StoreError as e:
             self.load_error = e
         except OSError as e:
@@ -146,11 +195,13 @@ class Store:
     def _finish_interrupted_clear(self):
         # Not provisioned: no record may linger (a power cut during provision_clear).  Say so
         # loudly: on a factory image this also catches an "active" key of the wrong type.
-        if self._get_blob(_SLOTS[0]) is None and self._get_blob(_SLOTS[1]) is None:
+        keys = _SLOTS + tuple(_slot_keys(0)) + tuple(_slot_keys(1))
+        left = [k for k in keys if self._get_blob(k) is not None]
+        if not left:
             return
         self.notices.append("Erased configuration records left without the provisioned marker "
                             "(interrupted factory reset, or an 'active' key that is not an i32)")
-        for k in _SLOTS:
+        for k in left:
             self._erase(k)
         self._nvs.commit()
 
@@ -163,33 +214,51 @@ class Store:
             raise self.load_error or StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
         return dict(self._cfg)
 
+    def identity(self):
+        """The committed device identity {"key", "cert", "ca"} (bytes), or None."""
+        return dict(self._ident) if self._ident is not None else None
+
     @property
     def generation(self):
         return self._gen
 
-    def provision_save_config(self, cfg):
-        """Atomically replace the configuration; verified by reading it back."""
+    def provision_save_config(self, cfg, ident=None):
+        """Atomically replace the configuration (and the device identity: ``ident`` is
+        {"key", "cert", "ca"} or None for none); verified by reading it back."""
         for k in REQUIRED:
             if not isinstance(cfg.get(k), str):
                 raise StoreError("INCOMPLETE", "configuration lacks " + k)
+        if ident is not None:
+            check_identity(ident)
         gen = self._gen + 1
         slot = _SLOTS[gen % 2]
-        rec = encode_record(gen, cfg)
+        rec = encode_record(gen, cfg, identity_digest(ident) if ident is not None else None)
         try:
-            self._nvs.set_blob(slot, rec)
+            writes = []
+            if ident is not None:
+                keys = _slot_keys(gen)
+                for i in range(len(_ID_PARTS)):
+                    writes.append((keys[i], ident[_ID_PARTS[i]]))
+            else:
+                for k in _slot_keys(gen):
+                    self._erase(k)  # leftovers of an older generation in this slot
+            writes.append((slot, rec))
+            for k, v in writes:
+                self._nvs.set_blob(k, v)
             self._nvs.commit()
-            if self._get_blob(slot) != rec:
-                raise StoreError("VERIFY", "record read back differs from what was written")
+            for k, v in writes:
+                if self._get_blob(k) != v:
+                    raise StoreError("VERIFY", "record read back differs from what was written")
             self._nvs.set_i32(_KEY_ACTIVE, gen)  # the commit point
             self._nvs.commit()
             if self._get_i32(_KEY_ACTIVE) != gen:
                 raise StoreError("VERIFY", "marker read back differs from what was written")
         except OSError as e:
             raise StoreError("IO", "NVS write failed (%d)" % ss_nvs.errno(e))
-        old = _SLOTS[(gen + 1) % 2]
         try:
-            # The previous record is no longer referenced: do not keep old secrets around.
-            self._erase(old)
+            # The previous record and key are no longer referenced: do not keep old secrets around.
+            for k in [_SLOTS[(gen + 1) % 2]] + _slot_keys(gen + 1):
+                self._erase(k)
             self._nvs.commit()
         except OSError:
             pass
@@ -197,23 +266,26 @@ class Store:
         self._cfg = {}
         for k in FIELDS:
             self._cfg[k] = cfg[k]
+        self._ident = dict(ident) if ident is not None else None
 
     def provision_clear(self):
         """Factory reset: forget the configuration (marker first, then the records)."""
         try:
             self._erase(_KEY_ACTIVE)
             self._nvs.commit()
-            for k in _SLOTS:
+            keys = _SLOTS + tuple(_slot_keys(0)) + tuple(_slot_keys(1))
+            for k in keys:
                 self._erase(k)
             self._nvs.commit()
             if self._get_i32(_KEY_ACTIVE) is not None:
                 raise StoreError("VERIFY", "marker still present after erase")
-            for k in _SLOTS:
+            for k in keys:
                 if self._get_blob(k) is not None:
                     raise StoreError("VERIFY", "record still present after erase")
         except OSError as e:
             raise StoreError("IO", "NVS erase failed (%d)" % ss_nvs.errno(e))
         self._cfg = None
+        self._ident = None
         self._gen = 0
         self.load_error = StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
 
@@ -237,8 +309,8 @@ def provision_is_provisioned():
     return _store is not None and _store.provision_is_provisioned()
 
 
-def provision_save_config(cfg):
-    _store.provision_save_config(cfg)
+def provision_save_config(cfg, ident=None):
+    _store.provision_save_config(cfg, ident)
 
 
 def provision_load_config():

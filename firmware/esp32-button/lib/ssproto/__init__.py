@@ -37,6 +37,7 @@ E_CONFIRM = "CONFIRM"  # destructive command without --confirm
 E_NVS = "NVS"  # flash read/write/verify failed
 E_STATE = "STATE"  # command not valid in the current state
 E_OUTBOX = "OUTBOX"  # the alert could not be stored
+E_MEMORY = "MEMORY"  # the command ran out of memory and did not finish (saves stay atomic)
 # provision_complete's connect test (nothing is saved when one of these is answered):
 E_WIFI_AUTH = "WIFI_AUTH"  # the access point rejected the password
 E_WIFI_NO_AP = "WIFI_NO_AP"  # no access point with that SSID (and security mode) answers
@@ -44,7 +45,10 @@ E_WIFI_TIMEOUT = "WIFI_TIMEOUT"  # associated but no IP address in time (DHCP), 
 E_WIFI_FAILED = "WIFI_FAILED"  # any other WiFi failure
 E_BROKER_UNREACHABLE = "BROKER_UNREACHABLE"  # name not resolved, connection refused or timed out
 E_BROKER_REFUSED = "BROKER_REFUSED"  # the broker answered CONNACK with an error
-CONNECT_TEST_CODES = (E_WIFI_AUTH, E_WIFI_NO_AP, E_WIFI_TIMEOUT, E_WIFI_FAILED, E_BROKER_UNREACHABLE, E_BROKER_REFUSED)
+E_BROKER_TLS = "BROKER_TLS"  # mqtts://: the broker's certificate failed verification, or it refused ours
+CONNECT_TEST_CODES = (E_WIFI_AUTH, E_WIFI_NO_AP, E_WIFI_TIMEOUT, E_WIFI_FAILED, E_BROKER_UNREACHABLE, E_BROKER_REFUSED,
+                      E_BROKER_TLS)
+E_IDENTITY = "IDENTITY"  # a certificate does not fit the device's key, id or CA
 
 
 class ProtocolError(ValueError):
@@ -56,9 +60,6 @@ class ProtocolError(ValueError):
         self.message = message
 
 
-_SPACE = " \t"
-
-
 def split_args(line):
     """Split a console line into arguments.
 
@@ -67,49 +68,65 @@ def split_args(line):
     takes the next character literally.  Quoted and bare parts of one token concatenate;
     ``""`` is an empty argument.
     """
+    # Works on the UTF-8 bytes (indexing a MicroPython str is not O(1)) and keeps runs of
+    # ordinary bytes as slices: a long line (a base64 certificate) costs a few allocations,
+    # not one per character.  Every special character is ASCII, so a split never falls inside
+    # a multi-byte character.
+    b = line.encode("utf-8")
+    n = len(b)
     args = []
-    cur = []
-    in_token = False
-    in_quote = False
+    cur = None  # pieces of the current token; None: between tokens
+    run = -1  # start of the current run of ordinary bytes
+    quote = False
     i = 0
-    n = len(line)
     while i < n:
-        c = line[i]
-        if in_quote:
-            if c == '"':
-                in_quote = False
-            elif c == "\\":
+        c = b[i]
+        if quote:
+            if c == 0x22 or c == 0x5C:  # " or backslash
+                if run >= 0:
+                    cur.append(b[run:i])
+                    run = -1
+                if c == 0x22:
+                    quote = False
+                else:
+                    i += 1
+                    if i >= n:
+                        raise ProtocolError(E_QUOTE, "backslash at end of line")
+                    if b[i] != 0x5C and b[i] != 0x22:
+                        raise ProtocolError(E_QUOTE, "unknown escape inside quotes (use \\\\ or \\\")")
+                    cur.append(b[i:i + 1])
+            elif run < 0:
+                run = i
+        elif c == 0x20 or c == 0x09 or c == 0x22 or c == 0x5C:  # space, tab, ", backslash
+            if run >= 0:
+                cur.append(b[run:i])
+                run = -1
+            if c == 0x22:
+                quote = True
+                if cur is None:
+                    cur = []
+            elif c == 0x5C:
                 i += 1
                 if i >= n:
                     raise ProtocolError(E_QUOTE, "backslash at end of line")
-                c = line[i]
-                if c != "\\" and c != '"':
-                    raise ProtocolError(E_QUOTE, "unknown escape inside quotes (use \\\\ or \\\")")
-                cur.append(c)
-            else:
-                cur.append(c)
-        elif c in _SPACE:
-            if in_token:
-                args.append("".join(cur))
-                cur = []
-                in_token = False
-        elif c == '"':
-            in_quote = True
-            in_token = True
-        elif c == "\\":
-            i += 1
-            if i >= n:
-                raise ProtocolError(E_QUOTE, "backslash at end of line")
-            cur.append(line[i])
-            in_token = True
+                if cur is None:
+                    cur = []
+                cur.append(b[i:i + 1])  # the next byte; a character's other bytes follow as ordinary ones
+            elif cur is not None:
+                args.append(b"".join(cur).decode("utf-8"))
+                cur = None
         else:
-            cur.append(c)
-            in_token = True
+            if cur is None:
+                cur = []
+            if run < 0:
+                run = i
         i += 1
-    if in_quote:
+    if quote:
         raise ProtocolError(E_QUOTE, "unterminated quote")
-    if in_token:
-        args.append("".join(cur))
+    if run >= 0:
+        cur.append(b[run:])
+    if cur is not None:
+        args.append(b"".join(cur).decode("utf-8"))
     return args
 
 
@@ -271,7 +288,8 @@ def _check_host(host):
 
 
 def parse_mqtt_uri(uri):
-    """``mqtt://host[:port]`` -> (scheme, host, port).  Only plain TCP for now."""
+    """``mqtt://host[:port]`` (plain, port 1883) or ``mqtts://host[:port]`` (mutual TLS, port
+    8883) -> (scheme, host, port)."""
     if len(uri) > URI_MAX:
         raise ProtocolError(E_INVALID, "MQTT URI is too long")
     if uri.startswith("mqtt://"):
@@ -279,9 +297,11 @@ def parse_mqtt_uri(uri):
         rest = uri[7:]
         port = 1883
     elif uri.startswith("mqtts://"):
-        raise ProtocolError(E_INVALID, "mqtts:// (TLS) is not supported by this firmware yet; use mqtt://")
+        scheme = "mqtts"
+        rest = uri[8:]
+        port = 8883
     else:
-        raise ProtocolError(E_INVALID, "MQTT URI must look like mqtt://host[:port]")
+        raise ProtocolError(E_INVALID, "MQTT URI must look like mqtt://host[:port] or mqtts://host[:port]")
     if rest.endswith("/"):
         rest = rest[:-1]
     host = rest
@@ -326,6 +346,9 @@ STATUS_FIELDS = (
     ("Alerts pending", "alerts_pending"),
     ("Next alert seq", "next_alert_seq"),
     ("Free heap", "free_heap"),
+    ("Certificate", "certificate"),
+    ("Certificate expires", "certificate_expires"),
+    ("Certificate SHA-256", "certificate_sha256"),
 )
 
 

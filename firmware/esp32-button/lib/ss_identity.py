@@ -1,0 +1,83 @@
+# The device identity for mutual TLS: a P-256 key pair made on the device, a certificate the
+# tenant CA issued for it (CN = device id, clientAuth) and the tenant CA certificate.
+#
+# The private key is generated here (os.urandom), stored only in NVS (encrypted on the hardened
+# board) and used only to sign the CSR and for TLS.  Nothing in this module prints or returns
+# it in any form but the key blob the store keeps and the DER that mbedTLS loads.
+#
+# Key blob (ss_store.KEY_MAGIC): b"SSK\x01" + d (32 bytes, big-endian) + public point (65 bytes).
+
+import hashlib
+
+import ss_der
+import ss_ec
+from ss_store import KEY_LEN, KEY_MAGIC
+
+
+class IdentityError(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+def new_key():
+    """A fresh key blob."""
+    d = ss_ec.generate_private_key()
+    x, y = ss_ec.public_key(d)
+    return KEY_MAGIC + d.to_bytes(32, "big") + ss_ec.encode_point(x, y)
+
+
+def _split(key):
+    if len(key) != KEY_LEN or key[:4] != KEY_MAGIC:
+        raise IdentityError("device key has the wrong format")
+    return int.from_bytes(key[4:36], "big"), key[36:]
+
+
+def public_point(key):
+    return _split(key)[1]
+
+
+def csr(key, cn):
+    """PKCS#10 request (DER) for CN=cn, signed with the key."""
+    d, pub = _split(key)
+    return ss_der.csr_der(d, pub, cn)
+
+
+def key_der(key):
+    """SEC1 ECPrivateKey DER for tls.SSLContext.load_cert_chain (RAM only)."""
+    d, pub = _split(key)
+    return ss_der.private_key_der(d, pub)
+
+
+def cert_info(der):
+    try:
+        return ss_der.cert_info(der)
+    except (ValueError, IndexError, TypeError):
+        raise IdentityError("not a DER X.509 certificate this device can use")
+
+
+def check(ident, device_id):
+    """Check a complete identity {"key", "cert", "ca"} against the device id.  Returns the
+    certificate's info.  IdentityError says what does not fit."""
+    info = cert_info(ident["cert"])
+    if info["pub"] != public_point(ident["key"]):
+        raise IdentityError("the certificate is not for this device's key (run provision_identity_csr again)")
+    if info["cn"] != device_id:
+        raise IdentityError("the certificate names device '%s', not '%s'" % (info["cn"], device_id))
+    ca = cert_info(ident["ca"])
+    if info["issuer"] != ca["subject"]:
+        raise IdentityError("the certificate was not issued by this CA ('%s')" % ss_der.name_cn(ca["subject"]))
+    return info
+
+
+def describe(ident):
+    """(certificate text, expiry, certificate SHA-256 hex) for provision_status; never the key."""
+    if ident is None:
+        return "none", "", ""
+    digest = "".join(["%02x" % b for b in hashlib.sha256(ident["cert"]).digest()])
+    try:
+        info = cert_info(ident["cert"])
+        ca = cert_info(ident["ca"])
+    except IdentityError as e:
+        return "unusable: " + e.message, "", digest
+    return "CN=%s issued by %s" % (info["cn"], ca["cn"]), info["not_after"], digest
