@@ -382,16 +382,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if not args.port_link or not args.flash:
         raise UsageError("safesignal sim run needs --port-link and --flash")
     from .sim.air import AccessPoint, Air
-    from .sim.flash import check_flash_path
     from .sim.supervisor import SimConfig, Supervisor, parse_mac
 
     port_link = Path(args.port_link)
     flash = Path(args.flash)
     from .sim import efuse as efuse_mod
 
-    check_flash_path(flash)
     efuse_path = Path(args.efuse) if args.efuse else efuse_mod.default_path(flash)
-    fuse = efuse_mod.load_or_burn(efuse_path, parse_mac(args.mac) if args.mac else None, _default_mac(flash))
+    fuse, new_chip = efuse_mod.plan(efuse_path, parse_mac(args.mac) if args.mac else None, _default_mac(flash))
     mac = fuse.mac
     hosts = {}
     for h in args.host or []:
@@ -402,7 +400,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
     air = Air(Path(args.air) if args.air else None, [AccessPoint(s, p) for s, p in (args.ap or [])], hosts)
     control = Path(args.control) if args.control else port_link.with_name(port_link.name + ".ctl")
     cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=mac, control=control, heap=args.heap,
-                    usb_cdc=args.usb_cdc, hmac_key=fuse.hmac_key if args.nvs_encryption == "hmac" else None)
+                    usb_cdc=args.usb_cdc, hmac_key=fuse.hmac_key if args.nvs_encryption == "hmac" else None,
+                    efuse=(efuse_path, fuse) if new_chip else None)
     if args.firmware:
         cfg.firmware = Path(args.firmware)
     if args.mpy:

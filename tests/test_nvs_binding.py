@@ -17,6 +17,8 @@ from safesignal.nvs import derive_hmac_keys, parse_partition
 from safesignal.sim import efuse
 from test_e2e_serial import IDENT, SSID, boot_log, run_cli, seed_args
 
+PROVISIONING_MODE = "[PROVISION] Provisioning mode: waiting for commands on the console (type help)"
+
 
 def test_copied_flash_gives_another_chip_nothing(make_sim, guard: SecretGuard, tmp_path: Path) -> None:
     pw = guard.secret("bound-to-chip-a")
@@ -42,7 +44,7 @@ def test_copied_flash_gives_another_chip_nothing(make_sim, guard: SecretGuard, t
     fuse_a, fuse_b = efuse.load(efuse.default_path(a.flash)), efuse.load(efuse.default_path(b.flash))
     assert fuse_a.hmac_key != fuse_b.hmac_key and fuse_a.mac != fuse_b.mac
     assert b.control.state()["nvs_unreadable_at_power_up"] > 0
-    log = boot_log(b, guard, "[PROVISION] Provisioning mode")
+    log = boot_log(b, guard, PROVISIONING_MODE)
     assert any(x.startswith("[NVS] The flash holds ") and "cannot decrypt" in x and "another chip" in x
                for x in log), log
     assert "[NVS] Credentials are bound to the chip that stored them; this device needs provisioning" in log
@@ -64,7 +66,7 @@ def test_copied_flash_gives_another_chip_nothing(make_sim, guard: SecretGuard, t
 
 def test_blank_chip_says_nothing_about_other_chips(make_sim, guard: SecretGuard) -> None:
     sim = make_sim()
-    log = boot_log(sim, guard, "[PROVISION] Provisioning mode")
+    log = boot_log(sim, guard, PROVISIONING_MODE)
     assert not [x for x in log if x.startswith("[NVS]")]
     assert sim.control.state()["nvs_encrypted"] is True
 

@@ -60,22 +60,29 @@ def load(path: Path) -> Efuse:
     return Efuse(mac, key)
 
 
-def load_or_burn(path: Path, mac: bytes | None, default_mac: bytes) -> Efuse:
-    """The chip's eFuses; a chip that has none yet gets them now (``mac`` or ``default_mac``,
-    and a fresh random HMAC key).  A ``mac`` that contradicts burnt eFuses is a usage error."""
+def plan(path: Path, mac: bytes | None, default_mac: bytes) -> tuple[Efuse, bool]:
+    """The chip's eFuses, and whether they still have to be burnt (a new chip: ``mac`` or
+    ``default_mac`` and a fresh random HMAC key; :func:`burn` writes them when the chip first
+    powers up).  A ``mac`` that contradicts burnt eFuses is a usage error."""
     if path.exists():
         fuse = load(path)
         if mac is not None and mac != fuse.mac:
             raise UsageError(f"--mac {mac.hex(':')}: this chip's eFuses ({path}) hold {fuse.mac.hex(':')}")
-        return fuse
+        return fuse, False
+    return Efuse(mac if mac is not None else default_mac, secrets.token_bytes(HMAC_KEY_LEN)), True
+
+
+def burn(path: Path, fuse: Efuse) -> None:
+    """Write a new chip's eFuse file (never replaces one)."""
     parent = path.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--efuse {path}: directory {parent} is not writable")
-    fuse = Efuse(mac if mac is not None else default_mac, secrets.token_bytes(HMAC_KEY_LEN))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), FILE_MODE)
+    except FileExistsError:
+        raise UsageError(f"--efuse {path}: appeared while this chip was starting") from None
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), FILE_MODE)
         f.write(fuse.to_json() + "\n")
         f.flush()
         os.fsync(f.fileno())
-    return fuse

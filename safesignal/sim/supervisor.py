@@ -45,7 +45,9 @@ from typing import Any
 from ..errors import UsageError
 from ..nvs import derive_hmac_keys
 from ..tools import find_tool
+from . import efuse
 from .air import STAT_GOT_IP, WLAN_CONFIG_SETTABLE, Air, Station
+from .efuse import Efuse
 from .flash import NVS_OFFSET, NVS_SIZE, FlashNvs, NvsOpError, check_flash_path
 from .gpio import Button
 
@@ -143,6 +145,7 @@ class SimConfig:
     usb_gap: float = 0.5  # seconds without a port while the chip resets and USB re-enumerates
     mpy_dir: Path | None = None  # run the firmware compiled to .mpy (as deployed) from here
     hmac_key: bytes | None = None  # eFuse HMAC key: NVS encrypted as ESP-IDF's HMAC scheme does; None = plain NVS
+    efuse: tuple[Path, Efuse] | None = None  # a new chip's eFuses, burnt (written) when it first powers up
 
 
 class Supervisor:
@@ -210,6 +213,9 @@ class Supervisor:
                 raise UsageError(f"--control {self.cfg.control}: {e.strerror or e}") from None
             self._ctl_made = True
             self._ctl_server = await asyncio.start_unix_server(self._ctl_client, sock=sock)
+        if self.cfg.efuse is not None:
+            efuse.burn(*self.cfg.efuse)  # a new chip: its eFuses exist from its first power-up on
+            self.cfg.efuse = None
         self._open_port()
         await self._boot()
         self.flash.create()  # a blank chip's erased NVS, once the device is really up

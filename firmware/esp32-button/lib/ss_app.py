@@ -151,8 +151,8 @@ async def _main():
 
     # Every module is imported here, at boot, while the heap is empty: compiling one later
     # (at the first provision_complete) may not find a large enough free block in a
-    # fragmented 128 kB heap.
-    import ss_identity  # noqa: F401  (and ss_ec, ss_der)
+    # fragmented 128 kB heap.  The exception is the device identity (ss_identity, ss_ec,
+    # ss_der): about 25 kB, loaded only when a device provisions or uses mqtts://.
     import ss_mqtt  # noqa: F401
     import ss_store
     import ss_time  # noqa: F401

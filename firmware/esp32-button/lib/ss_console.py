@@ -7,7 +7,6 @@
 import binascii
 import hashlib
 
-import ss_identity
 import ssproto
 from ss_compat import const
 from ss_store import StoreError
@@ -159,8 +158,6 @@ class Console:
             self.err(e.code, e.message)
         except StoreError as e:
             self.err(ssproto.E_NVS, e.message)
-        except ss_identity.IdentityError as e:
-            self.err(ssproto.E_IDENTITY, e.message)
         except OSError as e:
             self.err(ssproto.E_NVS, "flash error (%s)" % (e.args[0] if e.args else "?"))
 
@@ -212,6 +209,8 @@ class Console:
             raise ssproto.ProtocolError(ssproto.E_INCOMPLETE,
                                         "device not set: run provision_set_device first (the CSR names the device id)")
         print("[IDENTITY] Generating a P-256 key pair on the device...")
+        import ss_identity
+
         key = ss_identity.new_key()
         req = ss_identity.csr(key, cfg["device_id"])
         self.ident = {"key": key}
@@ -227,6 +226,8 @@ class Console:
         if "key" not in self.ident:
             raise ssproto.ProtocolError(ssproto.E_STATE, "no key pair staged: run provision_identity_csr first")
         der = _unb64(a[0], "certificate")
+        import ss_identity
+
         info = ss_identity.cert_info(der)
         if info["pub"] != ss_identity.public_point(self.ident["key"]):
             raise ss_identity.IdentityError("the certificate is not for the key made by the last "
@@ -239,6 +240,8 @@ class Console:
     async def cmd_provision_set_ca(self, a):
         _expect(a, 1, "usage: provision_set_ca <base64 DER certificate>")
         der = _unb64(a[0], "CA certificate")
+        import ss_identity
+
         info = ss_identity.cert_info(der)
         self.ident["ca"] = der
         print("CA certificate staged: CN=%s, valid until %s" % (info["cn"], info["not_after"]))
@@ -248,6 +251,11 @@ class Console:
     def _identity_for(self, cfg):
         """The identity provision_complete saves: the staged one (checked), else the stored
         one if it still names this device, else None."""
+        stored = self.store.identity()
+        if not self.ident and stored is None:
+            return None
+        import ss_identity
+
         if self.ident:
             for part, how in (("key", "provision_identity_csr"), ("cert", "provision_set_cert"),
                               ("ca", "provision_set_ca")):
@@ -255,14 +263,11 @@ class Console:
                     raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "identity incomplete: run " + how)
             ss_identity.check(self.ident, cfg["device_id"])
             return dict(self.ident)
-        stored = self.store.identity()
-        if stored is not None:
-            try:
-                ss_identity.check(stored, cfg["device_id"])
-                return stored
-            except ss_identity.IdentityError:
-                pass
-        return None
+        try:
+            ss_identity.check(stored, cfg["device_id"])
+            return stored
+        except ssproto.ProtocolError:
+            return None
 
     def _hint(self):
         print("(held in RAM until provision_complete writes it to NVS)")
@@ -364,8 +369,12 @@ class Console:
         }
         for k in ("wifi_ssid", "device_id", "tenant", "building", "room", "mqtt_uri"):
             vals[k] = cfg.get(k, "")
-        vals["certificate"], vals["certificate_expires"], vals["certificate_sha256"] = ss_identity.describe(
-            st.identity() if prov else None)
+        ident = st.identity() if prov else None
+        vals["certificate"], vals["certificate_expires"], vals["certificate_sha256"] = "none", "", ""
+        if ident is not None:
+            import ss_identity
+
+            vals["certificate"], vals["certificate_expires"], vals["certificate_sha256"] = ss_identity.describe(ident)
         if self.ident:
             vals["pending"] = ",".join(sorted([k for k in self.staged if k != "wifi_pass"] + ["identity"]))
         for label, name in ssproto.STATUS_FIELDS:

@@ -7,17 +7,21 @@
 #
 # Key blob (ss_store.KEY_MAGIC): b"SSK\x01" + d (32 bytes, big-endian) + public point (65 bytes).
 
+# Imported only when needed (provisioning an identity, an mqtts:// session, a status with a
+# certificate): the EC and DER code costs about 25 kB of heap when loaded from .py or .mpy
+# files, which a plain mqtt:// device in a 128 kB heap does not have to spare.  Frozen into
+# the firmware image (firmware/boards/SAFESIGNAL_S3) it costs next to nothing.
+
 import hashlib
 
 import ss_der
 import ss_ec
+import ssproto
 from ss_store import KEY_LEN, KEY_MAGIC
 
 
-class IdentityError(Exception):
-    def __init__(self, message):
-        super().__init__(message)
-        self.message = message
+def IdentityError(message):
+    return ssproto.ProtocolError(ssproto.E_IDENTITY, message)
 
 
 def new_key():
@@ -78,6 +82,6 @@ def describe(ident):
     try:
         info = cert_info(ident["cert"])
         ca = cert_info(ident["ca"])
-    except IdentityError as e:
+    except ssproto.ProtocolError as e:
         return "unusable: " + e.message, "", digest
     return "CN=%s issued by %s" % (info["cn"], ca["cn"]), info["not_after"], digest
