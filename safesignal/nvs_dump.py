@@ -24,6 +24,9 @@ Masking (decided in one place, :func:`classify`; ``--show-secrets`` shows everyt
 * ``provision/cfg0``, ``provision/cfg1``: configuration records ``b"SSC" + version + JSON +
   SHA-256`` (firmware ``lib/ss_store.py``): decoded and shown with secret fields masked.  A record
   that does not decode is masked entirely (it may hold the WiFi password).
+* ``provision/key0``, ``provision/key1``: the device's private key (``lib/ss_store.py``), masked
+  entirely; ``provision/cert0|1`` and ``provision/ca0|1``: its certificate and the tenant CA
+  certificate, public - shown as certificates (below).
 * ``outbox/q00`` .. ``outbox/q99``: alert records ``b"SSQ" + version + JSON + SHA-256[:8]``
   (``lib/ss_outbox.py``): not secret, decoded and shown.
 * namespace ``identity``: ``cert*`` and ``ca`` hold public certificates - shown as length and
@@ -306,6 +309,10 @@ def classify(namespace: str, key: str) -> str:
     """
     if namespace == "provision" and key in ("cfg0", "cfg1"):
         return "config_record"
+    if namespace == "provision" and key in ("cert0", "cert1", "ca0", "ca1"):
+        return "certificate"  # the device identity (ss_store): public certificates ...
+    if namespace == "provision" and key in ("key0", "key1"):
+        return "secret"  # ... and the device's private key
     if namespace == "outbox" and _OUTBOX_KEY.fullmatch(key):
         return "outbox_record"
     if namespace == "identity":

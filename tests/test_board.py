@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from safesignal.sim.flash import NVS_SIZE
+from safesignal.sim.flash import NVS_OFFSET, NVS_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 BOARD = REPO / "firmware" / "boards" / "SAFESIGNAL_S3"
@@ -212,7 +212,7 @@ def test_nvs_partition_is_micropythons_and_not_flash_encrypted() -> None:
 
 
 def test_virtual_device_models_the_real_nvs_partition() -> None:
-    assert nvs_partition().size == NVS_SIZE
+    assert (nvs_partition().offset, nvs_partition().size) == (NVS_OFFSET, NVS_SIZE)
 
 
 def test_partitions_for_the_hmac_scheme_and_micropython() -> None:

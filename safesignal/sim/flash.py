@@ -38,8 +38,11 @@ from ..nvs import (
 
 log = logging.getLogger(__name__)
 
-# MicroPython's ESP32 partition tables (ports/esp32/partitions-*.csv): nvs at 0x9000, 0x6000 bytes.
-NVS_OFFSET = 0x9000
+# The hardened board's partition table (firmware/boards/SAFESIGNAL_S3/partitions-safesignal.csv):
+# nvs at 0x11000, 0x6000 bytes (MicroPython's own tables, ports/esp32/partitions-*.csv, put the
+# same 0x6000 bytes at 0x9000; the table moved to make room for the secure-boot bootloader).
+# Only esp32.Partition.info() shows the offset: NVS addresses (and XTS tweaks) are relative.
+NVS_OFFSET = 0x11000
 NVS_SIZE = 0x6000
 
 # esp-idf components/nvs_flash/include/nvs.h (ESP_ERR_NVS_BASE 0x1100); MicroPython raises OSError(-code).

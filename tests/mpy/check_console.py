@@ -176,6 +176,9 @@ class FakeApp:
     def resume(self):
         self.resumed = True
 
+    def radio_on(self):
+        self.radio = True
+
     def alert(self, kind, cfg=None):
         if cfg is None:
             cfg = self.store.provision_load_config()
@@ -627,6 +630,7 @@ def test_identity_csr_then_certificates_then_complete():
         eq((ok, text[:4]), (True, "csr "))
         csr = binascii.a2b_base64(text[4:])
         eq(csr, ss_identity.csr(ss_identity.new_key(), "btn-01"), "CSR of the staged key, CN = device id")
+        eq(r.app.radio, True, "radio on before the key is drawn")
         eq(reply(r.cmd("provision_set_cert " + _b64(idfixture.CERT)))[0], True)
         eq(reply(r.cmd("provision_set_ca " + _b64(idfixture.CA)))[0], True)
         status = r.cmd("provision_status")

@@ -337,6 +337,74 @@ def test_power_cut_model():
                 assert not contains(nvs.durable, SECRET_B), what + ": new secret lingers after recovery"
 
 
+# Device identities: opaque to the store apart from the key blob's format.
+KEY_A = ss_store.KEY_MAGIC + b"\xaa" * 32 + b"\x04" + b"\x01" * 64
+KEY_B = ss_store.KEY_MAGIC + b"\xbb" * 32 + b"\x04" + b"\x02" * 64
+ID_A = {"key": KEY_A, "cert": b"cert-A" * 50, "ca": b"ca" * 200}
+ID_B = {"key": KEY_B, "cert": b"cert-B" * 60, "ca": b"ca" * 200}
+
+
+def id_state(st):
+    return (state(st), st.identity())
+
+
+@test
+def test_identity_round_trip_and_checks():
+    nvs, st = fresh()
+    st.provision_save_config(CFG_A, ID_A)
+    eq(id_state(fresh(nvs.durable)[1]), (CFG_A, ID_A))
+    st.provision_save_config(CFG_B)  # a new record without an identity drops the key
+    eq(id_state(fresh(nvs.durable)[1]), (CFG_B, None))
+    assert not contains_bytes(nvs.durable, KEY_A[4:36]), "an old device key lingers"
+    raises(ss_store.StoreError, st.provision_save_config, CFG_A, {"key": b"short", "cert": b"c", "ca": b"c"})
+    # A damaged identity makes the whole record unusable (never a half identity).
+    st.provision_save_config(CFG_A, ID_A)
+    slot = str(st.generation % 2)
+    nvs.set_blob("cert" + slot, b"tampered")
+    nvs.commit()
+    _, st2 = fresh(nvs.durable)
+    eq((state(st2), st2.load_error.reason), (None, "CORRUPT"))
+    # A factory reset erases the key and the certificates too.
+    st.provision_clear()
+    assert not contains_bytes(nvs.durable, KEY_A[4:36]), "the device key survived a factory reset"
+    eq([k for k in nvs.durable if k[:4] in ("cert", "key0", "key1") or k[:2] == "ca"], [])
+
+
+def contains_bytes(durable, needle):
+    for t, v in durable.values():
+        if t == BLOB and needle in v:
+            return True
+    return False
+
+
+@test
+def test_power_cut_with_identities():
+    # As test_power_cut_model, with identities: after a cut the device has the old configuration
+    # with the old identity or the new one with the new identity, never a mix.
+    make = lambda nvs: _init(ss_store.Store(nvs))
+    for autocommit in (False, True):
+        nvs, st = fresh(autocommit=autocommit)
+        st.provision_save_config(CFG_A, ID_A)
+        old = nvs.durable
+        scenarios = [
+            ("new identity", (CFG_A, ID_A), (CFG_B, ID_B), lambda st: st.provision_save_config(CFG_B, ID_B)),
+            ("identity dropped", (CFG_A, ID_A), (CFG_B, None), lambda st: st.provision_save_config(CFG_B)),
+            ("clear", (CFG_A, ID_A), (None, None), lambda st: st.provision_clear()),
+        ]
+        for name, want_old, want_new, op in scenarios:
+            runs = cut_states(make, old, op, autocommit)
+            eq(id_state(fresh(runs[-1][1], autocommit)[1]), want_new, name + " completed")
+            for k, durable in runs:
+                what = "%s, cut after %s calls, autocommit=%s" % (name, k, autocommit)
+                nvs2, st2 = fresh(durable, autocommit)
+                got = id_state(st2)
+                assert got == want_old or got == want_new, what
+                st2.provision_save_config(CFG_C)
+                eq(id_state(fresh(nvs2.durable, autocommit)[1]), (CFG_C, None), what + ": save after recovery")
+                for key in (KEY_A, KEY_B):
+                    assert not contains_bytes(nvs2.durable, key[4:36]), what + ": a device key lingers"
+
+
 @test
 def test_power_cut_during_recovery():
     # provision_init finishes an interrupted clear; cut that too, at every step.

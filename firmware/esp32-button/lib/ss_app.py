@@ -84,13 +84,42 @@ class App:
             code, why = await self.wifi.probe(cfg["wifi_ssid"], cfg["wifi_pass"])
             if code is not None:
                 raise ProbeError(code, why)
-            await Mqtt(cfg["device_id"], cfg["mqtt_uri"], tls=_tls_identity(cfg, ident)).probe()
+            tls = _tls_identity(cfg, ident)
+            if tls is not None:
+                await self._set_clock()  # certificate dates are checked: a chip starts in 2000
+            await Mqtt(cfg["device_id"], cfg["mqtt_uri"], tls=tls).probe()
             print("[PROVISION] Connect test passed")
         except BaseException:
             self.wifi.down()
             self.resume()  # a provisioned device goes back to work with what it had
             raise
         self.wifi.down()  # passed: the caller saves and reboots, services stay stopped
+
+    def radio_on(self):
+        """Switch the WiFi radio on (not connecting): ESP-IDF's esp_random() draws true
+        randomness only while WiFi or Bluetooth runs (ESP-IDF docs, "Random Number Generation")."""
+        if self.wifi is None:
+            from ss_wifi import Wifi
+
+            self.wifi = Wifi(self._wlan_factory())
+        self.wifi.radio_on()
+
+    async def _set_clock(self):
+        import time
+
+        import ss_time
+
+        if self.machine is None or ss_time.unix_time(time) is not None:
+            return
+        try:
+            t = await ss_time.query(ss_time.NTP_HOST)
+        except OSError:
+            t = None
+        if t is None:
+            print("[TIME] Clock not set (no SNTP answer): TLS cannot check certificate dates")
+            return
+        ss_time.set_rtc(self.machine, time, t)
+        print("[TIME] Clock set by SNTP (%s)" % ss_time.NTP_HOST)
 
     def resume(self):
         """Restart the services with the stored configuration, if there is one and they are off."""

@@ -209,6 +209,8 @@ class Console:
             raise ssproto.ProtocolError(ssproto.E_INCOMPLETE,
                                         "device not set: run provision_set_device first (the CSR names the device id)")
         print("[IDENTITY] Generating a P-256 key pair on the device...")
+        if self.app is not None:
+            self.app.radio_on()  # the ESP32's RNG is truly random only while the radio runs
         import ss_identity
 
         key = ss_identity.new_key()

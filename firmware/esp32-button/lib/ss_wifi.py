@@ -123,6 +123,10 @@ class Wifi:
             except OSError:
                 pass
 
+    def radio_on(self):
+        """The radio on, not connecting (true randomness for key generation)."""
+        self._activate()
+
     def _activate(self):
         if self._active:
             return
