@@ -7,7 +7,10 @@ guide's own command, its test alert confirmed at the broker, its boot log throug
 Runs: an embedded MQTT broker on 127.0.0.1 -> `safesignal sim` (the real firmware under the
 MicroPython interpreter) -> `scripts/provision_device.py` with the seed's flags (+ --mqtt-uri,
 --verify) -> `safesignal console --reboot` until the MQTT line -> `safesignal monitor` while
-`safesignal sim press` presses the button.  Everything is cleaned up afterwards.
+`safesignal sim press` presses the button.  Then, where mosquitto is installed, production
+style: `safesignal ca init` / `ca operator`, mosquitto with the shipped mutual-TLS configuration,
+`safesignal provision --mqtt-uri mqtts://… --ca DIR --verify` (the device makes its own key), and
+`safesignal nvs dump` of the raw flash.  Everything is cleaned up afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shlex
 import subprocess
 import sys
@@ -107,8 +111,13 @@ def run(work: Path) -> int:
                 say("✗ the monitor did not see the panic alert")
                 return 1
             say("")
+            rc = production(work, port, flash, air)
+            if rc != 0:
+                return rc
+            say("")
             say("== Done: provisioned over the serial console (connect test first), test alert confirmed,")
-            say("   rebooted into WiFi and MQTT, and a panic alert delivered.")
+            say("   rebooted into WiFi and MQTT, a panic alert delivered; then re-provisioned for mutual TLS")
+            say("   with a key made on the device, and its flash shown unreadable without the chip.")
             return 0
         finally:
             sim.terminate()
@@ -116,6 +125,65 @@ def run(work: Path) -> int:
                 sim.wait(10)
             except subprocess.TimeoutExpired:
                 sim.kill()
+
+
+def production(work: Path, port: str, flash: Path, air: Path) -> int:
+    """The same device, production-style: a tenant CA, the shipped mutual-TLS mosquitto
+    configuration, a key pair made on the device and a certificate for it; then the flash as a
+    thief would read it.  Needs the mosquitto binary (not pip-installable): skipped without it."""
+    from . import ca
+    from .mosquitto import Mosquitto, find_mosquitto
+
+    py = sys.executable
+    if find_mosquitto() is None:
+        say("== Skipping the production part (tenant CA, mutual TLS): mosquitto is not installed")
+        say("   (apt-get install mosquitto; the tests always run it)")
+        return 0
+    say("== Production: tenant CA, mutual TLS with the shipped mosquitto configuration, key made on the device")
+    passphrase = secrets.token_urlsafe(18)  # handed to the tools in the environment, never shown
+    env = {**os.environ, "SAFESIGNAL_CA_PASS": passphrase}
+    ca_dir = work / "tenant-ca"
+    init = [py, "-m", "safesignal", "ca", "init", "--dir", str(ca_dir), "--tenant", "tenant-a"]
+    say(f"   $ {shown(init)}")
+    if subprocess.run(init, env=env).returncode != 0:
+        return 1
+    op = [py, "-m", "safesignal", "ca", "operator", "--dir", str(ca_dir), "--name", "demo"]
+    say(f"   $ {shown(op)}")
+    if subprocess.run(op, env=env).returncode != 0:
+        return 1
+    tenant_ca = ca.open(ca_dir).unlock(passphrase)
+    broker = Mosquitto.mtls(work / "mtls-broker", tenant_ca)
+    tenant_ca.lock()
+    broker.start()
+    try:
+        say(f"== mosquitto with require_certificate, identity from the certificate, per-device ACL: {broker.uri}")
+        # The site's name service now points the device's broker name at it.
+        data = json.loads(air.read_text())
+        data["hosts"] = broker.hosts
+        air.write_text(json.dumps(data))
+        prov = [py, "-m", "safesignal", "provision", "--port", port, "--wifi-ssid", SSID, "--wifi-pass", PASSWORD,
+                "--device-id", "esp32-prod-001", "--tenant", "tenant-a", "--building", "building-a",
+                "--room", "room-1", "--mqtt-uri", "mqtts://safesignal-edge.local:8883", "--ca", str(ca_dir),
+                "--verify", "--broker", broker.uri, "--operator", "demo"]
+        say(f"   $ {shown(prov)}")
+        say("")
+        rc = subprocess.run(prov, env=env).returncode
+        if rc != 0:
+            return rc
+        say("")
+        dump = [py, "-m", "safesignal", "nvs", "dump", str(flash)]
+        say("== The flash as a thief reads it (no key: the chip's eFuse key never leaves the chip)")
+        say(f"   $ {shown(dump)}")
+        p = subprocess.run(dump, capture_output=True, text=True)
+        for line in (p.stdout + p.stderr).splitlines()[:12]:
+            say("   " + line)
+        if PASSWORD in p.stdout + p.stderr or p.returncode == 0:
+            say("✗ the raw flash should be unreadable without the chip's key")
+            return 1
+        say(f"   (exit {p.returncode}: nothing readable)")
+        return 0
+    finally:
+        broker.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,3 +23,8 @@ def test_demo_runs_end_to_end(guard: SecretGuard) -> None:
     assert log[1:9] == SEED_BOOT_LOG
     assert "PANIC" in out[out.index("== The panic button"):]
     assert "esp32-prod-001" in out[out.index("== The panic button"):]
+    # The production part (CI has mosquitto): mutual TLS with a device-made key, flash unreadable.
+    prod = out[out.index("== Production"):]
+    assert "→ Sending: provision_identity_csr" in prod
+    assert "✓ Test alert received from esp32-prod-001" in prod
+    assert "(exit 6: nothing readable)" in prod

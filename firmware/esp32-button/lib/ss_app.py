@@ -6,6 +6,7 @@ import sys
 from ss_compat import sleep_ms
 
 FIRMWARE = "safesignal-button 0.1.0"
+_IDENTITY_PRELOAD_FREE = 96 * 1024  # bytes of free heap at boot above which ss_identity loads at once
 # Oldest MicroPython this firmware supports (also pinned in manifest.py and PROVISIONING.md).
 REQUIRES_MICROPYTHON = (1, 24, 0)
 
@@ -154,21 +155,6 @@ class App:
         print("[ALERT] Panic alert %d stored; sending" % seq)
 
 
-def _explain_unreadable(esp32, outbox_nvs):
-    # With NVS encryption, entries written under another chip's key (a flash image copied from
-    # another device) fail their CRC after decryption and ESP-IDF's nvs_flash_init marks them
-    # erased.  A device that stored anything itself can still read its outbox counter; if it
-    # cannot, yet the partition holds erased entries, they were not written by this chip.
-    import ss_nvs
-
-    counts = ss_nvs.scan_partition(esp32)
-    if not counts or not counts["erased"] or ss_nvs.get_i32(outbox_nvs, "next") is not None:
-        return
-    print("[NVS] The flash holds %d entries this chip cannot decrypt: they were written by another chip "
-          "(a copied flash image) or under another key" % counts["erased"])
-    print("[NVS] Credentials are bound to the chip that stored them; this device needs provisioning")
-
-
 async def _main():
     import gc
     import os
@@ -181,7 +167,7 @@ async def _main():
     # Every module is imported here, at boot, while the heap is empty: compiling one later
     # (at the first provision_complete) may not find a large enough free block in a
     # fragmented 128 kB heap.  The exception is the device identity (ss_identity, ss_ec,
-    # ss_der): about 25 kB, loaded only when a device provisions or uses mqtts://.
+    # ss_der): about 25 kB, see below.
     import ss_mqtt  # noqa: F401
     import ss_store
     import ss_time  # noqa: F401
@@ -193,6 +179,12 @@ async def _main():
     from ss_outbox import Outbox
 
     gc.collect()
+    if gc.mem_free() > _IDENTITY_PRELOAD_FREE:
+        # Room to spare: load the identity code now, while the heap is in one piece (compiling
+        # it from source later can fail in a fragmented heap).  A small heap loads it when it
+        # is first needed, which from .mpy (no compiling) fits.
+        import ss_identity  # noqa: F401
+        gc.collect()
 
     print("[BOOT] %s, chip %s" % (FIRMWARE, _chip_id(machine)))
     if tuple(sys.implementation.version[:3]) < REQUIRES_MICROPYTHON:
@@ -223,7 +215,9 @@ async def _main():
         if err is not None and err.reason != "ESP_ERR_NVS_NOT_FOUND":
             print("[PROVISION] Stored configuration unusable: %s" % err.message)
         else:
-            _explain_unreadable(esp32, outbox_nvs)
+            import ss_diag  # only on a device that is not provisioned
+
+            ss_diag.explain_unreadable(esp32, outbox_nvs)
         print("[WIFI] Failed to load SSID from NVS: ESP_ERR_NVS_NOT_FOUND")
         print("[WIFI] Device not provisioned! Cannot connect to WiFi.")
         print("[WIFI] Please provision device with credentials.")

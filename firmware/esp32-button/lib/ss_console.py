@@ -4,7 +4,6 @@
 # and CRLF all end a line; backspace/DEL edit; Ctrl-C discards the line.
 # Grammar and status codes: ssproto and PROVISIONING.md ("Console protocol").
 
-import binascii
 import hashlib
 
 import ssproto
@@ -17,27 +16,6 @@ _CTRL_C = const(0x03)
 _CR = const(0x0D)
 _LF = const(0x0A)
 
-HELP = (
-    "Commands:",
-    "  provision_set_wifi <ssid> <password>    stage WiFi credentials (\"\" = open network)",
-    "  provision_set_device <device-id> <tenant> <building> <room>",
-    "  provision_set_mqtt <mqtt[s]://host[:port]>  broker (default " + ssproto.DEFAULT_MQTT_URI + ")",
-    "  provision_identity_csr                  make a key pair on the device; answers OK csr <base64 DER>",
-    "  provision_set_cert <base64 DER>         the device certificate the tenant CA issued for that CSR",
-    "  provision_set_ca <base64 DER>           the tenant CA certificate (verifies the broker)",
-    "  provision_complete [--offline]          test WiFi and broker, then save to NVS and reboot",
-    "                                          (--offline: save without the test)",
-    "  provision_discard                       forget values not yet completed",
-    "  provision_status                        show the configuration (never the password)",
-    "  provision_verify <nonce>                check value of the stored password (for tools)",
-    "  provision_reset --confirm               factory reset: erase credentials, reboot",
-    "  provision clear                         the same as provision_reset --confirm",
-    "  alert_test                              send a test alert (stored until the broker has it)",
-    "  reboot                                  restart the device",
-    "  ping [token]                            answers OK pong [token]",
-    "  help                                    this list",
-    "Quote arguments with spaces: \"My Network\"; inside quotes use \\\" and \\\\.",
-)
 
 
 class LineReader:
@@ -109,6 +87,9 @@ class Console:
     def err(self, code, message):
         print(ssproto.err_line(code, message))
 
+    def info(self, text):
+        print(text)
+
     # --- loop -----------------------------------------------------------------------
     async def run(self, stream):
         lines = LineReader(stream)
@@ -163,6 +144,8 @@ class Console:
 
     # --- commands -------------------------------------------------------------------
     async def cmd_help(self, a):
+        from ss_help import HELP  # loaded when asked for: its text would cost heap all the time
+
         for line in HELP:
             print(line)
         self.ok()
@@ -202,74 +185,30 @@ class Console:
         self._hint()
         self.ok()
 
+    # The identity commands live in ss_identity, loaded only when used (heap: see ss_app).
     async def cmd_provision_identity_csr(self, a):
-        _expect(a, 0, "usage: provision_identity_csr")
-        cfg = self.merged()
-        if "device_id" not in cfg:
-            raise ssproto.ProtocolError(ssproto.E_INCOMPLETE,
-                                        "device not set: run provision_set_device first (the CSR names the device id)")
-        print("[IDENTITY] Generating a P-256 key pair on the device...")
-        if self.app is not None:
-            self.app.radio_on()  # the ESP32's RNG is truly random only while the radio runs
         import ss_identity
 
-        key = ss_identity.new_key()
-        req = ss_identity.csr(key, cfg["device_id"])
-        self.ident = {"key": key}
-        import gc
-
-        gc.collect()  # the EC arithmetic leaves a lot of garbage behind
-        print("[IDENTITY] Key pair generated; the private key stays on this device")
-        self._hint()
-        self.ok("csr " + _b64(req))
+        await ss_identity.cmd_csr(self, a)
 
     async def cmd_provision_set_cert(self, a):
-        _expect(a, 1, "usage: provision_set_cert <base64 DER certificate>")
-        if "key" not in self.ident:
-            raise ssproto.ProtocolError(ssproto.E_STATE, "no key pair staged: run provision_identity_csr first")
-        der = _unb64(a[0], "certificate")
         import ss_identity
 
-        info = ss_identity.cert_info(der)
-        if info["pub"] != ss_identity.public_point(self.ident["key"]):
-            raise ss_identity.IdentityError("the certificate is not for the key made by the last "
-                                            "provision_identity_csr")
-        self.ident["cert"] = der
-        print("Device certificate staged: CN=%s, valid until %s" % (info["cn"], info["not_after"]))
-        self._hint()
-        self.ok()
+        await ss_identity.cmd_set_cert(self, a)
 
     async def cmd_provision_set_ca(self, a):
-        _expect(a, 1, "usage: provision_set_ca <base64 DER certificate>")
-        der = _unb64(a[0], "CA certificate")
         import ss_identity
 
-        info = ss_identity.cert_info(der)
-        self.ident["ca"] = der
-        print("CA certificate staged: CN=%s, valid until %s" % (info["cn"], info["not_after"]))
-        self._hint()
-        self.ok()
+        await ss_identity.cmd_set_ca(self, a)
 
     def _identity_for(self, cfg):
         """The identity provision_complete saves: the staged one (checked), else the stored
         one if it still names this device, else None."""
-        stored = self.store.identity()
-        if not self.ident and stored is None:
+        if not self.ident and self.store.identity() is None:
             return None
         import ss_identity
 
-        if self.ident:
-            for part, how in (("key", "provision_identity_csr"), ("cert", "provision_set_cert"),
-                              ("ca", "provision_set_ca")):
-                if part not in self.ident:
-                    raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "identity incomplete: run " + how)
-            ss_identity.check(self.ident, cfg["device_id"])
-            return dict(self.ident)
-        try:
-            ss_identity.check(stored, cfg["device_id"])
-            return stored
-        except ssproto.ProtocolError:
-            return None
+        return ss_identity.identity_for(self, cfg)
 
     def _hint(self):
         print("(held in RAM until provision_complete writes it to NVS)")
@@ -432,20 +371,6 @@ def _free_heap():
         return str(gc.mem_free())
     except (ImportError, AttributeError):  # CPython (unit tests)
         return ""
-
-
-def _b64(data):
-    return binascii.b2a_base64(data).decode().strip()
-
-
-def _unb64(text, what):
-    try:
-        der = binascii.a2b_base64(text)
-    except (ValueError, TypeError):
-        raise ssproto.ProtocolError(ssproto.E_INVALID, what + " is not base64")
-    if not der:
-        raise ssproto.ProtocolError(ssproto.E_INVALID, what + " is empty")
-    return der
 
 
 def _expect(args, n, usage):

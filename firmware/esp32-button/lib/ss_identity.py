@@ -12,6 +12,7 @@
 # files, which a plain mqtt:// device in a 128 kB heap does not have to spare.  Frozen into
 # the firmware image (firmware/boards/SAFESIGNAL_S3) it costs next to nothing.
 
+import binascii
 import hashlib
 
 import ss_der
@@ -85,3 +86,84 @@ def describe(ident):
     except ssproto.ProtocolError as e:
         return "unusable: " + e.message, "", digest
     return "CN=%s issued by %s" % (info["cn"], ca["cn"]), info["not_after"], digest
+
+
+# --- the console commands (ss_console.Console delegates here) ---------------------------------
+
+def _b64(data):
+    return binascii.b2a_base64(data).decode().strip()
+
+
+def _unb64(text, what):
+    try:
+        der = binascii.a2b_base64(text)
+    except (ValueError, TypeError):
+        raise ssproto.ProtocolError(ssproto.E_INVALID, what + " is not base64")
+    if not der:
+        raise ssproto.ProtocolError(ssproto.E_INVALID, what + " is empty")
+    return der
+
+
+def _expect(a, n, usage):
+    if len(a) != n:
+        raise ssproto.ProtocolError(ssproto.E_USAGE, usage)
+
+
+async def cmd_csr(con, a):
+    _expect(a, 0, "usage: provision_identity_csr")
+    cfg = con.merged()
+    if "device_id" not in cfg:
+        raise ssproto.ProtocolError(ssproto.E_INCOMPLETE,
+                                    "device not set: run provision_set_device first (the CSR names the device id)")
+    con.info("[IDENTITY] Generating a P-256 key pair on the device...")
+    if con.app is not None:
+        con.app.radio_on()  # the ESP32's RNG is truly random only while the radio runs
+    key = new_key()
+    req = csr(key, cfg["device_id"])
+    con.ident = {"key": key}
+    import gc
+
+    gc.collect()  # the EC arithmetic leaves a lot of garbage behind
+    con.info("[IDENTITY] Key pair generated; the private key stays on this device")
+    con._hint()
+    con.ok("csr " + _b64(req))
+
+
+async def cmd_set_cert(con, a):
+    _expect(a, 1, "usage: provision_set_cert <base64 DER certificate>")
+    if "key" not in con.ident:
+        raise ssproto.ProtocolError(ssproto.E_STATE, "no key pair staged: run provision_identity_csr first")
+    der = _unb64(a[0], "certificate")
+    info = cert_info(der)
+    if info["pub"] != public_point(con.ident["key"]):
+        raise IdentityError("the certificate is not for the key made by the last provision_identity_csr")
+    con.ident["cert"] = der
+    con.info("Device certificate staged: CN=%s, valid until %s" % (info["cn"], info["not_after"]))
+    con._hint()
+    con.ok()
+
+
+async def cmd_set_ca(con, a):
+    _expect(a, 1, "usage: provision_set_ca <base64 DER certificate>")
+    der = _unb64(a[0], "CA certificate")
+    info = cert_info(der)
+    con.ident["ca"] = der
+    con.info("CA certificate staged: CN=%s, valid until %s" % (info["cn"], info["not_after"]))
+    con._hint()
+    con.ok()
+
+
+def identity_for(con, cfg):
+    if con.ident:
+        for part, how in (("key", "provision_identity_csr"), ("cert", "provision_set_cert"),
+                          ("ca", "provision_set_ca")):
+            if part not in con.ident:
+                raise ssproto.ProtocolError(ssproto.E_INCOMPLETE, "identity incomplete: run " + how)
+        check(con.ident, cfg["device_id"])
+        return dict(con.ident)
+    stored = con.store.identity()
+    try:
+        check(stored, cfg["device_id"])
+        return stored
+    except ssproto.ProtocolError:
+        return None
