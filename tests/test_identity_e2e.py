@@ -12,6 +12,7 @@ import base64
 import json
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
@@ -54,10 +55,13 @@ def key_forms(d: bytes) -> list[str]:
     return forms
 
 
-def test_device_key_certificate_and_mutual_tls(make_sim, guard: SecretGuard, tmp_path: Path) -> None:
+@pytest.mark.parametrize("heap", [None, "160k"], ids=["source-256k", "mpy-160k"])
+def test_device_key_certificate_and_mutual_tls(make_sim, guard: SecretGuard, tmp_path: Path, heap: str | None) -> None:
+    """From source in the default heap, and compiled by mpy-cross (as deployed) in 160 kB: the
+    smallest heap documented for mqtts:// (PROVISIONING.md)."""
     pw = guard.secret("mtls-wifi-pass")
     with running_site(tmp_path / "site", guard) as site:
-        sim = make_sim(aps=[(SSID, pw)], hosts=site.hosts)
+        sim = make_sim(aps=[(SSID, pw)], hosts=site.hosts, heap=heap, mpy=heap is not None)
         env = {"SAFESIGNAL_CA_PASS": site.passphrase}
         p = run_cli(guard, *provision_args(sim, site, pw, "--verify", "--broker", site.uri, "--operator", "monitor"),
                     env=env)
