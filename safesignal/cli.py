@@ -172,6 +172,11 @@ def _broker_tls(uri: str, args: argparse.Namespace, access: _CaAccess | None = N
 # --- commands ------------------------------------------------------------------------------
 def cmd_provision(args: argparse.Namespace) -> int:
     access = _CaAccess(args.ca) if args.ca else None
+    if access is not None:
+        if access.ca.tenant != args.tenant:
+            raise UsageError(f"--tenant {args.tenant}: the CA in {args.ca} is tenant {access.ca.tenant}'s; its "
+                             "broker would drop every alert of this device")
+        access.ca.unlock(access.passphrase())  # before anything is sent: a wrong passphrase fails early
     req = ProvisionRequest(
         wifi_ssid=args.wifi_ssid,
         wifi_pass=_password(args),

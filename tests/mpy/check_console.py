@@ -674,6 +674,15 @@ def test_identity_refusals_save_nothing():
         r.cmd("provision_set_cert " + _b64(idfixture.CERT_OTHER_CA))
         ok, code, text = reply(r.cmd("provision_complete"))
         eq((ok, code, "not issued by this CA" in text), (False, "IDENTITY", True))
+        # The right issuer name, but signed by another key: the signature is checked.
+        r.cmd("provision_set_cert " + _b64(idfixture.CERT_FORGED))
+        ok, code, text = reply(r.cmd("provision_complete"))
+        eq((ok, code, "signature" in text), (False, "IDENTITY", True))
+        # The right certificate for another tenant's configuration: its broker would drop alerts.
+        r.cmd("provision_set_cert " + _b64(idfixture.CERT))
+        r.cmd("provision_set_device btn-01 other hq 101")
+        ok, code, text = reply(r.cmd("provision_complete"))
+        eq((ok, code, "tenant 'acme', not 'other'" in text), (False, "IDENTITY", True))
         eq((r.store.saves, r.app.tests), ([], []))
         # Discard forgets the staged key too.
         r.cmd("provision_discard")

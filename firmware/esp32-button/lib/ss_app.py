@@ -117,7 +117,8 @@ class App:
         except OSError:
             t = None
         if t is None:
-            print("[TIME] Clock not set (no SNTP answer): TLS cannot check certificate dates")
+            print("[TIME] Clock not set (no SNTP answer from %s): TLS will find the broker's certificate "
+                  "not yet valid" % ss_time.NTP_HOST)
             return
         ss_time.set_rtc(self.machine, time, t)
         print("[TIME] Clock set by SNTP (%s)" % ss_time.NTP_HOST)

@@ -118,6 +118,11 @@ class Console:
 
             gc.collect()
             self.err(ssproto.E_MEMORY, "out of memory: the command did not finish; try again")
+        except Exception as e:
+            # A bug must not reboot the device either.  Only the exception's type is shown: its
+            # text could quote an argument (a password).
+            self.err(ssproto.E_INTERNAL, "the command failed (%s); nothing was saved unless it said so"
+                     % e.__class__.__name__)
 
     async def _handle(self, line):
         try:

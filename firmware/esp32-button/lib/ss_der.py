@@ -20,6 +20,8 @@ OID_ECDSA_SHA256 = b"\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02"
 ECDSA_SHA256 = "1.2.840.10045.4.3.2"
 # id-at-commonName 2.5.4.3: RFC 5280 appendix A.1 (X.520); ub-common-name = 64
 OID_CN = b"\x06\x03\x55\x04\x03"
+# id-at-organizationName 2.5.4.10 (RFC 5280 appendix A.1): the tenant, in SafeSignal certificates
+OID_O = b"\x06\x03\x55\x04\x0a"
 CN_MAX = 64
 
 _SEQ = 0x30
@@ -245,8 +247,9 @@ def _string(tag, raw):
     return s
 
 
-def _name_cn(b, s, e):
+def _name_cn(b, s, e, oid=OID_CN):
     # Name = SEQUENCE OF RelativeDistinguishedName (SET OF AttributeTypeAndValue); content b[s:e]
+    # The value of attribute ``oid`` (a DER OBJECT IDENTIFIER, default the CN), or None.
     cn = None
     while s < e:
         rs, re_ = _get(b, s, e, _SET, "RDN")
@@ -258,8 +261,8 @@ def _name_cn(b, s, e):
             t, v_s, v_e = _hdr(b, o_e, a_e)
             if v_e != a_e:
                 raise ValueError("DER: trailing bytes in attribute")
-            if b[o_s:o_e] == OID_CN[2:]:
-                cn = _string(t, b[v_s:v_e])  # the last CN is the most specific
+            if b[o_s:o_e] == oid[2:]:
+                cn = _string(t, b[v_s:v_e])  # the last one is the most specific
             else:
                 oid_str(b, o_s, o_e)  # well-formed, at least
             rs = a_e
@@ -267,13 +270,14 @@ def _name_cn(b, s, e):
     return cn
 
 
-def name_cn(name):
-    """The common name (str) in a DER Name, None if it has none; ValueError if malformed."""
+def name_cn(name, oid=OID_CN):
+    """The common name (str) in a DER Name (or the attribute ``oid``, e.g. OID_O), None if it
+    has none; ValueError if malformed."""
     b = bytes(name)
     s, e = _get(b, 0, len(b), _SEQ, "Name")
     if e != len(b):
         raise ValueError("DER: trailing bytes after Name")
-    return _name_cn(b, s, e)
+    return _name_cn(b, s, e, oid)
 
 
 def _digits(t, i, n):

@@ -186,7 +186,11 @@ class Mqtt:
     async def _open(self, host, port, will):
         addr = self._resolve(host, port)
         if self.tls is not None:
-            conn = asyncio.open_connection(addr, port, ssl=self._context(), server_hostname=host)
+            try:
+                ctx = self._context()
+            except (ValueError, OSError) as e:  # mbedTLS refused a certificate or the key
+                raise _TlsError("TLS set-up failed: %s" % _describe(e))
+            conn = asyncio.open_connection(addr, port, ssl=ctx, server_hostname=host)
         else:
             conn = asyncio.open_connection(addr, port)
         reader, writer = await wait_for_ms(conn, CONNECT_TIMEOUT_MS)

@@ -110,6 +110,9 @@ def decode_record(raw):
     if id_digest is not None and not isinstance(id_digest, str):
         raise StoreError("CORRUPT", "record has a bad identity reference")
     validate(cfg)
+    if id_digest is None and cfg["mqtt_uri"].startswith("mqtts://"):
+        # never fall back to plain MQTT on the TLS port (a factory image could hold this)
+        raise StoreError("CORRUPT", "record uses mqtts:// but holds no device identity")
     return gen, cfg, id_digest
 
 

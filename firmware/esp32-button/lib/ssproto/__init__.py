@@ -37,6 +37,7 @@ E_CONFIRM = "CONFIRM"  # destructive command without --confirm
 E_NVS = "NVS"  # flash read/write/verify failed
 E_STATE = "STATE"  # command not valid in the current state
 E_OUTBOX = "OUTBOX"  # the alert could not be stored
+E_INTERNAL = "INTERNAL"  # an unexpected error in the firmware (a bug); the device keeps running
 E_MEMORY = "MEMORY"  # the command ran out of memory and did not finish (saves stay atomic)
 # provision_complete's connect test (nothing is saved when one of these is answered):
 E_WIFI_AUTH = "WIFI_AUTH"  # the access point rejected the password
