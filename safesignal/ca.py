@@ -658,7 +658,13 @@ def server_cert_current(ca: TenantCA, out_dir: str | os.PathLike[str], host_name
         cert = x509.load_pem_x509_certificate((out / "server.pem").read_bytes())
     except (OSError, ValueError):
         return False
-    if not (out / "server.key").is_file():
+    try:
+        # The pair must match: a crash between writing the key and the certificate leaves a
+        # new key next to the old certificate, which must be issued again, not kept.
+        key = serialization.load_pem_private_key((out / "server.key").read_bytes(), None)
+    except (OSError, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+    if key.public_key() != cert.public_key():
         return False
     try:
         cert.verify_directly_issued_by(ca.cert)

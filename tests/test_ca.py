@@ -537,3 +537,18 @@ def test_cli_prompts_twice_at_init(cli: Cli, ca_dir: Path, monkeypatch: pytest.M
     rc, _, _ = cli("sign", "--dir", str(ca_dir), "--csr", str(ca_dir.parent / "c.der"), "--device-id", "button-1",
                    "--out", str(ca_dir.parent / "c.crt"))
     assert rc == 0 and prompts == ["CA passphrase (not shown): "]  # asked once to use the CA
+
+
+def test_a_broker_key_that_does_not_match_its_certificate_is_issued_again(tmp_path: Path) -> None:
+    """A crash between writing server.key and server.pem leaves a mismatched pair: it must not
+    count as current (write_broker_config then issues a new pair)."""
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ec as ec_
+
+    c = tenant_ca.init(tmp_path / "ca", "acme", "passphrase-123456")
+    c.issue_server_cert(["a.local"], tmp_path / "b")
+    assert tenant_ca.server_cert_current(c, tmp_path / "b", ["a.local"])
+    other = ec_.generate_private_key(ec_.SECP256R1())
+    (tmp_path / "b" / "server.key").write_bytes(other.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
+                                                                    ser.NoEncryption()))
+    assert not tenant_ca.server_cert_current(c, tmp_path / "b", ["a.local"])

@@ -95,6 +95,20 @@ def test_identity_comes_from_the_certificate_not_the_client_id_or_username(site:
     assert "u'button-1'" in site.broker.log()  # mosquitto took the username from the CN
 
 
+def test_a_certificate_cannot_take_over_another_devices_session(site: MtlsSite) -> None:
+    """MQTT lets a new session with the same client id disconnect the old one.  The broker uses
+    the certificate's CN as client id (use_username_as_clientid), so button-1's certificate
+    presenting button-2's client id cannot knock button-2 offline."""
+    op = operator(site)
+    d2 = device(site, "button-2")
+    attacker = site.client(site.device("button-1"), "button-2").connect()
+    time.sleep(0.5)
+    assert not d2.lost.is_set(), "button-2 was disconnected by another certificate"
+    d2.publish(site.topic("button-2", "alert"), b"still here")
+    only(op, site.topic("button-2", "alert"), b"still here")
+    attacker.close()
+
+
 def test_device_reads_only_its_own_cmd_topic(site: MtlsSite) -> None:
     op = operator(site)
     d1 = device(site, "button-1")

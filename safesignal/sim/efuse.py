@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UsageError
@@ -31,7 +31,7 @@ HMAC_KEY_LEN = 32
 @dataclass(frozen=True)
 class Efuse:
     mac: bytes
-    hmac_key: bytes
+    hmac_key: bytes = field(repr=False)  # the chip's secret
 
     def to_json(self) -> str:
         return json.dumps({"version": VERSION, "mac": self.mac.hex(":"), "hmac_key": self.hmac_key.hex()})

@@ -144,8 +144,10 @@ class SimConfig:
     usb_cdc: bool = False  # native USB console: the port vanishes at every reset and comes back new
     usb_gap: float = 0.5  # seconds without a port while the chip resets and USB re-enumerates
     mpy_dir: Path | None = None  # run the firmware compiled to .mpy (as deployed) from here
-    hmac_key: bytes | None = None  # eFuse HMAC key: NVS encrypted as ESP-IDF's HMAC scheme does; None = plain NVS
-    efuse: tuple[Path, Efuse] | None = None  # a new chip's eFuses, burnt (written) when it first powers up
+    # eFuse HMAC key: NVS encrypted as ESP-IDF's HMAC scheme does; None = plain NVS
+    hmac_key: bytes | None = field(default=None, repr=False)
+    # a new chip's eFuses, burnt (written) when it first powers up
+    efuse: tuple[Path, Efuse] | None = field(default=None, repr=False)
 
 
 class Supervisor:
