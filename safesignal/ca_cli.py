@@ -5,7 +5,7 @@
     safesignal ca sign     --dir D --csr FILE(.pem|.der) --device-id ID --out FILE [--days N]
     safesignal ca broker   --dir D --host NAME [--host NAME]… --listen ADDR [--port 8883] --out DIR
                            [--config-dir DIR] [--days N]
-    safesignal ca operator --dir D --name NAME [--days N] [--broker DIR]
+    safesignal ca operator --dir D --name NAME [--days N] [--broker DIR] [--own-passphrase]
 
 The CA passphrase comes from ``SAFESIGNAL_CA_PASS`` (empty = unset), else a prompt that does
 not echo (asked twice by ``init``).  It is never printed, logged or written anywhere; neither
@@ -49,6 +49,27 @@ def passphrase(confirm: bool = False) -> str:
             raise UsageError("the two passphrases differ; nothing was written")
         return first
     raise UsageError(f"no CA passphrase: set {PASS_ENV} or run in a terminal to be asked")
+
+
+OPERATOR_PASS_ENV = "SAFESIGNAL_OPERATOR_PASS"
+
+
+def operator_passphrase(confirm: bool = False) -> str | None:
+    """An operator key's own passphrase: $SAFESIGNAL_OPERATOR_PASS (empty = unset), else asked
+    for when ``confirm`` (issuing), else None (the key is then taken to use the CA passphrase)."""
+    env = os.environ.get(OPERATOR_PASS_ENV)
+    if env:
+        return env
+    if not confirm:
+        return None
+    if sys.stdin.isatty():
+        first = getpass.getpass("Operator key passphrase (not shown): ")
+        if not first:
+            raise UsageError("no operator passphrase entered")
+        if getpass.getpass("Again, to confirm: ") != first:
+            raise UsageError("the two passphrases differ; nothing was written")
+        return first
+    raise UsageError(f"no operator passphrase: set {OPERATOR_PASS_ENV} or run in a terminal to be asked")
 
 
 def _open(args: argparse.Namespace) -> TenantCA:
@@ -167,13 +188,14 @@ def cmd_ca_operator(args: argparse.Namespace) -> int:
 
     tenant_ca.check_name("operator name", args.name)
     ca = _unlocked(args)
+    own = operator_passphrase(confirm=True) if args.own_passphrase else None
     try:
-        op = ca.issue_operator_cert(args.name, days=args.days)
+        op = ca.issue_operator_cert(args.name, days=args.days, key_passphrase=own)
     finally:
         ca.lock()
     out(f"✓ Operator certificate for {op.username} issued by the {ca.tenant} CA")
     out(f"  Certificate:  {op.cert}")
-    out(f"  Key:          {op.key}  (encrypted with the CA passphrase, mode 0600)")
+    out(f"  Key:          {op.key}  (encrypted with the {'operator' if own else 'CA'} passphrase, mode 0600)")
     out(f"  CA cert:      {op.ca}")
     out(f"  Valid until:  {op.not_after:%Y-%m-%d}")
     if args.broker:
@@ -251,6 +273,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--days", type=_days, default=OPERATOR_DAYS, help=f"validity (default {OPERATOR_DAYS})")
     p.add_argument("--broker", metavar="DIR", help="also rewrite the ACL in this broker directory")
+    p.add_argument("--own-passphrase", action="store_true",
+                   help=f"encrypt the key with a passphrase of its own (${OPERATOR_PASS_ENV} or asked), so whoever "
+                        "runs monitor/verify need not know the CA passphrase; give them ca.pem, ca.json and "
+                        "operators/NAME.* without ca-key.pem")
     p.set_defaults(func=cmd_ca_operator)
 
 

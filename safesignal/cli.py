@@ -155,7 +155,10 @@ class _CaAccess:
                                  f"(issued: {', '.join(names) or 'none; make one with safesignal ca operator'})")
             name = names[0]
         op = self.ca.operator(name)
-        return TlsIdentity(op.ca, op.cert, op.key, self.passphrase())
+        from .ca_cli import operator_passphrase
+
+        # an operator key with its own passphrase ($SAFESIGNAL_OPERATOR_PASS), else the CA's
+        return TlsIdentity(op.ca, op.cert, op.key, operator_passphrase() or self.passphrase())
 
 
 def _broker_tls(uri: str, args: argparse.Namespace, access: _CaAccess | None = None) -> TlsIdentity | None:

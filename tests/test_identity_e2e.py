@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,8 @@ def test_device_key_certificate_and_mutual_tls(make_sim, guard: SecretGuard, tmp
         # The certificate on the device is the one the CA recorded as issued for it.
         cert = x509.load_pem_x509_certificate((site.ca.dir / "issued" / "btn-1.pem").read_bytes())
         assert cert.fingerprint(hashes.SHA256()).hex() == st["certificate_sha256"]
+        if heap is None:
+            check_operator_without_ca_passphrase(guard, site, sim, tmp_path)
         # The key never left the device: not in any output, host file or log, nor raw in its flash.
         d = device_key(sim)
         for form in key_forms(d):
@@ -92,6 +95,25 @@ def test_device_key_certificate_and_mutual_tls(make_sim, guard: SecretGuard, tmp
                 flat = data.replace(b"\n", b"").replace(b"\r", b"")  # PEM lines
                 for form in key_forms(d):
                     assert form.encode() not in flat, f
+
+
+def check_operator_without_ca_passphrase(guard: SecretGuard, site: MtlsSite, sim: Sim, tmp_path: Path) -> None:
+    """A front desk gets an operator key with its own passphrase and a copy of the CA directory
+    without the CA key: `safesignal verify` works with that alone."""
+    op_pass = guard.secret("front-desk-passphrase-1")
+    env = {"SAFESIGNAL_CA_PASS": site.passphrase, "SAFESIGNAL_OPERATOR_PASS": op_pass}
+    p = run_cli(guard, "ca", "operator", "--dir", str(site.ca.dir), "--name", "desk", "--own-passphrase",
+                "--broker", str(site.files.dir), env=env)
+    assert p.returncode == 0 and "encrypted with the operator passphrase" in p.stdout, p.stdout + p.stderr
+    site.broker.reload()
+    desk = tmp_path / "desk-ca"
+    (desk / "operators").mkdir(parents=True)
+    for name in ("ca.pem", "ca.json", "operators/desk.pem", "operators/desk.key"):
+        shutil.copy2(site.ca.dir / name, desk / name)
+    p = run_cli(guard, "verify", "--port", sim.port, "--broker", site.uri, "--ca", str(desk), "--operator", "desk",
+                env={"SAFESIGNAL_CA_PASS": "", "SAFESIGNAL_OPERATOR_PASS": op_pass})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "✓ Test alert received from btn-1" in p.stdout
 
 
 def test_device_refuses_a_broker_whose_certificate_does_not_match(make_sim, guard: SecretGuard,
