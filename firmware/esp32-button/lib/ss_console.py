@@ -102,8 +102,8 @@ class Console:
 
     async def handle_bytes(self, raw):
         try:
-            line = raw.decode("utf-8")
-        except UnicodeError:
+            line = ssproto.decode_utf8(raw)  # strict: MicroPython's own decoder is not
+        except (ssproto.ProtocolError, UnicodeError):
             self.err(ssproto.E_ENCODING, "line is not valid UTF-8")
             return
         await self.handle(line)
@@ -384,6 +384,8 @@ def _expect(args, n, usage):
 
 
 def _is_name(s):
+    if len(s) > 32:  # the longest command has 22 characters; MicroPython's getattr refuses > 255
+        return False
     for c in s:
         if not ("a" <= c <= "z" or c == "_"):
             return False

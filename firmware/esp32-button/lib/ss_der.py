@@ -10,6 +10,7 @@
 import hashlib
 
 import ss_ec
+import ssproto
 
 # Object identifiers, DER-encoded (tag 06, length, value).
 # id-ecPublicKey 1.2.840.10045.2.1 and prime256v1 (secp256r1) 1.2.840.10045.3.1.7: RFC 5480 2.1.1
@@ -182,35 +183,9 @@ def oid_str(b, s, e):
 
 
 def _utf8(raw):
-    # Strict UTF-8 (RFC 3629) -> str, identical on MicroPython (whose decoder accepts
-    # surrogates and overlong forms) and CPython.
-    n = len(raw)
-    i = 0
-    while i < n:
-        c = raw[i]
-        if c < 0x80:
-            i += 1
-            continue
-        if 0xC2 <= c <= 0xDF:
-            k, lo = 1, 0x80
-        elif 0xE0 <= c <= 0xEF:
-            k, lo = 2, 0x800
-        elif 0xF0 <= c <= 0xF4:
-            k, lo = 3, 0x10000
-        else:
-            raise ValueError("DER: bad UTF-8")
-        if i + k >= n:
-            raise ValueError("DER: truncated UTF-8")
-        v = c & (0x3F >> k)
-        for j in range(1, k + 1):
-            t = raw[i + j]
-            if t & 0xC0 != 0x80:
-                raise ValueError("DER: bad UTF-8")
-            v = v << 6 | (t & 0x3F)
-        if v < lo or v > 0x10FFFF or 0xD800 <= v <= 0xDFFF:
-            raise ValueError("DER: bad UTF-8")
-        i += k + 1
-    return raw.decode()
+    # Strict UTF-8 (RFC 3629), identical on MicroPython and CPython: ssproto.decode_utf8
+    # (its ProtocolError is a ValueError).
+    return ssproto.decode_utf8(raw)
 
 
 def _ucs(raw, width):
@@ -242,8 +217,12 @@ def _string(tag, raw):
         s = _ucs(raw, 4)
     else:
         raise ValueError("DER: unsupported string type 0x%02x" % tag)
-    if "\x00" in s:
-        raise ValueError("DER: NUL in string")
+    for ch in s:
+        o = ord(ch)
+        if (o < 0x20 and o != 0x09) or 0x7F <= o <= 0x9F:
+            # C0 (but TAB), DEL, C1: a name is printed on the console, where a line break would
+            # forge a status line and an escape would reach the installer's terminal.
+            raise ValueError("DER: control character in a name")
     return s
 
 

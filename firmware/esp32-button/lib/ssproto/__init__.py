@@ -61,6 +61,41 @@ class ProtocolError(ValueError):
         self.message = message
 
 
+def decode_utf8(raw):
+    """Strict UTF-8 (RFC 3629) -> str, the same on MicroPython (whose decoder accepts encoded
+    surrogates, overlong forms and code points above U+10FFFF) and CPython.  ProtocolError
+    (E_ENCODING) otherwise."""
+    if not raw or max(raw) < 0x80:
+        return bytes(raw).decode()
+    n = len(raw)
+    i = 0
+    while i < n:
+        c = raw[i]
+        if c < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= c <= 0xDF:
+            k, lo = 1, 0x80
+        elif 0xE0 <= c <= 0xEF:
+            k, lo = 2, 0x800
+        elif 0xF0 <= c <= 0xF4:
+            k, lo = 3, 0x10000
+        else:
+            raise ProtocolError(E_ENCODING, "not valid UTF-8")
+        if i + k >= n:
+            raise ProtocolError(E_ENCODING, "not valid UTF-8 (truncated)")
+        v = c & (0x3F >> k)
+        for j in range(1, k + 1):
+            t = raw[i + j]
+            if t & 0xC0 != 0x80:
+                raise ProtocolError(E_ENCODING, "not valid UTF-8")
+            v = v << 6 | (t & 0x3F)
+        if v < lo or v > 0x10FFFF or 0xD800 <= v <= 0xDFFF:
+            raise ProtocolError(E_ENCODING, "not valid UTF-8")
+        i += k + 1
+    return bytes(raw).decode()
+
+
 def split_args(line):
     """Split a console line into arguments.
 
