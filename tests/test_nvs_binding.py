@@ -35,6 +35,14 @@ def test_copied_flash_gives_another_chip_nothing(make_sim, guard: SecretGuard, t
     assert records and any(isinstance(v, bytes) and pw.encode() in v for v in records)
     # Without the key nothing is readable.
     assert not parse_partition(raw).entries
+    # `safesignal nvs dump` with the chip's eFuse file: intact, decoded, the password masked (the
+    # guard fails the test if it appears in the output); without a key: exit 6, nothing readable.
+    p = run_cli(guard, "nvs", "dump", str(a.flash), "--efuse", str(efuse.default_path(a.flash)), "--json")
+    assert p.returncode == 0, p.stdout + p.stderr
+    dump = json.loads(p.stdout)
+    assert "********" in p.stdout and IDENT[0] in p.stdout and dump["integrity"]
+    p = run_cli(guard, "nvs", "dump", str(a.flash))
+    assert p.returncode == 6 and IDENT[0] not in p.stdout
 
     # Chip B: its own eFuses, chip A's flash.
     b_dir = tmp_path / "b"
