@@ -198,6 +198,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     ident = Identity(req.device_id, req.tenant, req.building, req.room)
     if args.verify and args.offline:
         raise UsageError("--verify needs the device on its network: it cannot be combined with --offline")
+    if args.operator and not args.verify:
+        raise UsageError("--operator names the certificate --verify subscribes with: it needs --verify")
     if args.broker is not None:
         _check_uri("--broker", args.broker)
     out(RULE)
