@@ -16,7 +16,6 @@ is any private key.  ``register(subparsers)`` adds the commands to the ``safesig
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+from .prompt import secret
 
 if TYPE_CHECKING:
     from .ca import TenantCA
@@ -38,17 +38,7 @@ def out(text: str = "") -> None:
 
 def passphrase(confirm: bool = False) -> str:
     """$SAFESIGNAL_CA_PASS (empty counts as unset), else a hidden prompt (twice with ``confirm``)."""
-    env = os.environ.get(PASS_ENV)
-    if env:
-        return env
-    if sys.stdin.isatty():
-        first = getpass.getpass("CA passphrase (not shown): ")
-        if not first:
-            raise UsageError("no CA passphrase entered")
-        if confirm and getpass.getpass("Again, to confirm: ") != first:
-            raise UsageError("the two passphrases differ; nothing was written")
-        return first
-    raise UsageError(f"no CA passphrase: set {PASS_ENV} or run in a terminal to be asked")
+    return secret(PASS_ENV, "CA passphrase", confirm=confirm)
 
 
 OPERATOR_PASS_ENV = "SAFESIGNAL_OPERATOR_PASS"
@@ -57,19 +47,9 @@ OPERATOR_PASS_ENV = "SAFESIGNAL_OPERATOR_PASS"
 def operator_passphrase(confirm: bool = False) -> str | None:
     """An operator key's own passphrase: $SAFESIGNAL_OPERATOR_PASS (empty = unset), else asked
     for when ``confirm`` (issuing), else None (the key is then taken to use the CA passphrase)."""
-    env = os.environ.get(OPERATOR_PASS_ENV)
-    if env:
-        return env
-    if not confirm:
+    if not confirm and not os.environ.get(OPERATOR_PASS_ENV):
         return None
-    if sys.stdin.isatty():
-        first = getpass.getpass("Operator key passphrase (not shown): ")
-        if not first:
-            raise UsageError("no operator passphrase entered")
-        if getpass.getpass("Again, to confirm: ") != first:
-            raise UsageError("the two passphrases differ; nothing was written")
-        return first
-    raise UsageError(f"no operator passphrase: set {OPERATOR_PASS_ENV} or run in a terminal to be asked")
+    return secret(OPERATOR_PASS_ENV, "operator key passphrase", confirm=confirm)
 
 
 def _open(args: argparse.Namespace) -> TenantCA:

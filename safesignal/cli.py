@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import hashlib
 import json
 import logging
-import os
 import re
 import signal
 import sys
@@ -28,6 +26,7 @@ from . import __version__
 from .ca_cli import register as register_ca
 from .errors import PortError, SafeSignalError, UsageError
 from .nvs_dump import register as register_nvs
+from .prompt import secret
 from .provision import ProvisionEvents, ProvisionRequest, factory_reset, provision
 from .session import DeviceSession
 
@@ -79,17 +78,9 @@ def _password(args: argparse.Namespace) -> str:
         if args.wifi_pass == "":
             raise UsageError("--wifi-pass is empty: for an open network pass --open-network instead")
         return str(args.wifi_pass)
-    env = os.environ.get(PASS_ENV)
-    if env:
-        return env
-    if sys.stdin.isatty():
-        first = getpass.getpass("WiFi password (not shown): ")
-        if not first:
-            raise UsageError("no WiFi password entered: for an open network pass --open-network")
-        if getpass.getpass("Again, to confirm: ") != first:
-            raise UsageError("the two passwords differ; nothing was sent")
-        return first
-    raise UsageError(f"no WiFi password: pass --wifi-pass, set {PASS_ENV}, or run in a terminal to be asked")
+    return secret(PASS_ENV, "WiFi password", confirm=True, differ="nothing was sent",
+                  empty_hint=": for an open network pass --open-network",
+                  missing=f"no WiFi password: pass --wifi-pass, set {PASS_ENV}, or run in a terminal to be asked")
 
 
 def _open(port: str, args: argparse.Namespace) -> DeviceSession:

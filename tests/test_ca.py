@@ -524,7 +524,7 @@ def test_cli_prompts_twice_at_init(cli: Cli, ca_dir: Path, monkeypatch: pytest.M
         prompts.append(prompt)
         return next(answers)
 
-    monkeypatch.setattr("safesignal.ca_cli.getpass.getpass", fake_getpass)
+    monkeypatch.setattr("safesignal.prompt.getpass.getpass", fake_getpass)
     rc, _, e = cli("init", "--dir", str(ca_dir), "--tenant", "acme")
     assert rc == 2 and "the two passphrases differ" in e and not ca_dir.exists()
     assert prompts == ["CA passphrase (not shown): ", "Again, to confirm: "]
