@@ -112,8 +112,8 @@ class _Reported(Exception):
 
 # --- the tenant CA ---------------------------------------------------------------------------
 class _CaAccess:
-    """The tenant CA of ``--ca DIR``, unlocked once on first use (the passphrase is asked for
-    at most once per run and never stored)."""
+    """The tenant CA of ``--ca DIR`` (the passphrase is asked for at most once per run and kept
+    only in memory)."""
 
     def __init__(self, directory: str) -> None:
         from . import ca
@@ -129,9 +129,9 @@ class _CaAccess:
         return self._passphrase
 
     def signer(self) -> Callable[[bytes, str], tuple[bytes, bytes]]:
+        """Signs with the CA, which the caller has unlocked (before anything was sent)."""
+
         def sign(csr: bytes, device_id: str) -> tuple[bytes, bytes]:
-            if not self.ca.unlocked:
-                self.ca.unlock(self.passphrase())
             return self.ca.sign_device_csr(csr, device_id), self.ca.cert_der()
 
         return sign

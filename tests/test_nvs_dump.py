@@ -545,17 +545,6 @@ def test_blank_partition_is_clean(capsys: pytest.CaptureFixture[str], tmp_path: 
 # -- through the real CLI ---------------------------------------------------------------------------
 
 
-def _cli_has_nvs() -> bool:
-    from safesignal import cli
-
-    parser = cli.build_parser()
-    for action in parser._actions:
-        if isinstance(action, __import__("argparse")._SubParsersAction):
-            return "nvs" in action.choices
-    return False
-
-
-@pytest.mark.skipif(not _cli_has_nvs(), reason="safesignal/cli.py does not register the nvs command yet")
 def test_through_the_cli(files: dict[str, Path]) -> None:
     def cli(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "safesignal", "nvs", "dump", *argv], capture_output=True,

@@ -21,7 +21,8 @@ import ssproto
 from ss_store import KEY_LEN, KEY_MAGIC
 
 
-def IdentityError(message):
+def _mismatch(message):
+    """The error for anything that does not fit (console status ERR IDENTITY)."""
     return ssproto.ProtocolError(ssproto.E_IDENTITY, message)
 
 
@@ -34,7 +35,7 @@ def new_key():
 
 def _split(key):
     if len(key) != KEY_LEN or key[:4] != KEY_MAGIC:
-        raise IdentityError("device key has the wrong format")
+        raise _mismatch("device key has the wrong format")
     return int.from_bytes(key[4:36], "big"), key[36:]
 
 
@@ -58,32 +59,32 @@ def cert_info(der):
     try:
         return ss_der.cert_info(der)
     except (ValueError, IndexError, TypeError):
-        raise IdentityError("not a DER X.509 certificate this device can use")
+        raise _mismatch("not a DER X.509 certificate this device can use")
 
 
 def check(ident, device_id, tenant, verify_signature=True):
     """Check a complete identity {"key", "cert", "ca"} against the device id and tenant: the
     certificate is for this key, names this device (CN) and tenant (O), and the CA signed it
     (ECDSA P-256, about 0.3 s on the chip; skipped for an identity already checked at save).
-    Returns the certificate's info.  IdentityError says what does not fit."""
+    Returns the certificate's info.  ProtocolError (E_IDENTITY) says what does not fit."""
     info = cert_info(ident["cert"])
     if info["pub"] != public_point(ident["key"]):
-        raise IdentityError("the certificate is not for this device's key (run provision_identity_csr again)")
+        raise _mismatch("the certificate is not for this device's key (run provision_identity_csr again)")
     if info["cn"] != device_id:
-        raise IdentityError("the certificate names device '%s', not '%s'" % (info["cn"], device_id))
+        raise _mismatch("the certificate names device '%s', not '%s'" % (info["cn"], device_id))
     org = ss_der.name_cn(info["subject"], ss_der.OID_O)
     if org != tenant:
-        raise IdentityError("the certificate is for tenant '%s', not '%s': the broker would drop every alert"
+        raise _mismatch("the certificate is for tenant '%s', not '%s': the broker would drop every alert"
                             % (org, tenant))
     ca = cert_info(ident["ca"])
     if info["issuer"] != ca["subject"]:
-        raise IdentityError("the certificate was not issued by this CA ('%s')" % ss_der.name_cn(ca["subject"]))
+        raise _mismatch("the certificate was not issued by this CA ('%s')" % ss_der.name_cn(ca["subject"]))
     if verify_signature:
         import gc
 
         gc.collect()  # the verification needs room for its tables
     if verify_signature and not ss_der.cert_signed_by(info, ca["pub"]):
-        raise IdentityError("the certificate's signature does not verify with this CA's key")
+        raise _mismatch("the certificate's signature does not verify with this CA's key")
     return info
 
 
@@ -148,7 +149,7 @@ async def cmd_set_cert(con, a):
     der = _unb64(a[0], "certificate")
     info = cert_info(der)
     if info["pub"] != public_point(con.ident["key"]):
-        raise IdentityError("the certificate is not for the key made by the last provision_identity_csr")
+        raise _mismatch("the certificate is not for the key made by the last provision_identity_csr")
     con.ident["cert"] = der
     con.info("Device certificate staged: CN=%s, valid until %s" % (info["cn"], info["not_after"]))
     con._hint()
