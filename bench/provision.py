@@ -3,7 +3,8 @@
 Method (also in bench/README.md): start one `safesignal sim` (blank flash) and an embedded
 broker; provision it RUNS times with the library (port open -> sync -> stage -> complete ->
 reboot -> read back -> password check), each run with different values, counting every byte
-written to and read from the port.  Wire time = bytes x 10 bits / 115200 (8N1).  Prints one
+written to and read from the port, and the console round trips (lines the host wrote, each answered by one status
+line; the ping barrier's pings count).  Wire time = bytes x 10 bits / 115200 (8N1).  Prints one
 JSON object.  Wall times include the virtual device's reboot (a new MicroPython process).
 
     .venv/bin/python bench/provision.py [--runs 20]
@@ -36,9 +37,13 @@ class Counting:
         self._ser = ser
         self.tx = 0
         self.rx = 0
+        self.commands: list[str] = []  # the first word of every line written: one round trip each
 
     def write(self, data: bytes) -> int | None:
         self.tx += len(data)
+        for line in data.split(b"\r\n"):
+            if line.strip():
+                self.commands.append(line.split()[0].decode(errors="replace"))
         return self._ser.write(data)
 
     def read(self, n: int = 1) -> bytes:
@@ -57,6 +62,9 @@ def main() -> int:
     walls: list[float] = []
     txs: list[int] = []
     rxs: list[int] = []
+    trips: list[int] = []
+    statuses: list[int] = []
+    kinds: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as d, EmbeddedBroker() as broker:
         port = str(Path(d) / "tty")
         pw = "bench-wifi-pass"
@@ -75,6 +83,9 @@ def main() -> int:
                 walls.append(time.perf_counter() - t0)
                 txs.append(ser.tx)
                 rxs.append(ser.rx)
+                trips.append(len(ser.commands))
+                statuses.append(ser.commands.count("provision_status"))
+                kinds = {c: ser.commands.count(c) for c in sorted(set(ser.commands))}
         finally:
             sim.terminate()
             sim.wait(10)
@@ -85,6 +96,9 @@ def main() -> int:
         "bytes_host_to_device_median": statistics.median(txs),
         "bytes_device_to_host_median": statistics.median(rxs),
         "bytes_total_median": statistics.median(per),
+        "round_trips_median": statistics.median(trips),
+        "provision_status_median": statistics.median(statuses),
+        "commands_last_run": kinds,
         "wire_time_115200_s_median": round(statistics.median(per) * 10 / 115200, 4),
         "wall_open_to_verified_s_median": round(statistics.median(walls), 4),
         "wall_open_to_verified_s_max": round(max(walls), 4),
