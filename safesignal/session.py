@@ -57,6 +57,7 @@ class DeviceSession:
         self.log_lines: deque[str] = deque(maxlen=KEEP_LINES)
         self.received: deque[str] = deque(maxlen=KEEP_LINES)  # what the device sent, as sent (for audits)
         self.last_boot_id: str | None = None  # the device's Boot ID at the last sync
+        self.last_status: dict[str, str] | None = None  # provision_status as read by the last sync
         self._secrets: list[str] = []
         self._ser = ser if ser is not None else open_port(url)
         self._buf = b""
@@ -186,7 +187,8 @@ class DeviceSession:
                 raise DeviceTimeout(f"device on {self.url} stopped answering")
             if got == f"OK pong {final}":
                 break
-        self.last_boot_id = self.boot_id()
+        self.last_status = self.status()
+        self.last_boot_id = self.last_status["boot_id"]
 
     def wait_for_line(self, wanted: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
