@@ -26,7 +26,9 @@ def request():
 
 
 def parse(resp):
-    """Unix time (float) from a server's answer, or None if it is not a usable answer."""
+    """Unix time as integers (seconds, microseconds) from a server's answer, or None if it is
+    not a usable answer.  Integers only: the ESP32 port's floats are single precision, which at
+    today's Unix times (~1.8e9 s) are 128 s apart, so a float clock would be off by up to 64 s."""
     if len(resp) < 48:
         return None
     mode = resp[0] & 7
@@ -36,21 +38,23 @@ def parse(resp):
     secs, frac = struct.unpack("!II", resp[40:48])  # transmit timestamp
     if secs == 0:
         return None
-    t = secs - NTP_DELTA + frac / 4294967296
-    return t if t >= VALID_AFTER else None
+    t = secs - NTP_DELTA
+    if t < VALID_AFTER:
+        return None
+    return t, (frac * 1000000) >> 32  # 32-bit binary fraction of a second -> microseconds
 
 
 def unix_time(time):
-    """Unix time in seconds, or None while the clock is not set (ports/esp32 counts from 2000,
-    the unix port from 1970)."""
-    t = time.time()
+    """Unix time in whole seconds (an int), or None while the clock is not set (ports/esp32
+    counts from 2000, the unix port from 1970)."""
+    t = int(time.time())  # an int on the ESP32 port already
     if time.gmtime(0)[0] == 2000:
         t += EPOCH_2000
     return t if t >= VALID_AFTER else None
 
 
 async def query(host, port=NTP_PORT, timeout_ms=_TIMEOUT_MS):
-    """Ask one SNTP server; returns Unix time or None.  The name lookup blocks (as every
+    """Ask one SNTP server; returns Unix time as (seconds, microseconds) or None.  The name lookup blocks (as every
     getaddrinfo on MicroPython); the wait for the answer does not."""
     import socket
 
@@ -75,11 +79,13 @@ async def query(host, port=NTP_PORT, timeout_ms=_TIMEOUT_MS):
 
 
 def set_rtc(machine, time, t):
-    """Set the chip's RTC to Unix time t."""
+    """Set the chip's RTC to Unix time t = (seconds, microseconds), integers."""
+    secs, us = t
     off = EPOCH_2000 if time.gmtime(0)[0] == 2000 else 0
-    tm = time.gmtime(int(t) - off)
-    # RTC.datetime takes (year, month, day, weekday, hours, minutes, seconds, subseconds)
-    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], int((t % 1) * 1000000)))
+    tm = time.gmtime(secs - off)
+    # RTC.datetime takes (year, month, day, weekday, hours, minutes, seconds, microseconds), all
+    # ints (ports/esp32/machine_rtc.c machine_rtc_datetime_helper: mp_obj_get_int refuses a float)
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], us))
 
 
 async def keep_synced(wifi, machine, time, host=NTP_HOST):
