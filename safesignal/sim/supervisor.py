@@ -22,12 +22,37 @@ enabled (``micropython.kbd_intr``).  MicroPython's unix port keeps SIGINT caught
 the interrupt character is enabled (``kbd_intr(-1)`` resets SIGINT to SIG_DFL), so a 0x03 from
 the host becomes a SIGINT when the device process catches SIGINT (``SigCgt`` in
 ``/proc/PID/status``) and stays data otherwise.
+
+Console input (the chip's receive path).  On the ESP32 port every console byte lands in one
+260-byte ring, ``stdin_ringbuf`` (ports/esp32/mphalport.c), which holds 259 (py/ringbuf.h:
+``ringbuf_put`` refuses the byte that would make ``iput`` meet ``iget``); the interpreter takes
+bytes out only when it reads stdin (``mp_hal_stdin_rx_chr``).  The paths into it differ:
+
+- UART (a USB-UART bridge on UART0; the default here): ``uart_irq_handler`` (ports/esp32/uart.c)
+  empties the hardware FIFO into the ring from an interrupt, also while the interpreter is
+  blocked, and bytes for which ``ringbuf_put`` finds no room are lost.  The host's bytes reach
+  the chip at the line rate (115200 8N1: 11520 bytes/s) however fast it wrote them.
+- native USB (``--usb-cdc``; shared/tinyusb/mp_usbd_cdc.c ``tud_cdc_rx_cb``, and the S3's
+  USB-Serial-JTAG in ports/esp32/usb_serial_jtag.c ``usb_serial_jtag_handle_rx``): bytes are
+  taken from the USB endpoint only while the ring has room; otherwise the endpoint stays full
+  and the host's writes wait.  Nothing is lost.
+
+The ring here is the device process's stdin pipe, capped at 259 unread bytes: FIONREAD on the
+pipe is exactly what the interpreter has not read yet, so its room frees only as MicroPython
+really consumes input.  Bytes dropped for want of room are counted (``dropped_input``).
+
+A board without power runs nothing: the device process gets SIGKILL when the supervisor dies
+(Linux's parent-death signal), and the stubs treat a hardware channel whose supervisor is gone
+as power off.
 """
 
 from __future__ import annotations
 
+import array
 import asyncio
 import binascii
+import ctypes
+import fcntl
 import json
 import logging
 import os
@@ -36,6 +61,9 @@ import shutil
 import signal
 import socket
 import stat
+import sys
+import termios
+import time
 import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,6 +89,13 @@ _MUTATING = ("nvs_set", "nvs_erase", "nvs_commit")
 INTR_CHAR = 0x03  # Ctrl-C, MicroPython's default interrupt character
 HW_AUTH_TIMEOUT = 5.0  # seconds a hw-channel connection may take to present its token
 SOCKET_MODE = 0o600
+# ports/esp32/mphalport.c: stdin_ringbuf_array[260]; py/ringbuf.h keeps one slot free.
+RX_RING_SIZE = 260
+RX_RING_HOLDS = RX_RING_SIZE - 1
+UART_BYTES_PER_S = 115200 // 10  # 8N1: ten bits on the wire per byte
+USB_PACKET = 64  # a full-speed bulk packet: what the chip's USB side holds beyond the ring
+RX_TICK = 0.004  # seconds between deliveries into the ring while input is on its way
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def find_micropython() -> str:
@@ -75,6 +110,26 @@ def parse_mac(s: str) -> bytes:
         return bytes(int(p, 16) for p in parts)
     except ValueError:
         raise UsageError(f"--mac must look like AA:BB:CC:DD:EE:FF, not {s!r}") from None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when this process ends, however it
+    ends (Linux ``prctl(PR_SET_PDEATHSIG)``); None where there is no such thing.  libc is
+    loaded here, before the fork, not in the child."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the supervisor died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def catches_sigint(pid: int) -> bool:
@@ -148,6 +203,8 @@ class SimConfig:
     hmac_key: bytes | None = field(default=None, repr=False)
     # a new chip's eFuses, burnt (written) when it first powers up
     efuse: tuple[Path, Efuse] | None = field(default=None, repr=False)
+    # every name lookup blocks the interpreter this long (seconds), as lwIP's getaddrinfo does
+    dns_delay: float = 0.0
 
 
 class Supervisor:
@@ -164,6 +221,15 @@ class Supervisor:
         self.ports_opened = 0  # > boots' worth only with usb_cdc: a new port after each reset
         self.running = False
         self.dropped_output = 0
+        self.dropped_input = 0  # console bytes lost because the receive ring was full (UART)
+        self.input_during_lookup = 0  # console bytes that reached the chip while it was in a lookup
+        self.dns_lookups = 0
+        self._lookup_until = 0.0
+        self._wire = bytearray()  # bytes the host wrote that have not reached the chip yet
+        self._wire_budget = 0.0
+        self._rx_task: asyncio.Task[None] | None = None
+        self._reading_host = False
+        self._stdin_w = -1  # our end of the device's stdin pipe: the receive ring
         self._proc: asyncio.subprocess.Process | None = None
         self._exit_reason = ""
         self._cut_after: int | None = None
@@ -224,7 +290,6 @@ class Supervisor:
         self._tasks.append(asyncio.create_task(self._lifecycle()))
 
     def _open_port(self) -> None:
-        loop = asyncio.get_running_loop()
         self.ports_opened += 1
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # without raw mode the pty would echo the device's output back
@@ -243,13 +308,25 @@ class Supervisor:
             tmp.unlink()
             raise UsageError(f"--port-link {link}: {e.strerror or e}") from None
         self._link_made = True
-        loop.add_reader(self._master, self._on_host_bytes)
+        self._wire.clear()
+        self._listen_host(True)
+
+    def _listen_host(self, on: bool) -> None:
+        """Read the host's bytes (on), or leave them in the pty so its writes wait (off)."""
+        if on == self._reading_host or self._master < 0:
+            return
+        loop = asyncio.get_running_loop()
+        if on:
+            loop.add_reader(self._master, self._on_host_bytes)
+        else:
+            loop.remove_reader(self._master)
+        self._reading_host = on
 
     def _close_port(self) -> None:
         """The port goes away (the end of a run, or a native-USB device resetting): the link
         disappears and a host that still has the old device open gets I/O errors."""
         if self._master >= 0:
-            asyncio.get_running_loop().remove_reader(self._master)
+            self._listen_host(False)
             os.close(self._master)
             os.close(self._slave)
             self._master = self._slave = -1
@@ -290,12 +367,15 @@ class Supervisor:
         await self._halt_device()
         for t in self._tasks:
             t.cancel()
+        if self._rx_task is not None:
+            self._rx_task.cancel()
         await self._close()
         self._stopped.set()
 
     async def _close(self) -> None:
         """Undo what start made (also after a start that failed half-way)."""
         self._close_port()
+        self._close_ring()
         for srv in (self._hw_server, self._ctl_server):
             if srv is not None:
                 srv.close()
@@ -319,18 +399,29 @@ class Supervisor:
         self.flash.drop_pending()
         self._exit_reason = ""
         self.boots += 1
-        self._proc = await asyncio.create_subprocess_exec(
-            self.cfg.micropython,
-            "-X",
-            f"heapsize={self.cfg.heap}",
-            str(self.cfg.firmware / "main.py"),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=str(self.cfg.firmware),
-            env=env,
-            start_new_session=True,
-        )
+        self._close_ring()
+        ring_r, ring_w = os.pipe()  # the receive ring: empty at power-up, like the chip's RAM
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                self.cfg.micropython,
+                "-X",
+                f"heapsize={self.cfg.heap}",
+                str(self.cfg.firmware / "main.py"),
+                stdin=ring_r,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=str(self.cfg.firmware),
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent(),
+            )
+        except BaseException:
+            os.close(ring_w)
+            raise
+        finally:
+            os.close(ring_r)
+        os.set_blocking(ring_w, False)
+        self._stdin_w = ring_w
         self.running = True
         log.info("boot %d: device process %d", self.boots, self._proc.pid)
 
@@ -383,40 +474,88 @@ class Supervisor:
             self.dropped_output += len(data) - n  # nobody reading: a UART drops bytes too
 
     def _on_host_bytes(self) -> None:
+        limit = USB_PACKET if self.cfg.usb_cdc else 4096
         try:
-            data = os.read(self._master, 4096)
+            data = os.read(self._master, limit)
         except (BlockingIOError, OSError):
             return
-        proc = self._proc
-        if not data or proc is None or not self.running or proc.stdin is None or proc.returncode is not None:
-            return  # while in reset, input is lost, as on a chip
-        if INTR_CHAR in data:
-            data = self._interrupt_chars(proc, data)
-        if data:
-            proc.stdin.write(data)
+        if not data:
+            return
+        self._wire += data
+        if self.cfg.usb_cdc:
+            self._listen_host(False)  # the next packet waits in the host until this one is taken
+        if self._rx_task is None or self._rx_task.done():
+            self._rx_task = asyncio.create_task(self._deliver_wire())
 
-    def _interrupt_chars(self, proc: asyncio.subprocess.Process, data: bytes) -> bytes:
-        """Each 0x03: SIGINT (the byte consumed) if the device catches SIGINT, else data.
-
-        Input before the 0x03 is written first, so it is ahead of the interrupt, as in a
-        UART's receive buffer.  Returns the input still to write."""
-        assert proc.stdin is not None
-        parts = data.split(bytes([INTR_CHAR]))
-        out = parts[0]
-        for part in parts[1:]:
-            if catches_sigint(proc.pid):
-                if out:
-                    proc.stdin.write(out)
-                    out = b""
-                try:
-                    os.kill(proc.pid, signal.SIGINT)
-                    self.interrupts += 1
-                except ProcessLookupError:
-                    return b""
+    async def _deliver_wire(self) -> None:
+        """Move the host's bytes into the receive ring: over USB as fast as the ring takes
+        them (the rest waits in the host), over the UART at the line rate (what finds the
+        ring full is lost)."""
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        self._wire_budget = 0.0
+        while self._wire:
+            await asyncio.sleep(RX_TICK)
+            now = loop.time()
+            if self.cfg.usb_cdc:
+                n = min(len(self._wire), self._ring_room())
             else:
-                out += bytes([INTR_CHAR])
-            out += part
-        return out
+                self._wire_budget = min(self._wire_budget + (now - last) * UART_BYTES_PER_S, len(self._wire))
+                n = int(self._wire_budget)
+                self._wire_budget -= n
+            last = now
+            if n > 0:
+                chunk = bytes(self._wire[:n])
+                del self._wire[:n]
+                self._receive(chunk)
+            if self.cfg.usb_cdc and not self._wire:
+                self._listen_host(True)
+
+    def _ring_room(self) -> int:
+        if self._stdin_w < 0:
+            return RX_RING_HOLDS
+        buf = array.array("i", [0])
+        try:
+            fcntl.ioctl(self._stdin_w, termios.FIONREAD, buf)
+        except OSError:
+            return 0
+        return max(0, RX_RING_HOLDS - buf[0])
+
+    def _receive(self, data: bytes) -> None:
+        """Bytes arriving at the chip.  Each 0x03: SIGINT (the byte consumed) if the device
+        catches SIGINT, else data, in order with the bytes around it, as the UART interrupt
+        handler does it.  Bytes for which the ring has no room are lost."""
+        proc = self._proc
+        if proc is None or not self.running or proc.returncode is not None or self._stdin_w < 0:
+            return  # while in reset, input is lost, as on a chip
+        if time.monotonic() < self._lookup_until:
+            self.input_during_lookup += len(data)
+        parts = data.split(bytes([INTR_CHAR])) if INTR_CHAR in data else [data]
+        for i, part in enumerate(parts):
+            if i > 0:
+                if catches_sigint(proc.pid):
+                    try:
+                        os.kill(proc.pid, signal.SIGINT)
+                        self.interrupts += 1
+                    except ProcessLookupError:
+                        return
+                else:
+                    part = bytes([INTR_CHAR]) + part
+            if not part:
+                continue
+            room = self._ring_room()
+            keep = part[:room]
+            self.dropped_input += len(part) - len(keep)
+            if keep:
+                try:
+                    os.write(self._stdin_w, keep)
+                except OSError:
+                    self.dropped_input += len(keep)
+
+    def _close_ring(self) -> None:
+        if self._stdin_w >= 0:
+            os.close(self._stdin_w)
+            self._stdin_w = -1
 
     def _kill(self, reason: str = "stopped") -> None:
         proc = self._proc
@@ -452,6 +591,13 @@ class Supervisor:
             "port": str(self.cfg.port_link),
             "ports_opened": self.ports_opened,
             "dropped_output": self.dropped_output,
+            "console": "usb-cdc" if self.cfg.usb_cdc else "uart",
+            "rx_ring": RX_RING_HOLDS,
+            "dropped_input": self.dropped_input,
+            "input_during_lookup": self.input_during_lookup,
+            "dns_delay": self.cfg.dns_delay,
+            "dns_lookups": self.dns_lookups,
+            "in_lookup": time.monotonic() < self._lookup_until,
             "flash": str(self.cfg.flash),
             "nvs_encrypted": self.flash.keys is not None,
             "nvs_unreadable_at_power_up": self.flash.unreadable,
@@ -554,6 +700,9 @@ class Supervisor:
             if op == "reset":
                 self.reset()  # no reply: the stub waits to be killed, like a chip in reset
                 return None
+            if op == "dns_lookup":
+                self.dns_lookups += 1
+                self._lookup_until = time.monotonic() + self.cfg.dns_delay
             try:
                 return {"result": self._hw(op, req)}
             except NvsOpError as e:
@@ -567,6 +716,10 @@ class Supervisor:
             # ms); modelled only when set with the control op "nvs_latency".
             if self.nvs_latency > 0 and any(f'"{op}"'.encode() in line for op in _MUTATING):
                 return self.nvs_latency
+            # A name lookup blocks the interpreter (lwIP's getaddrinfo is a blocking call; an
+            # mDNS query for a .local name waits up to 5 s): --dns-delay.
+            if self.cfg.dns_delay > 0 and b'"dns_lookup"' in line:
+                return self.cfg.dns_delay
             return 0.0
 
         await self._json_lines(reader, writer, handle, flash_time)

@@ -22,6 +22,24 @@ def _connect():
     return s
 
 
+def _lost():
+    # The supervisor hung up: it is resetting us (SIGKILL follows at once), refused us, or is
+    # gone.  A board whose supply is gone runs nothing: once the console's other end is gone
+    # too (our stdin pipe hangs up when the supervisor's process ends), power off.  Until
+    # then wait to be killed, asleep: a chip in reset does not spin.
+    import select
+    import sys
+    import time
+
+    p = select.poll()
+    p.register(sys.stdin, select.POLLIN)
+    while True:
+        time.sleep(0.2)
+        for _, ev in p.poll(0):
+            if ev & (select.POLLHUP | select.POLLERR):
+                sys.exit(0)  # SystemExit: the firmware catches only Exception
+
+
 def call(op, **args):
     global _sock
     if _sock is None:
@@ -30,10 +48,7 @@ def call(op, **args):
     _sock.write(json.dumps(args).encode() + b"\n")
     line = _sock.readline()
     if not line:
-        # The supervisor is gone, is resetting us or refused us: wait to be killed, like a
-        # chip in reset.
-        while True:
-            _sock.readline()
+        _lost()
     reply = json.loads(line)
     if "errno" in reply:
         raise OSError(reply["errno"])
