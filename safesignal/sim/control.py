@@ -46,7 +46,14 @@ class SimControl:
         self.call("power_cut")
 
     def power_cut_after(self, writes: int) -> None:
+        """Cut the power at the device's ``writes``-th NVS API write/erase/commit (0 disarms)."""
         self.call("power_cut_after", writes=writes)
+
+    def power_cut_after_flash_writes(self, flash_writes: int, torn: bool = False) -> None:
+        """Cut the power at the ``flash_writes``-th physical flash operation from now (an entry, a
+        bitmap word, a page header or state word, a sector erase): it does not happen (``torn``:
+        an entry write is left half done), nor does anything after it.  0 disarms."""
+        self.call("power_cut_after", flash_writes=flash_writes, torn=torn)
 
     def nvs_mode(self, write_through: bool) -> None:
         """Flash write model: ``True`` = write-through (every set/erase reaches the flash at

@@ -76,7 +76,7 @@ from ..tools import find_tool
 from . import efuse
 from .air import STAT_GOT_IP, WLAN_CONFIG_SETTABLE, Air, Station
 from .efuse import Efuse
-from .flash import NVS_OFFSET, NVS_SIZE, FlashNvs, NvsOpError, check_flash_path
+from .flash import NVS_OFFSET, NVS_SIZE, FlashNvs, NvsOpError, PowerCut, check_flash_path
 from .gpio import Button
 
 log = logging.getLogger(__name__)
@@ -644,6 +644,9 @@ class Supervisor:
                 self.reset()
             elif op == "power_cut":
                 self.power_cut()
+            elif op == "power_cut_after" and "flash_writes" in req:
+                # the N-th physical flash write (entry, bitmap word, page header, erase) fails (see flash.py)
+                self.flash.cut_after_flash_writes(int(req["flash_writes"]), torn=bool(req.get("torn", False)))
             elif op == "power_cut_after":
                 self.power_cut_after(int(req["writes"]))
             elif op == "nvs_mode":
@@ -707,6 +710,9 @@ class Supervisor:
                 return {"result": self._hw(op, req)}
             except NvsOpError as e:
                 return {"errno": -e.code}
+            except PowerCut:
+                self.power_cut()  # the flash write the power cut hit, and all after it, never happened
+                return None
             except (KeyError, ValueError, TypeError) as e:
                 log.error("bad hardware call %r: %s", op, e)
                 return {"errno": 22}  # EINVAL
