@@ -7,13 +7,20 @@ alert (``alert_test`` on its console) or, without a port, waits for the next one
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import ssproto
 import ssproto.msg as msg
 
 from .alerts import Alert, AlertReceiver, Status, TlsIdentity
-from .errors import SafeSignalError
+from .errors import SafeSignalError, UsageError
+
+if TYPE_CHECKING:
+    from .session import DeviceSession
 
 
 class AlertMissing(SafeSignalError):
@@ -72,3 +79,91 @@ def _what_was_seen(rx: AlertReceiver, ident: Identity, status: Status | None, ti
     if seen:
         parts.append(f"other alerts seen from it: seq {', '.join(str(a.seq) for a in seen[-5:])}")
     return "; ".join(parts)
+
+
+class NotConnected(AlertMissing):
+    """The device has no broker session: a test alert would only wait in its outbox."""
+
+
+# How long ``verify --port`` waits for a device that is still (re)connecting to its broker.
+CONNECT_WAIT = 15.0
+
+
+def parse_seq(text: str) -> int | None:
+    """The sequence number in ``alert_test``'s answer (``OK seq N``), None if it has none."""
+    m = re.fullmatch(r"seq (\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def identity_of(status: dict[str, str], given: Identity | None = None, port: str = "") -> Identity:
+    """The identity a provisioned device reports; UsageError if it differs from ``given``
+    (fields left empty in ``given`` are not compared)."""
+    if status.get("provisioned") != "yes":
+        raise UsageError("the device is not provisioned: provision it first")
+    ident = Identity(status["device_id"], status["tenant"], status["building"], status["room"])
+    if given is not None:
+        flags = ("--device-id", "--tenant", "--building", "--room")
+        mine = (given.device_id, given.tenant, given.building, given.room)
+        dev = (ident.device_id, ident.tenant, ident.building, ident.room)
+        mismatch = [f for f, m, d in zip(flags, mine, dev, strict=True) if m and m != d]
+        if mismatch:
+            raise UsageError(f"the device on {port or 'the port'} has a different {', '.join(mismatch)}")
+    return ident
+
+
+def wait_connected(session: DeviceSession, status: dict[str, str], timeout: float) -> dict[str, str]:
+    """Wait until the device reports an MQTT session (a device that just rebooted is still
+    connecting).  NotConnected if it has none after ``timeout``: asking it for a test alert
+    then would only pile one more alert into its outbox."""
+    deadline = time.monotonic() + timeout
+    while status.get("mqtt_state") != "connected":
+        if time.monotonic() >= deadline:
+            raise NotConnected(
+                f"the device is not connected to its broker {status.get('mqtt_uri', '')} "
+                f"(WiFi {status.get('wifi_state')}, MQTT {status.get('mqtt_state')}; "
+                f"{status.get('alerts_pending', '?')} alert(s) waiting in its flash): "
+                "no test alert was requested, it could not be delivered. Check the WiFi and the broker "
+                "(`safesignal status`), then run verify again")
+        time.sleep(0.5)
+        status = session.status()
+    return status
+
+
+def request_test_alert(session: DeviceSession) -> int | None:
+    """Ask the device for a test alert (``alert_test``); its sequence number."""
+    return parse_seq(session.command(["alert_test"]).text)
+
+
+@dataclass
+class DeviceCheck:
+    ident: Identity
+    broker: str
+    seq: int | None  # of the test alert the device stored
+    verified: Verified
+
+
+def verify_device(session: DeviceSession, *, broker: str | None, given: Identity | None, wait: float,
+                  tls_for: Callable[[str], TlsIdentity | None],
+                  requested: Callable[[int | None], None] | None = None,
+                  connect_wait: float = CONNECT_WAIT) -> DeviceCheck:
+    """``safesignal verify --port``: read the device's identity and broker, make sure it is
+    connected, subscribe, ask it for a test alert, wait for exactly that alert."""
+    session.sync()
+    st = session.last_status if session.last_status is not None else session.status()
+    ident = identity_of(st, given, session.url)
+    uri = check_uri("--broker", broker or st["mqtt_uri"])
+    wait_connected(session, st, min(connect_wait, wait))
+    with receiver_for(uri, ident, tls_for(uri)) as rx:
+        since = time.time()
+        seq = request_test_alert(session)
+        if requested is not None:
+            requested(seq)
+        v = wait_test_alert(rx, ident, since, wait, seq)  # this alert, not an older one still on its way
+    return DeviceCheck(ident, uri, seq, v)
+
+
+def check_uri(flag: str, uri: str) -> str:
+    try:
+        return str(ssproto.check_mqtt_uri(uri))
+    except ssproto.ProtocolError as e:
+        raise UsageError(f"{flag}: {e.message}") from None
