@@ -14,6 +14,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +42,26 @@ SUBTYPES = {
 FLAGS = {"encrypted", "readonly"}
 # esp-idf components/esptool_py/Kconfig.projbuild: ESPTOOLPY_FLASHSIZE_<n>MB
 FLASH_SIZE = re.compile(r"CONFIG_ESPTOOLPY_FLASHSIZE_(\d+)MB")
+
+
+# --- the pinned MicroPython release (tests/data, made by tools/micropython_facts.py) -----------
+
+def micropython_release() -> str:
+    return (REPO / "firmware" / "MICROPYTHON").read_text().strip()
+
+
+def _facts_lines() -> list[str]:
+    path = REPO / "tests" / "data" / f"micropython-{micropython_release()}-esp32.txt"
+    return [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+
+
+def micropython_facts() -> dict[str, str]:
+    return dict(ln.split(" ", 1) for ln in _facts_lines() if not ln.startswith("file "))
+
+
+def port_files() -> set[str]:
+    """Paths (relative to ports/esp32) of the board-related files of the pinned release."""
+    return {ln[len("file ports/esp32/"):] for ln in _facts_lines() if ln.startswith("file ")}
 
 
 # --- the partition table ---------------------------------------------------------------------
@@ -215,15 +237,24 @@ def test_virtual_device_models_the_real_nvs_partition() -> None:
     assert (nvs_partition().offset, nvs_partition().size) == (NVS_OFFSET, NVS_SIZE)
 
 
-def test_partitions_for_the_hmac_scheme_and_micropython() -> None:
+def test_partitions_for_the_hmac_scheme_micropython_and_ota() -> None:
     parts = {p.name: p for p in read_partitions()}
     assert not [p for p in parts.values() if p.subtype == "nvs_keys"], "nvs_keys is for the flash-encryption scheme"
-    factory = parts["factory"]
-    assert (factory.type, factory.subtype) == ("app", "factory")
-    assert factory.size >= 0x200000, "MicroPython for the S3 with BLE is close to 2 MB"
+    # Over-the-air updates with rollback come later, and a RELEASE board can never be
+    # repartitioned: two app slots and otadata now, no factory app (blank otadata boots ota_0).
+    apps = sorted((p for p in parts.values() if p.type == "app"), key=lambda p: p.offset)
+    assert [(p.name, p.subtype) for p in apps] == [("ota_0", "ota_0"), ("ota_1", "ota_1")]
+    assert apps[0].size == apps[1].size, "an update must fit whichever slot it is written to"
+    # MicroPython's ESP32_GENERIC_S3 image of the pinned release fits the factory slot of its
+    # partitions-4MiBplus.csv (the build checks it); ours add the frozen firmware and room to grow.
+    generic = int(micropython_facts()["generic_s3_factory_size"], 16)
+    assert apps[0].size >= generic + 0x100000, "keep at least 1 MB beyond the stock image's limit"
+    (otadata,) = [p for p in parts.values() if (p.type, p.subtype) == ("data", "ota")]
+    assert otadata.size == 0x2000, "otadata is two flash sectors (esp_ota_ops)"
+    assert otadata.offset < apps[0].offset
     vfs = parts["vfs"]  # MicroPython's flashbdev.py mounts the data partition labelled "vfs"
     assert vfs.type == "data" and "encrypted" in vfs.flags, "a plaintext vfs could carry a boot.py or shadow modules"
-    assert not [p for p in parts.values() if p.subtype.startswith("ota")], "README says: no OTA"
+    assert max(p.end for p in parts.values()) == flash_size(), "flash a shipped board cannot ever use is wasted"
 
 
 # --- sdkconfig -------------------------------------------------------------------------------
@@ -334,18 +365,89 @@ def test_every_file_the_cmake_files_name_exists() -> None:
         for entry in sdkconfig_defaults(BOARD / name):
             if entry.startswith("${MICROPY_BOARD_DIR}/"):
                 continue  # checked below with every other board path
-            if entry in ("${SDKCONFIG_DEFAULTS}", "${SDKCONFIG_IDF_VERSION_SPECIFIC}"):
-                continue  # the list so far; MicroPython's IDF-version fragment (empty before IDF 5.2)
+            if entry == "${SDKCONFIG_DEFAULTS}":
+                continue  # the list so far (a variant appends to the board's)
             if entry.startswith("${CMAKE_BINARY_DIR}/"):
                 assert entry in generated, f"{name}: {entry} is not written by mpconfigboard.cmake"
                 continue
-            # MicroPython's own fragments, relative to ports/esp32
+            # MicroPython's own fragments, relative to ports/esp32: present at the pinned tag
             assert PORT_FRAGMENT.fullmatch(entry), f"{name}: unexpected SDKCONFIG_DEFAULTS entry {entry}"
+            assert entry in port_files(), (
+                f"{name}: {entry} does not exist in MicroPython {micropython_release()} ports/esp32")
         for rel in re.findall(r"\$\{MICROPY_BOARD_DIR\}/([A-Za-z0-9_.\-]+)", text):
             assert (BOARD / rel).is_file(), f"{name} names {rel}, which is not in {BOARD.name}"
     text = _cmake_text(BOARD / "mpconfigboard.cmake")
     assert re.search(r"set\(\s*MICROPY_FROZEN_MANIFEST\s+\$\{MICROPY_BOARD_DIR\}/manifest\.py\s*\)", text)
     assert "set(IDF_TARGET esp32s3)" in text
+
+
+def _fake_micropython(root: Path, version: str) -> Path:
+    """A MicroPython tree with the pinned release's port file names (empty files, each holding
+    only its own name as a comment) and a py/mpconfig.h that gives ``version``; returns ports/esp32."""
+    port = root / "ports" / "esp32"
+    for rel in port_files():
+        (port / rel).parent.mkdir(parents=True, exist_ok=True)
+        (port / rel).write_text(f"# {rel}\n")
+    major, minor, micro = version.split(".")
+    (root / "py").mkdir()
+    (root / "py" / "mpconfig.h").write_text(
+        f"#define MICROPY_VERSION_MAJOR {major}\n#define MICROPY_VERSION_MINOR {minor}\n"
+        f"#define MICROPY_VERSION_MICRO {micro}\n#define MICROPY_VERSION_PRERELEASE 0\n")
+    return port
+
+
+# What MicroPython's ports/esp32/CMakeLists.txt does with a board before ESP-IDF takes over:
+# include the board and variant cmake files, then read every SDKCONFIG_DEFAULTS entry (a relative
+# one from ports/esp32) into sdkconfig.combined.  Run by cmake in script mode, in ports/esp32.
+_CONFIGURE = """
+set(CMAKE_BINARY_DIR ${SAFESIGNAL_TEST_BUILD})  # script mode sets it to the working directory
+include(${MICROPY_BOARD_DIR}/mpconfigboard.cmake)
+include(${MICROPY_BOARD_DIR}/mpconfigvariant_${MICROPY_BOARD_VARIANT}.cmake)
+file(WRITE ${CMAKE_BINARY_DIR}/sdkconfig.combined "")
+foreach(f ${SDKCONFIG_DEFAULTS})
+    file(READ ${f} contents)
+    file(APPEND ${CMAKE_BINARY_DIR}/sdkconfig.combined "${contents}")
+endforeach()
+file(WRITE ${CMAKE_BINARY_DIR}/manifest.txt "${MICROPY_FROZEN_MANIFEST}")
+"""
+
+
+def _configure(tmp: Path, variant: str, version: str) -> subprocess.CompletedProcess[str]:
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.fail("cmake is needed to configure the board (apt-get install cmake)")
+    port = _fake_micropython(tmp / "micropython", version)
+    build = tmp / "build"
+    build.mkdir()
+    script = tmp / "configure.cmake"
+    script.write_text(_CONFIGURE)
+    return subprocess.run([cmake, f"-DMICROPY_BOARD_DIR={BOARD}", f"-DMICROPY_BOARD_VARIANT={variant}",
+                           f"-DSAFESIGNAL_TEST_BUILD={build}", "-P", str(script)],
+                          cwd=port, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_board_configures_against_the_pinned_release(tmp_path: Path, variant: str) -> None:
+    p = _configure(tmp_path, variant, micropython_release()[1:])
+    assert p.returncode == 0, p.stdout + p.stderr
+    combined = (tmp_path / "build" / "sdkconfig.combined").read_text()
+    # MicroPython's fragments first (each marked with its name above), then ours, in order
+    port_refs = [e for e in variant_entries(variant) if e.startswith("boards/")]
+    assert [ln[2:] for ln in combined.splitlines() if ln.startswith("# boards/")] == port_refs
+    assert "CONFIG_PARTITION_TABLE_CUSTOM_FILENAME" in combined
+    merged: dict[str, str] = {}  # a later assignment wins, as in ESP-IDF's reading of the defaults
+    for ln in combined.splitlines():
+        if ln.strip() and not ln.startswith("# boards/"):
+            merged.update(parse_sdkconfig(ln, "sdkconfig.combined"))
+    assert effective_config(variant).items() <= merged.items()
+    assert Path((tmp_path / "build" / "manifest.txt").read_text()) == BOARD / "manifest.py"
+
+
+def test_board_refuses_another_micropython_release(tmp_path: Path) -> None:
+    major, minor, micro = micropython_release()[1:].split(".")
+    p = _configure(tmp_path, "DEV", f"{major}.{int(minor) - 1}.{micro}")
+    assert p.returncode != 0
+    assert f"SAFESIGNAL_S3 is for MicroPython {micropython_release()}" in p.stderr
 
 
 def test_variants_match_board_json_and_a_variant_is_required() -> None:
@@ -455,7 +557,7 @@ def test_readme_commands_use_this_boards_offsets_and_key_block() -> None:
     nvs = nvs_partition()
     reads = re.findall(r"read_flash (0x[0-9A-Fa-f]+) (0x[0-9A-Fa-f]+)", text)
     assert reads and all((int(o, 16), int(s, 16)) == (nvs.offset, nvs.size) for o, s in reads)
-    factory = {p.name: p for p in read_partitions()}["factory"]
+    app = {p.name: p for p in read_partitions()}["ota_0"]
     writes = re.findall(r"(0x[0-9A-Fa-f]+) (\S+\.bin)", text)
     assert writes
     for address, image in writes:
@@ -464,7 +566,7 @@ def test_readme_commands_use_this_boards_offsets_and_key_block() -> None:
         elif "partition-table" in image:
             assert int(address, 16) == partition_table_offset(), image
         elif "micropython" in image:
-            assert int(address, 16) == factory.offset, image
+            assert int(address, 16) == app.offset, image
     key = hmac_key_id()
     burns = re.findall(r"burn_key (BLOCK_KEY\d) \S+ (\w+)", text)
     assert burns and all(block == f"BLOCK_KEY{key}" and purpose == "HMAC_UP" for block, purpose in burns)

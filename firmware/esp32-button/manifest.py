@@ -1,5 +1,6 @@
 # Freeze the SafeSignal firmware into a MicroPython build for the ESP32-S3 (optional: copying
-# the files with mpremote works too; see PROVISIONING.md).  Requires MicroPython >= 1.24.0.
+# the files with mpremote works too; see PROVISIONING.md).  For MicroPython v1.28.0, the release
+# named in firmware/MICROPYTHON: the only one the firmware is tested with (virtual device).
 #
 #   make -C ports/esp32 BOARD=ESP32_GENERIC_S3 FROZEN_MANIFEST=/path/to/firmware/esp32-button/manifest.py
 #
