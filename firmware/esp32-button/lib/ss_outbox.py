@@ -25,6 +25,10 @@ from ss_compat import const
 
 NAMESPACE = "outbox"
 CAPACITY = const(64)
+# Test alerts (provisioning, `alert_test`) never crowd out a panic: at most TEST_MAX of them wait
+# at once (a newer one takes the place of the oldest), and a panic that finds the outbox full
+# takes the place of the oldest waiting test alert.  So all CAPACITY slots are open to panics.
+TEST_MAX = const(4)
 _VERSION = const(1)
 _MAGIC = b"SSQ"
 _KEY_NEXT = "next"
@@ -71,6 +75,8 @@ class Outbox:
         self.next_seq = 0
         self.pending = []  # sequence numbers in flash, ascending
         self._slot = {}  # seq -> slot
+        self._kind = {}  # seq -> "panic" / "test"
+        self.replaced = []  # test alerts dropped to make room (this boot), seq numbers
         self.notices = []
         self.dropped = 0  # alerts not stored because the outbox was full (this boot)
         self.epoch = None
@@ -87,6 +93,7 @@ class Outbox:
         pending = []
         damaged = False
         self._slot = {}
+        self._kind = {}
         for slot in range(CAPACITY):
             key = _key(slot)
             raw = self._get_blob(key)
@@ -100,6 +107,7 @@ class Outbox:
                 continue
             pending.append(e[1])
             self._slot[e[1]] = slot
+            self._kind[e[1]] = e[2]
         if damaged:
             self._nvs.commit()
         pending.sort()
@@ -123,6 +131,9 @@ class Outbox:
         slot = 0
         while slot in used:
             slot += 1
+        victim = self._victim(kind, slot >= CAPACITY)
+        if victim is not None:
+            slot = self._slot[victim]  # overwritten in place: NVS keeps the old entry or the new
         full = slot >= CAPACITY
         key = _key(slot)
         rec = None
@@ -140,7 +151,14 @@ class Outbox:
                 except OSError as e:
                     if ss_nvs.errno(e) != ss_nvs.ESP_ERR_NVS_NOT_ENOUGH_SPACE:
                         raise
-                    full = True  # the flash is full: same as a full outbox
+                    alt = self._victim(kind, True) if victim is None else None
+                    if alt is None:
+                        full = True  # the flash is full: same as a full outbox
+                    else:  # the flash is full: a panic takes the oldest test alert's place
+                        victim, slot = alt, self._slot[alt]
+                        key = _key(slot)
+                        self._erase(key)
+                        self._nvs.set_blob(key, rec)
             self._nvs.set_i32(_KEY_NEXT, seq + 1)
             self._nvs.commit()
             self.next_seq = seq + 1
@@ -152,9 +170,25 @@ class Outbox:
                 raise OutboxError("alert %d read back differs from what was written" % seq)
         except OSError as e:
             raise OutboxError("NVS write failed (%d)" % ss_nvs.errno(e))
+        if victim is not None:
+            self.pending.remove(victim)
+            del self._slot[victim]
+            del self._kind[victim]
+            self.replaced.append(victim)
         self.pending.append(seq)
         self._slot[seq] = slot
+        self._kind[seq] = kind
         return seq
+
+    def _victim(self, kind, full):
+        """The waiting test alert a new alert takes the place of, or None: for a test alert the
+        oldest once TEST_MAX wait, for any other alert the oldest when the outbox is full."""
+        tests = [s for s in self.pending if self._kind.get(s) == "test"]
+        if not tests:
+            return None
+        if kind == "test":
+            return tests[0] if len(tests) >= TEST_MAX else None
+        return tests[0] if full else None
 
     def entry(self, seq):
         """(topic, payload bytes) of a pending alert, read from flash; None if it is gone."""
@@ -171,6 +205,7 @@ class Outbox:
         if seq in self.pending:
             self.pending.remove(seq)
             self._erase(_key(self._slot.pop(seq)))
+            self._kind.pop(seq, None)
             self._nvs.commit()
 
     def clear(self):
@@ -180,3 +215,4 @@ class Outbox:
         self._nvs.commit()
         self.pending = []
         self._slot = {}
+        self._kind = {}
