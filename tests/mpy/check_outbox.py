@@ -6,7 +6,7 @@ from mpyunit import eq, raises, run, test
 import ss_nvs
 import ss_outbox
 import ssproto.msg as msg
-from ss_outbox import CAPACITY, Outbox, OutboxError
+from ss_outbox import CAPACITY, TEST_MAX, Outbox, OutboxError
 
 PFX = msg.prefix("acme", "hq", "101", "btn-01")
 
@@ -106,6 +106,95 @@ def test_full_outbox_keeps_the_old_alerts_and_uses_the_seq():
     ob.ack(0)
     eq(ob.add(PFX, "panic", None, 100), CAPACITY + 1)
     eq(fresh(nvs.reset()).pending, list(range(1, CAPACITY)) + [CAPACITY + 1])
+
+
+def kinds(ob):
+    return [msg.parse_message(*ob.entry(s))["type"] for s in ob.pending]
+
+
+@test
+def test_test_alerts_never_crowd_out_a_panic():
+    # The field trial: broker down, 64 alert_test, then the button.  The test alerts are capped
+    # at TEST_MAX (the newest kept), and the panic is stored.
+    nvs = FakeNVS()
+    ob = fresh(nvs)
+    for i in range(CAPACITY):
+        eq(ob.add(PFX, "test", None, i), i, "every test alert gets its seq")
+    eq(ob.pending, list(range(CAPACITY - TEST_MAX, CAPACITY)), "only the newest TEST_MAX wait")
+    eq(ob.replaced, list(range(CAPACITY - TEST_MAX)))
+    eq(ob.add(PFX, "panic", None, 99), CAPACITY)
+    eq(kinds(ob), ["test"] * TEST_MAX + ["panic"])
+    again = fresh(nvs.reset())
+    eq(again.pending, ob.pending, "the same after a reboot")
+    eq(len([k for k in nvs.durable if k.startswith("q")]), TEST_MAX + 1, "replaced entries left the flash")
+
+
+@test
+def test_a_full_outbox_gives_a_panic_the_oldest_test_alerts_place():
+    nvs = FakeNVS()
+    ob = fresh(nvs)
+    for i in range(TEST_MAX):
+        ob.add(PFX, "test", None, i)
+    for i in range(CAPACITY - TEST_MAX):
+        ob.add(PFX, "panic", None, i)
+    eq(len(ob.pending), CAPACITY)
+    seq = ob.add(PFX, "panic", None, 0)
+    eq(ob.pending[-1], seq)
+    eq(ob.pending[0], 1, "the oldest test alert (seq 0) made room")
+    eq(ob.replaced, [0])
+    raises(OutboxError, ob.add, PFX, "test", None, 0)  # full, fewer than TEST_MAX tests: no panic gives way
+    eq(kinds(ob).count("panic"), CAPACITY - TEST_MAX + 1)
+    # all test alerts give way, one per panic; then CAPACITY panics fill it, and the next is refused
+    for i in range(TEST_MAX - 1):
+        ob.add(PFX, "panic", None, i)
+    eq(kinds(ob), ["panic"] * CAPACITY)
+    raises(OutboxError, ob.add, PFX, "panic", None, 0)
+    eq(fresh(nvs.reset()).pending, ob.pending)
+
+
+@test
+def test_full_flash_a_panic_takes_a_test_alerts_place():
+    class Tight(FakeNVS):
+        room = True
+
+        def set_blob(self, key, value):
+            if not self.room and key not in self.view and key not in self.durable:
+                raise OSError(ss_nvs.ESP_ERR_NVS_NOT_ENOUGH_SPACE)
+            return FakeNVS.set_blob(self, key, value)
+
+    nvs = Tight()
+    ob = fresh(nvs)
+    ob.add(PFX, "test", None, 0)
+    ob.add(PFX, "panic", None, 1)
+    nvs.room = False  # the partition is full: only existing keys can be rewritten
+    seq = ob.add(PFX, "panic", None, 2)
+    eq((ob.pending, kinds(ob)), ([1, seq], ["panic", "panic"]))
+
+
+@test
+def test_power_cut_while_a_panic_replaces_a_test_alert():
+    # Every prefix of the writes: after the reboot the test alert or the panic is in its slot,
+    # never neither and never a damaged entry; seq numbers stay unique.
+    for auto in (False, True):
+        for budget in range(6):
+            nvs = FakeNVS(autocommit=auto)
+            ob = fresh(nvs)
+            ob.add(PFX, "test", None, 0)
+            for i in range(CAPACITY - 1):
+                ob.add(PFX, "panic", None, i)
+            nvs.budget = nvs.calls + budget
+            try:
+                ob.add(PFX, "panic", None, 99)
+                done = True
+            except PowerCut:
+                done = False
+            after = fresh(nvs.reset())
+            eq(len(after.pending), CAPACITY, (auto, budget))
+            eq([n for n in after.notices if "damaged" in n], [], (auto, budget))
+            eq(kinds(after).count("test") + (after.pending[-1] == CAPACITY), 1, (auto, budget))
+            if done:
+                eq(after.pending[-1], CAPACITY)
+            assert after.next_seq > after.pending[-1]
 
 
 @test
