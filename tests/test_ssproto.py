@@ -81,3 +81,66 @@ def test_status_field_round_trip(field, value):
 def test_wpa_psk_matches_hashlib_pbkdf2(password: str, ssid: str) -> None:
     want = hashlib.pbkdf2_hmac("sha1", password.encode(), ssid.encode(), 4096, 32)
     assert ssproto.wpa_psk(hashlib.sha1, password, ssid) == want
+
+
+# --- checked lines ------------------------------------------------------------------------------
+
+def _receive(lines):
+    """Feed checked-line pieces to a device-side Checked; returns (acks, result or error code)."""
+    import binascii
+
+    c = ssproto.Checked()
+    acks = []
+    for raw in lines:
+        try:
+            got = c.feed(raw, binascii.crc32) if ssproto.is_checked(raw) else (c.reset() or b"<plain>")
+        except ProtocolError as e:
+            return acks, e.code
+        if got is None:
+            acks.append(c.got())
+        else:
+            return acks, got
+    return acks, None
+
+
+@FAST
+@given(st.lists(line_text, min_size=1, max_size=8), st.integers(min_value=8, max_value=ssproto.PIECE))
+def test_checked_lines_round_trip(args, piece):
+    import binascii
+
+    line = ssproto.join_args(args)
+    b = line.encode()
+    if len(b) > ssproto.MAX_LINE:
+        return
+    lines = ssproto.checked_lines(line, binascii.crc32, piece)
+    assert all(b"\r" not in x and b"\n" not in x for x in lines)
+    assert all(len(x) + 2 <= ssproto.RX_BUFFER for x in lines)  # each piece fits the board's ring
+    acks, got = _receive(lines)
+    assert got == b
+    assert acks == [min(piece * (i + 1), len(b)) for i in range(len(lines) - 1)]
+
+
+@FAST
+@given(st.lists(line_text, min_size=1, max_size=8), st.integers(min_value=8, max_value=ssproto.PIECE),
+       st.data())
+def test_checked_lines_with_a_lost_byte_never_run(args, piece, data):
+    import binascii
+
+    line = ssproto.join_args(args)
+    if len(line.encode()) > ssproto.MAX_LINE:
+        return
+    lines = ssproto.checked_lines(line, binascii.crc32, piece)
+    k = data.draw(st.integers(0, len(lines) - 1))
+    at = data.draw(st.integers(0, len(lines[k]) - 1))
+    damaged = list(lines)
+    damaged[k] = lines[k][:at] + lines[k][at + 1:]
+    _, got = _receive(damaged)
+    assert not isinstance(got, bytes) or got == b"<plain>", got  # ERR code or incomplete, never run
+
+
+def test_longest_line_fits_the_ring_piece_by_piece():
+    import binascii
+
+    lines = ssproto.checked_lines("x" * ssproto.MAX_LINE, binascii.crc32)
+    assert max(len(x) for x in lines) + 2 <= ssproto.RX_BUFFER
+    assert lines[0].startswith(b"@1024:")

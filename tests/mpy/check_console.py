@@ -107,6 +107,54 @@ def test_over_long_lines():
     eq(lines_of(b"y" * 3000 + b"\r\nok\r\n"), [None, b"ok"])
 
 
+@test
+def test_form_feed_is_ignored():
+    # Ctrl-L (redraw in a terminal) before or inside a command changes nothing.
+    eq(lines_of(b"\x0cping\r\n"), [b"ping"])
+    eq(lines_of(b"pi\x0cng\n\x0c\x0c\n"), [b"ping", b""])
+
+
+class _Stream:
+    """An asyncio-stream-like reader over a real file: ``s`` is the underlying stream, as
+    asyncio.StreamReader(sys.stdin.buffer) has it; counts the awaited reads (loop rounds)."""
+
+    def __init__(self, f):
+        self.s = f
+        self.rounds = 0
+
+    async def read(self, n):
+        self.rounds += 1
+        return self.s.read(n)
+
+
+@test
+def test_line_reader_takes_all_waiting_bytes_per_round():
+    import os
+
+    path = "/tmp/ss_check_console_%d.bin" % (int.from_bytes(os.urandom(4), "big"))
+    data = b"provision_status\r\n" * 20
+    with open(path, "wb") as f:
+        f.write(data)
+    try:
+        with open(path, "rb") as f:
+            st = _Stream(f)
+
+            async def go():
+                r = ss_console.LineReader(st)
+                out = []
+                try:
+                    while True:
+                        out.append(await r.readline())
+                except EOFError:
+                    return out
+            got = asyncio.run(go())
+    finally:
+        os.remove(path)
+    eq(got, [b"provision_status"] * 20)
+    # one round for the whole buffer (the bytes were all waiting), one more to see the end
+    assert st.rounds <= 3, "one byte per round: %d rounds for %d bytes" % (st.rounds, len(data))
+
+
 # --- Console -------------------------------------------------------------------------------
 
 class FakeStore:
@@ -407,7 +455,7 @@ def test_full_flow_never_prints_the_password():
     f = fields_of(o)
     eq(f["provisioned"], "no")
     eq(f["wifi_password"], "not set")
-    eq(f["pending"], "building,device_id,room,tenant,wifi_ssid")
+    eq(f["pending"], "building,device_id,room,tenant,wifi_pass,wifi_ssid")
     eq(reply(r.cmd("provision_complete")), (True, "", ""))
     eq(r.resets, 1)
     eq(r.out[-2:], ["OK", "<RESET>"], "the reply is out before the reset")
@@ -635,7 +683,7 @@ def test_identity_csr_then_certificates_then_complete():
         eq(reply(r.cmd("provision_set_ca " + _b64(idfixture.CA)))[0], True)
         status = r.cmd("provision_status")
         eq(ssproto.parse_status_field([ln for ln in status if ln.startswith("Pending")][0])[1],
-           "building,device_id,identity,mqtt_uri,room,tenant,wifi_ssid")
+           "building,device_id,identity,mqtt_uri,room,tenant,wifi_pass,wifi_ssid")
         eq(reply(r.cmd("provision_complete"))[0], True)
         saved = r.store.idents[-1]
         eq((saved["cert"], saved["ca"], saved["key"]), (idfixture.CERT, idfixture.CA, ss_identity.new_key()))
@@ -724,3 +772,102 @@ def test_rig_rejects_output_that_is_not_one_line():
 
 
 run()
+
+
+# --- checked lines (what the tools send) -----------------------------------------------------
+
+def _wire(line, piece=ssproto.PIECE):
+    return [x + b"\r\n" for x in ssproto.checked_lines(line, binascii.crc32, piece)]
+
+
+def _device_line():
+    return ssproto.join_args(["provision_set_device", "d" * 60, "t" * 60, "b" * 60, "r" * 60])
+
+
+@test
+def test_checked_line_in_pieces_runs_once_whole():
+    r = Rig()
+    pieces = _wire(_device_line(), 64)
+    eq(len(pieces) > 3, True)
+    out = r.loop(b"".join(pieces))
+    acks = out[:len(pieces) - 1]
+    eq(acks, ["OK +%d" % (64 * (i + 1)) for i in range(len(pieces) - 1)])
+    eq(out[len(pieces) - 1:], ["Device configuration saved", "(held in RAM until provision_complete writes it to NVS)",
+                               "OK"])
+    eq(r.console.staged["device_id"], "d" * 60)
+
+
+@test
+def test_checked_short_line_and_ctrl_l_before_it():
+    r = Rig()
+    out = r.loop(b"\x0c" + b"".join(_wire("ping abc")))
+    eq(out, ["OK pong abc"])
+
+
+@test
+def test_checked_line_missing_a_byte_is_not_run():
+    line = _device_line()
+    for piece in (64, ssproto.PIECE):
+        pieces = _wire(line, piece)
+        for k in range(len(pieces)):
+            for at in (0, 1, 5, len(pieces[k]) - 3):  # the mark, the header, the text
+                r = Rig()
+                damaged = list(pieces)
+                damaged[k] = pieces[k][:at] + pieces[k][at + 1:]
+                out = r.loop(b"".join(damaged))
+                eq(r.console.staged, {}, "piece %d byte %d" % (k, at))
+                eq(any(x.startswith("ERR ") for x in out), True, "piece %d byte %d: %r" % (k, at, out))
+                eq("OK" in out, False)
+
+
+@test
+def test_checked_line_with_a_lost_line_ending_is_not_run():
+    pieces = _wire(_device_line(), 64)
+    for k in range(len(pieces) - 1):
+        r = Rig()
+        damaged = list(pieces)
+        damaged[k] = pieces[k][:-2]  # CR LF lost: two pieces become one line
+        out = r.loop(b"".join(damaged))
+        eq(r.console.staged, {}, "line ending %d" % k)
+        eq(out[-1].startswith("ERR CHECKSUM") or out[-1].startswith("OK +"), True, out[-1])
+
+
+@test
+def test_checked_line_wrong_crc_and_malformed_headers():
+    for bad in (b"@8:00000000 ping abc\r\n", b"@x:00000000 ping\r\n", b"@4:0000 ping\r\n", b"@ ping\r\n",
+                b"+ping\r\n", b"@99999:00000000 x\r\n"):
+        r = Rig()
+        out = r.loop(bad)
+        eq(len(out), 1, repr(bad))
+        assert out[0].startswith("ERR CHECKSUM ") or out[0].startswith("ERR TOOLONG "), (bad, out)
+
+
+@test
+def test_plain_line_abandons_a_checked_line():
+    pieces = _wire(_device_line(), 64)
+    r = Rig()
+    # a piece that lost its "+" is a plain line inside a checked one: nothing of it runs
+    out = r.loop(pieces[0] + b"reboot\r\n" + b"".join(pieces[1:]))
+    eq(out[:2], ["OK +64", "ERR CHECKSUM checked line interrupted; nothing was run"])
+    eq(out[2].startswith("ERR CHECKSUM continuation"), True, out[2])
+    eq((r.console.staged, r.resets), ({}, 0))
+    # an empty line abandons it quietly; the next plain line runs
+    r = Rig()
+    out = r.loop(pieces[0] + b"\r\nping\r\n")
+    eq(out, ["OK +64", "OK pong"])
+    # and a new start replaces an unfinished one
+    r = Rig()
+    out = r.loop(pieces[0] + b"".join(pieces))
+    eq(out[-1], "OK")
+    eq(r.console.staged["room"], "r" * 60)
+
+
+@test
+def test_password_in_a_damaged_checked_line_is_not_echoed():
+    r = Rig()
+    pieces = _wire(ssproto.join_args(["provision_set_wifi", "Net", SECRET]))
+    out = r.loop(pieces[0][:20] + pieces[0][21:])
+    eq(len(out), 1)
+    assert out[0].startswith("ERR CHECKSUM"), out
+    assert SECRET not in out[0] and SECRET[:6] not in out[0]
+    eq(r.console.staged, {})

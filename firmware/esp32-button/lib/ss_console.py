@@ -1,9 +1,11 @@
 # The serial console: reads command lines, answers each with info lines and one status line.
 #
 # The device never echoes what is typed (the password would be echoed).  Line endings CR, LF
-# and CRLF all end a line; backspace/DEL edit; Ctrl-C discards the line.
+# and CRLF all end a line; backspace/DEL edit; Ctrl-C discards the line; Ctrl-L (form feed,
+# "redraw" in terminals) is ignored.  Tools send checked lines (ssproto.Checked).
 # Grammar and status codes: ssproto and PROVISIONING.md ("Console protocol").
 
+import binascii
 import hashlib
 
 import ssproto
@@ -13,27 +15,71 @@ from ss_store import StoreError
 _BS = const(0x08)
 _DEL = const(0x7F)
 _CTRL_C = const(0x03)
+_FF = const(0x0C)
 _CR = const(0x0D)
 _LF = const(0x0A)
 
 
 
 class LineReader:
-    """Turns a byte stream into lines; over-long lines are reported, not truncated."""
+    """Turns a byte stream into lines; over-long lines are reported, not truncated.
+
+    Each round takes every byte already waiting, not one: the board's receive buffer is a
+    259-byte ring that a UART overruns while the firmware does not read it."""
 
     def __init__(self, reader):
         self._reader = reader
         self._buf = bytearray()
         self._last_cr = False
         self._overflow = False
+        self._in = b""  # bytes taken from the stream, not yet looked at
+        self._pos = 0
+        self._poll = None
+        s = getattr(reader, "s", None)  # an asyncio stream's underlying stream (sys.stdin.buffer)
+        if s is not None:
+            try:
+                import select
+
+                self._poll = select.poll()
+                self._poll.register(s, select.POLLIN)
+            except (ImportError, OSError, AttributeError, TypeError):
+                self._poll = None
+
+    async def _next(self):
+        if self._pos >= len(self._in):
+            b = await self._reader.read(1)
+            if not b:
+                raise EOFError
+            self._in = b + self._waiting()
+            self._pos = 0
+        c = self._in[self._pos]
+        self._pos += 1
+        return c
+
+    def _waiting(self):
+        # What is in the receive buffer now, read without yielding.  One byte per read: a
+        # larger read on a board's stdin blocks until it has them all.
+        p = self._poll
+        if p is None:
+            return b""
+        s = self._reader.s
+        got = bytearray()
+        while len(got) < 4096:
+            ready = p.poll(0)
+            if not ready or not ready[0][1] & 1:  # POLLIN
+                break
+            b = s.read(1)
+            if not b:
+                break
+            got.extend(b)
+        return bytes(got)
 
     async def readline(self):
         """Returns bytes of one line, None for an over-long line; raises EOFError at end."""
         while True:
-            b = await self._reader.read(1)
-            if not b:
-                raise EOFError
-            c = b[0]
+            c = await self._next()
+            if c == _FF:
+                continue
             if c == _LF and self._last_cr:
                 self._last_cr = False
                 continue
@@ -74,6 +120,7 @@ class Console:
         self.staged = {}  # fields accepted but not yet committed (RAM only)
         self.ident = {}  # staged identity: "key" (made here, never printed), "cert", "ca" (RAM only)
         self.app = app  # ss_app.App: connect test, alerts; None only in unit tests
+        self._checked = ssproto.Checked()  # a checked line being received (tools)
 
     def _links(self):
         if self.app is not None and self.wifi is None:
@@ -96,9 +143,31 @@ class Console:
         while True:
             raw = await lines.readline()
             if raw is None:
+                self._checked.reset()
                 self.err(ssproto.E_TOOLONG, "line longer than %d bytes discarded" % ssproto.MAX_LINE)
                 continue
+            await self.handle_line(raw)
+
+    async def handle_line(self, raw):
+        """One received line: a piece of a checked line (tools) or a plain one (people)."""
+        if not ssproto.is_checked(raw):
+            if self._checked.got() and raw:
+                # A plain line inside a checked one is a piece that lost its mark: run nothing.
+                self._checked.reset()
+                self.err(ssproto.E_CHECKSUM, "checked line interrupted; nothing was run")
+                return
+            self._checked.reset()  # an empty line abandons a checked line quietly
             await self.handle_bytes(raw)
+            return
+        try:
+            whole = self._checked.feed(raw, binascii.crc32)
+        except ssproto.ProtocolError as e:
+            self.err(e.code, e.message)
+            return
+        if whole is None:
+            self.ok("+%d" % self._checked.got())
+            return
+        await self.handle_bytes(whole)
 
     async def handle_bytes(self, raw):
         try:
@@ -302,7 +371,7 @@ class Console:
         vals = {
             "provisioned": "yes" if prov else "no",
             "wifi_password": "not set" if not prov else ("set" if cfg["wifi_pass"] else "open network"),
-            "pending": ",".join(sorted([k for k in self.staged if k != "wifi_pass"])) or "none",
+            "pending": ",".join(sorted(self.staged)) or "none",
             "wifi_state": wifi.state if (prov and wifi) else "off",
             "ip_address": wifi.ip if (prov and wifi) else "",
             "mqtt_state": mqtt.state if (prov and mqtt) else "off",
@@ -322,7 +391,7 @@ class Console:
 
             vals["certificate"], vals["certificate_expires"], vals["certificate_sha256"] = ss_identity.describe(ident)
         if self.ident:
-            vals["pending"] = ",".join(sorted([k for k in self.staged if k != "wifi_pass"] + ["identity"]))
+            vals["pending"] = ",".join(sorted(list(self.staged) + ["identity"]))
         for label, name in ssproto.STATUS_FIELDS:
             print(ssproto.status_line(label, vals[name]))
         self.ok()

@@ -50,6 +50,7 @@ E_BROKER_TLS = "BROKER_TLS"  # mqtts://: the broker's certificate failed verific
 CONNECT_TEST_CODES = (E_WIFI_AUTH, E_WIFI_NO_AP, E_WIFI_TIMEOUT, E_WIFI_FAILED, E_BROKER_UNREACHABLE, E_BROKER_REFUSED,
                       E_BROKER_TLS)
 E_IDENTITY = "IDENTITY"  # a certificate does not fit the device's key, id or CA
+E_CHECKSUM = "CHECKSUM"  # a checked line arrived damaged (a byte lost on the wire): not run
 
 
 class ProtocolError(ValueError):
@@ -454,3 +455,86 @@ def secret_check(sha256, nonce, ssid, psk):
     h.update(psk)
     d = h.digest()[:8]
     return "".join(["%02x" % b for b in d])
+
+
+# --- checked lines ---------------------------------------------------------------------------
+# A board's console receive buffer is small and a UART drops what does not fit while the
+# firmware is busy (ESP32: a 260-byte ring, ports/esp32/mphalport.c), so tools never send more
+# than one acknowledged piece at a time, and the device runs a line only if it arrived whole.
+#
+#   @<length>:<crc32> <first piece>     starts a checked line: <length> bytes of UTF-8 whose
+#                                       CRC-32 (zlib's, 8 lower-case hex digits) is <crc32>
+#   +<next piece>                       continues it
+#
+# Each piece is at most PIECE bytes of the command line.  While the line is incomplete the
+# device answers every piece with ``OK +<bytes so far>``; once it has <length> bytes it checks
+# the CRC and runs the line (the command's own reply follows), or answers ``ERR CHECKSUM`` and
+# runs nothing.  Any other line abandons a checked line in progress.  Humans type plain lines.
+
+RX_BUFFER = const(259)  # bytes the ESP32's console ring holds (stdin_ringbuf, 260 slots, one kept free)
+PIECE = const(192)  # bytes of the command per piece: with "@1024:xxxxxxxx " and CRLF < RX_BUFFER
+
+
+def checked_lines(line, crc32, piece=PIECE):
+    """The lines (bytes, no line ending) that carry command ``line`` (str) checked."""
+    b = line.encode("utf-8")
+    out = [("@%d:%08x " % (len(b), crc32(b) & 0xFFFFFFFF)).encode() + b[:piece]]
+    for i in range(piece, len(b), piece):
+        out.append(b"+" + b[i:i + piece])
+    return out
+
+
+def is_checked(raw):
+    """True for a line of the checked form (bytes): it starts with @ or +."""
+    return len(raw) > 0 and (raw[0] == 0x40 or raw[0] == 0x2B)
+
+
+class Checked:
+    """Puts a checked line back together from its pieces (device side)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.want = -1
+        self.crc = 0
+        self.buf = None
+
+    def got(self):
+        return len(self.buf) if self.buf is not None else 0
+
+    def feed(self, raw, crc32):
+        """``raw``: one received line of the checked form.  Returns the command line's bytes
+        once it is complete and intact, None while pieces are missing; ProtocolError
+        (E_CHECKSUM, E_TOOLONG) if it is damaged (nothing is kept then)."""
+        if raw[0] == 0x40:  # @
+            self.reset()
+            sp = raw.find(b" ")
+            head = raw[1:sp] if sp > 0 else b""
+            colon = head.find(b":")
+            n = head[:colon]
+            c = head[colon + 1:]
+            try:
+                ok = colon > 0 and len(n) <= 5 and len(c) == 8 and _is_digits(n.decode()) and _is_hex(c.decode())
+            except UnicodeError:
+                ok = False
+            if not ok:
+                raise ProtocolError(E_CHECKSUM, "malformed checked line (expected @<length>:<crc32> <text>)")
+            if int(n) > MAX_LINE:
+                raise ProtocolError(E_TOOLONG, "line longer than %d bytes discarded" % MAX_LINE)
+            self.want = int(n)
+            self.crc = int(c, 16)
+            self.buf = bytearray(raw[sp + 1:])
+        else:  # +
+            if self.buf is None:
+                raise ProtocolError(E_CHECKSUM, "continuation without a checked line; nothing was run")
+            self.buf.extend(raw[1:])
+        got = len(self.buf)
+        if got < self.want:
+            return None
+        want, crc, buf = self.want, self.crc, self.buf
+        self.reset()
+        if got > want or crc32(buf) & 0xFFFFFFFF != crc:
+            raise ProtocolError(E_CHECKSUM, "line damaged in transit (%d of %d bytes, CRC mismatch); nothing was run"
+                                % (got, want))
+        return bytes(buf)
