@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO / "firmware" / "esp32-button" / "lib"))
 
 import ss_outbox  # noqa: E402
 import ss_store  # noqa: E402
-
 from safesignal.nvs import NvsKeys, parse_partition  # noqa: E402
 from safesignal.sim.flash import FlashNvs, NvsOpError, PowerCut  # noqa: E402
 
@@ -138,10 +137,17 @@ class Scenario:
         self.outcomes: Counter[str] = Counter()
         self.boots = 0
         self.inflight: tuple[str, Any] | None = None
+        self._erases: list[int] = []
+        self._writes = 0
         self.dev = self.boot(None)
+        self._erases = [0] * len(self.dev.flash.sector_erases)
 
     # --- one boot and its checks -----------------------------------------------------------
     def boot(self, inflight: tuple[str, Any] | None) -> Device:
+        if hasattr(self, "dev"):  # the wear of the boot that ends here
+            for i, n in enumerate(self.dev.flash.sector_erases):
+                self._erases[i] += n
+            self._writes += self.dev.flash.flash_writes
         write_through = self.rng.random() < 0.5  # ESP-IDF's behaviour, or MicroPython's contract
         dev = Device(self.path, self.keys, write_through, self.log)
         self.boots += 1
@@ -269,6 +275,15 @@ class Scenario:
             self.dev.flash.cut_after_flash_writes(0)
 
     @property
+    def sector_erases(self) -> list[int]:
+        """Erase cycles per sector of the NVS partition over all boots so far."""
+        return [a + b for a, b in zip(self._erases, self.dev.flash.sector_erases, strict=True)]
+
+    @property
+    def flash_writes(self) -> int:
+        return self._writes + self.dev.flash.flash_writes
+
+    @property
     def total_cuts(self) -> int:
         return sum(self.cuts.values())
 
@@ -301,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         while sc.total_cuts < args.cuts:
             sc.run(200, cut_rate=0.3, save_every=25)
         result = sc.figures()
-        result["sector_erases"] = sc.dev.flash.sector_erases
+        result["sector_erases"] = sc.sector_erases
     result.update({"encrypted": args.encrypted, "seed": args.seed, "violations": 0,
                    "cpu_s": round(time.process_time() - t0, 1)})
     print(json.dumps(result, indent=2))
