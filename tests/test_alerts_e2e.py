@@ -429,3 +429,28 @@ def test_presses_during_slow_flash_writes_are_latched(make_sim, guard: SecretGua
             guard.output("console", "\n".join(s.received))
             assert any("[BUTTON] Press latched by the pin interrupt" in x for x in s.log_lines), \
                 "no press fell into a flash write: the scenario did not test the latch"
+
+
+def test_alert_after_a_reset_carries_the_uptime_since_that_reset(
+    make_sim, guard: SecretGuard, mosquitto: Mosquitto
+) -> None:
+    """Issue 9.7: uptime_ms is the time since the device booted.  The unix port's ticks_ms
+    counts from the host's boot; the ESP32's, and the virtual device's (stubs/time.py), from
+    the chip's.  The bound is the host's own measurement of the time since the reset."""
+    pw = guard.secret("uptime-pass-1")
+    sim: Sim = make_sim(aps=[(SSID, pw)], hosts=mosquitto.hosts)
+    with AlertReceiver(mosquitto.uri, msg.subscription(IDENT[1])) as rx:
+        before_boot = time.monotonic()
+        assert run_cli(guard, "provision", *ident_args(sim.port, "--wifi-pass", pw)).returncode == 0
+        test_alert = rx.wait_alert(IDENT[0], type="test", timeout=20)
+        assert test_alert is not None and test_alert.uptime_ms is not None
+        assert 0 < test_alert.uptime_ms <= (time.monotonic() - before_boot) * 1000
+        boots = sim.control.state()["boots"]
+        reset_at = time.monotonic()
+        sim.control.reset()
+        sim.wait_boot(boots)
+        press_batch(sim, 1)
+        assert rx.wait_for(lambda r: panic_seqs(r) == {1}, 20), panic_seqs(rx)
+        since_reset_ms = (time.monotonic() - reset_at) * 1000
+        panic = next(a for a in rx.unique_alerts() if a.device == IDENT[0] and a.type == "panic")
+        assert panic.uptime_ms is not None and 0 < panic.uptime_ms <= since_reset_ms, (panic.uptime_ms, since_reset_ms)

@@ -129,4 +129,42 @@ def test_unix_time_is_an_int():
     assert isinstance(ss_time.unix_time(FakeTime(T + 0.75, 1970)), int)
 
 
+class WrappingTicks:
+    """time.ticks_ms/ticks_diff as on the ESP32 port: a 30-bit count from boot
+    (extmod/modtime.c with MICROPY_PY_TIME_TICKS_PERIOD = 2**30)."""
+    PERIOD = 1 << 30
+
+    def __init__(self, now):
+        self.now = now  # ms since boot
+
+    def ticks_ms(self):
+        return self.now % self.PERIOD
+
+    def ticks_diff(self, end, start):
+        half = self.PERIOD // 2
+        return ((end - start + half) % self.PERIOD) - half
+
+
+@test
+def test_uptime_starts_at_the_boot_count():
+    t = WrappingTicks(850)
+    up = ss_time.Uptime(t.ticks_ms, t.ticks_diff)
+    eq(up.ms(), 850)
+    t.now += 5000
+    eq(up.ms(), 5850)
+
+
+@test
+def test_uptime_counts_on_across_the_ticks_wrap():
+    day = 86400000
+    t = WrappingTicks(1000)
+    up = ss_time.Uptime(t.ticks_ms, t.ticks_diff)
+    for _ in range(40):  # 40 days, read hourly as the app does
+        for _ in range(24):
+            t.now += 3600000
+            up.ms()
+    eq(up.ms(), 1000 + 40 * day)
+    eq(t.ticks_ms(), (1000 + 40 * day) % (1 << 30), "ticks_ms alone (the old uptime) wrapped three times")
+
+
 run()

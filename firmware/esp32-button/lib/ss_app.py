@@ -31,6 +31,11 @@ class App:
     """Owns the network services and the alert path; the console drives it."""
 
     def __init__(self, store, outbox, wlan_factory, firmware, boot_id, machine=None):
+        import time
+
+        from ss_time import Uptime
+
+        self.uptime = Uptime(time.ticks_ms, time.ticks_diff)  # alerts carry the time since boot
         self.store = store
         self.machine = machine  # for the RTC (SNTP); None in tests
         self.outbox = outbox
@@ -137,10 +142,16 @@ class App:
 
         if cfg is None:
             cfg = self.store.provision_load_config()
-        seq = self.outbox.add(msg.cfg_prefix(cfg), kind, ss_time.unix_time(time), time.ticks_ms())
+        seq = self.outbox.add(msg.cfg_prefix(cfg), kind, ss_time.unix_time(time), self.uptime.ms())
         if self.mqtt is not None:
             self.mqtt.kick()
         return seq
+
+    async def keep_uptime(self):
+        """Read the uptime hourly, so it counts on across ticks_ms wrapping (ss_time.Uptime)."""
+        while True:
+            await sleep_ms(3600000)
+            self.uptime.ms()
 
     def on_press(self):
         from ss_outbox import OutboxError
@@ -224,6 +235,7 @@ async def _main():
         print("[WIFI] Please provision device with credentials.")
         print("[PROVISION] Provisioning mode: waiting for commands on the console (type help)")
 
+    asyncio.create_task(app.keep_uptime())
     pin = machine.Pin(BUTTON_GPIO, machine.Pin.IN, machine.Pin.PULL_UP)
     asyncio.create_task(Button(pin, app.on_press, machine.Pin.IRQ_FALLING).run())
 

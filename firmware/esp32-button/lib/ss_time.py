@@ -18,6 +18,25 @@ _TIMEOUT_MS = const(3000)
 _POLL_MS = const(50)
 
 
+class Uptime:
+    """Milliseconds since boot.  time.ticks_ms counts from boot on the ESP32 (esp_timer) but
+    wraps every 2**30 ms (12.4 days: ticks are 30-bit small ints there); this keeps counting past
+    the wrap, provided ms() runs at least once every 2**29 ms (6.2 days, the reach of
+    ticks_diff): the app calls it hourly (ss_app.App.keep_uptime)."""
+
+    def __init__(self, ticks_ms, ticks_diff):
+        self._ticks = ticks_ms
+        self._diff = ticks_diff
+        self._last = ticks_ms()
+        self._ms = self._last  # ticks start at 0 at boot: the first reading is the uptime
+
+    def ms(self):
+        now = self._ticks()
+        self._ms += self._diff(now, self._last)
+        self._last = now
+        return self._ms
+
+
 def request():
     """A 48-byte SNTP client request: LI 0, version 4, mode 3 (client)."""
     b = bytearray(48)
