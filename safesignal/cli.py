@@ -27,13 +27,24 @@ from .ca_cli import register as register_ca
 from .errors import PortError, SafeSignalError, UsageError
 from .nvs_dump import register as register_nvs
 from .prompt import secret
-from .provision import ProvisionEvents, ProvisionRequest, factory_reset, provision
+from .provision import (
+    IDENTITY_FIELDS,
+    SHOWN_FIELDS,
+    Change,
+    ProvisionEvents,
+    ProvisionRequest,
+    VerifyPlan,
+    check_broker_uri,
+    factory_reset,
+    run_provision,
+    undelivered,
+)
 from .session import DeviceSession
 
 if TYPE_CHECKING:
-    from .alerts import AlertReceiver, TlsIdentity
+    from .alerts import TlsIdentity
     from .ca import TenantCA
-    from .verify import Identity
+    from .verify import AlertMissing, Verified
 
 PASS_ENV = "SAFESIGNAL_WIFI_PASS"
 RULE = "=" * 60
@@ -164,83 +175,222 @@ def _broker_tls(uri: str, args: argparse.Namespace, access: _CaAccess | None = N
 
 
 # --- commands ------------------------------------------------------------------------------
-def cmd_provision(args: argparse.Namespace) -> int:
-    access = _CaAccess(args.ca) if args.ca else None
+def _json_doc(doc: dict[str, object]) -> None:
+    """The one JSON document a --json command prints on stdout."""
+    out(json.dumps(doc, ensure_ascii=False))
+
+
+def _json_failure(e: BaseException, **fields: object) -> None:
+    """--json on failure: still one document, with ``error`` and ``exit_code`` (the ✗ line and
+    the exit code follow as for any error)."""
+    from .errors import SafeSignalError
+
+    code = e.exit_code if isinstance(e, SafeSignalError) else 130
+    _json_doc({**fields, "error": str(e) or "interrupted", "exit_code": code})
+
+
+def _on_terminal() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def _ask(question: str) -> bool:
+    """A yes/no question on the terminal (stderr, so --json stdout stays one document)."""
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
+
+
+class _ProvisionView(_Printer):
+    """What `provision` shows: the seed's lines (on stderr with --json), what a re-provisioning
+    replaces, the device's connect test as it happens (on a terminal), and the question before
+    a device's identity changes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.say = err if args.json else out
+        self.ask = _on_terminal() and not args.yes
+        # the device's log during provision_complete: on a terminal, unless --json (quiet) or
+        # --show-log (which shows every log line on stderr already)
+        self.live = not args.json and not args.show_log and sys.stdout.isatty()
+
+    def sending(self, display: str) -> None:
+        self.say(f"→ Sending: {display}")
+
+    def replied(self, line: str) -> None:
+        self.say(f"← {line}")
+        self.say("")
+
+    def device_log(self, line: str) -> None:
+        if self.live:
+            self.say(f"   device: {line}")
+
+    def current(self, status: dict[str, str], changes: list[Change]) -> None:
+        new = {c.field: c.new for c in changes}
+        labels = dict((name, label) for label, name in ssproto.STATUS_FIELDS)
+        self.say("The device is provisioned; this replaces its settings:" if changes else
+                 "The device is provisioned with these settings (unchanged, WiFi password aside):")
+        for name in SHOWN_FIELDS:
+            arrow = f" → {new[name]}" if name in new else ""
+            self.say(f"  {labels[name] + ':':15} {status.get(name, '')}{arrow}")
+        self.say("")
+
+    def confirm_replace(self, status: dict[str, str], changes: list[Change]) -> bool:
+        if not self.ask:
+            return True
+        which = ", ".join(c.field.replace("_", " ") for c in changes if c.field in IDENTITY_FIELDS)
+        return _ask(f"This changes the device's {which}: its alerts will name the new identity. Go on?")
+
+    def restarted(self, saved: bool) -> None:
+        self.say("! The device restarted before it answered provision_complete; it was read back: it holds the "
+                 "new settings")
+
+
+def _provision_request(args: argparse.Namespace, access: _CaAccess | None) -> ProvisionRequest:
     if access is not None:
         if access.ca.tenant != args.tenant:
             raise UsageError(f"--tenant {args.tenant}: the CA in {args.ca} is tenant {access.ca.tenant}'s; its "
                              "broker would drop every alert of this device")
         access.ca.unlock(access.passphrase())  # before anything is sent: a wrong passphrase fails early
     req = ProvisionRequest(
-        wifi_ssid=args.wifi_ssid,
-        wifi_pass=_password(args),
-        device_id=args.device_id,
-        tenant=args.tenant,
-        building=args.building,
-        room=args.room,
-        mqtt_uri=args.mqtt_uri,
-        offline=args.offline,
+        wifi_ssid=args.wifi_ssid, wifi_pass=_password(args), device_id=args.device_id, tenant=args.tenant,
+        building=args.building, room=args.room, mqtt_uri=args.mqtt_uri, offline=args.offline,
         signer=access.signer() if access is not None else None,
     )
     req.validate()
-    rx = None
-    from .verify import Identity
-
-    ident = Identity(req.device_id, req.tenant, req.building, req.room)
     if args.verify and args.offline:
         raise UsageError("--verify needs the device on its network: it cannot be combined with --offline")
     if args.operator and not args.verify:
         raise UsageError("--operator names the certificate --verify subscribes with: it needs --verify")
     if args.broker is not None:
-        _check_uri("--broker", args.broker)
-    out(RULE)
-    out("SafeSignal ESP32 Device Provisioning")
-    out(RULE)
-    out(f"Port: {args.port}")
-    out(f"WiFi SSID: {req.wifi_ssid}")
-    out(f"Device ID: {req.device_id}")
-    out(f"Tenant: {req.tenant}")
-    out(f"Building: {req.building}")
-    out(f"Room: {req.room}")
+        check_broker_uri("--broker", args.broker)
+    return req
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from .errors import SafeSignalError
+
+    try:
+        return _provision(args)
+    except (SafeSignalError, KeyboardInterrupt) as e:
+        if args.json:
+            _json_failure(e, provisioned=False, device_id=args.device_id)
+        raise
+
+
+def _provision(args: argparse.Namespace) -> int:
+    access = _CaAccess(args.ca) if args.ca else None
+    req = _provision_request(args, access)
+    view = _ProvisionView(args)
+    say = view.say
+    say(RULE)
+    say("SafeSignal ESP32 Device Provisioning")
+    say(RULE)
+    for label, value in (("Port", args.port), ("WiFi SSID", req.wifi_ssid), ("Device ID", req.device_id),
+                         ("Tenant", req.tenant), ("Building", req.building), ("Room", req.room)):
+        say(f"{label}: {value}")
     if req.mqtt_uri is not None:
-        out(f"MQTT URI: {req.mqtt_uri}")
+        say(f"MQTT URI: {req.mqtt_uri}")
     if access is not None:
-        out(f"Tenant CA: {access.ca.tenant} ({access.ca.fingerprint[:16]}…): the device makes its key, the CA "
+        say(f"Tenant CA: {access.ca.tenant} ({access.ca.fingerprint[:16]}…): the device makes its key, the CA "
             "signs its certificate")
     if req.offline:
-        out("Mode: offline (no connect test; the device tries its network after the reboot)")
-    out(RULE)
-    out()
-    session = _open(args.port, args)
-    try:
-        printer = _Printer()
-        with session:
-            if args.verify:
-                from .verify import receiver_for
+        say("Mode: offline (no connect test; the device tries its network after the reboot)")
+    say(RULE)
+    say("")
+    if args.json:
+        say(f"Opening serial port {args.port}...")
+        session = DeviceSession(args.port, timeout=args.timeout, on_log=_log_sink(args))
+        say("Serial port opened successfully")
+    else:
+        session = _open(args.port, args)
+    plan = None
+    if args.verify:
+        plan = VerifyPlan(args.broker, args.verify_timeout, lambda uri: _broker_tls(uri, args, access))
+    with session:
+        say("")
+        say("Sending provisioning commands...")
+        say("")
+        result = run_provision(session, req, view, boot_timeout=args.boot_timeout, verify_plan=plan)
+    doc: dict[str, object] = dict(_status_json(result.status))
+    if result.restarted:
+        doc["restarted_during_commit"] = True
+    if result.changes:
+        doc["replaced"] = {c.field: c.old for c in result.changes}
+    say(RULE)
+    say("✓ Provisioning complete!")
+    say(RULE)
+    rc = 0
+    if plan is not None:
+        rc = _report_verify(result.verified, result.verify_error, req.device_id, result.broker or "",
+                            "after provisioning", args.json, doc)
+    if args.json:
+        _json_doc(doc)
+    return rc
 
-                broker = args.broker or req.mqtt_uri
-                if broker is None:  # the device keeps its stored broker (or gets the default)
-                    session.sync()
-                    st = session.status()
-                    broker = st["mqtt_uri"] if st["provisioned"] == "yes" else ssproto.DEFAULT_MQTT_URI
-                broker = _check_uri("--broker", broker)
-                rx = receiver_for(broker, ident, _broker_tls(broker, args, access))
-                rx.start()  # subscribed before the commit: the test alert cannot slip past
-            out()
-            out("Sending provisioning commands...")
-            out()
-            status = provision(session, req, printer, boot_timeout=args.boot_timeout)
-        if args.json:
-            out(json.dumps(_status_json(status)))
-        out(RULE)
-        out("✓ Provisioning complete!")
-        out(RULE)
-        if rx is not None:
-            return _report_verify(rx, ident, printer.committed_at, args.verify_timeout, "after provisioning", args.json)
-    finally:
-        if rx is not None:
-            rx.stop()
+
+def _report_verify(v: Verified | None, error: AlertMissing | None, device_id: str, where: str, what: str,
+                   as_json: bool, doc: dict[str, object]) -> int:
+    """Render a test-alert check; its fields go into ``doc`` (the command's one JSON document)."""
+    if error is not None or v is None:
+        doc.update({"verified": False, "device_id": device_id, "error": str(error), "exit_code": 8})
+        err(f"✗ Test alert not confirmed: {error}")
+        return error.exit_code if error is not None else 8
+    online = v.online is not None and v.online.online
+    doc.update({"verified": True, "device_id": device_id, "seq": v.alert.seq,
+                "latency_s": round(v.latency_s, 3), "online": online})
+    (err if as_json else out)(
+        f"✓ Test alert received from {device_id} (seq {v.alert.seq}) {v.latency_s:.2f} s {what}; "
+        f"device {'online' if online else 'presence not seen'}")
     return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .errors import SafeSignalError
+
+    doc: dict[str, object] = {}
+    try:
+        return _verify(args, doc)
+    except (SafeSignalError, KeyboardInterrupt) as e:
+        if args.json:
+            _json_failure(e, **{"verified": False, "device_id": args.device_id, **doc})
+        raise
+
+
+def _verify(args: argparse.Namespace, doc: dict[str, object]) -> int:
+    from .verify import AlertMissing, Identity, receiver_for, verify_device, wait_test_alert
+
+    say = err if args.json else out
+    given = Identity(args.device_id or "", args.tenant or "", args.building or "", args.room or "")
+    if args.port:
+        with DeviceSession(args.port, timeout=args.timeout) as session:
+            try:
+                check = verify_device(session, broker=args.broker, given=given, wait=args.wait,
+                                      tls_for=lambda uri: _broker_tls(uri, args),
+                                      requested=lambda seq: say(f"Test alert requested (seq {seq}); waiting for it "
+                                                                f"(up to {args.wait:g} s)..."))
+            except AlertMissing as e:
+                return _verify_done(None, e, args, doc, given.device_id or "", "after the request")
+        doc["device_id"] = check.ident.device_id
+        return _verify_done(check.verified, None, args, doc, check.ident.device_id, "after the request", check.broker)
+    if "" in (given.device_id, given.tenant, given.building, given.room) or not args.broker:
+        raise UsageError("without --port, give --broker, --device-id, --tenant, --building and --room")
+    broker = check_broker_uri("--broker", args.broker)
+    with receiver_for(broker, given, _broker_tls(broker, args)) as rx:
+        say(f"Waiting for the next test alert from {given.device_id} on {rx.where} (up to {args.wait:g} s; it sends "
+            "one after provisioning, or on `alert_test` at its console)")
+        try:
+            v = wait_test_alert(rx, given, time.time(), args.wait)
+        except AlertMissing as e:
+            return _verify_done(None, e, args, doc, given.device_id, "after subscribing")
+    return _verify_done(v, None, args, doc, given.device_id, "after subscribing", broker)
+
+
+def _verify_done(v: Verified | None, e: AlertMissing | None, args: argparse.Namespace, doc: dict[str, object],
+                 device_id: str, what: str, where: str = "") -> int:
+    rc = _report_verify(v, e, device_id, where or "the broker", what, args.json, doc)
+    if args.json:
+        _json_doc(doc)
+    return rc
 
 
 def _check_uri(flag: str, uri: str) -> str:
@@ -248,69 +398,6 @@ def _check_uri(flag: str, uri: str) -> str:
         return str(ssproto.check_mqtt_uri(uri))
     except ssproto.ProtocolError as e:
         raise UsageError(f"{flag}: {e.message}") from None
-
-
-def _report_verify(rx: AlertReceiver, ident: Identity, since: float, timeout: float, what: str, as_json: bool,
-                   min_seq: int | None = None) -> int:
-    from .verify import AlertMissing, wait_test_alert
-
-    out(f"Waiting for the test alert on {rx.where} (up to {timeout:g} s)...")
-    try:
-        v = wait_test_alert(rx, ident, since, timeout, min_seq)
-    except AlertMissing as e:
-        if as_json:
-            out(json.dumps({"verified": False, "device_id": ident.device_id, "error": str(e)}))
-        err(f"✗ Test alert not confirmed: {e}")
-        return e.exit_code
-    online = "online" if v.online is not None and v.online.online else "presence not seen"
-    if as_json:
-        out(json.dumps({"verified": True, "device_id": ident.device_id, "seq": v.alert.seq,
-                        "latency_s": round(v.latency_s, 3), "online": online == "online"}))
-    out(f"✓ Test alert received from {ident.device_id} (seq {v.alert.seq}) {v.latency_s:.2f} s {what}; "
-        f"device {online}")
-    return 0
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import Identity, receiver_for
-
-    given = [args.device_id, args.tenant, args.building, args.room]
-    session = None
-    if args.port:
-        session = DeviceSession(args.port, timeout=args.timeout)
-    try:
-        if session is not None:
-            session.sync()
-            st = session.status()
-            if st["provisioned"] != "yes":
-                raise UsageError("the device is not provisioned: provision it first")
-            ident = Identity(st["device_id"], st["tenant"], st["building"], st["room"])
-            device = (ident.device_id, ident.tenant, ident.building, ident.room)
-            flags = ("--device-id", "--tenant", "--building", "--room")
-            mismatch = [n for n, mine, dev in zip(flags, given, device, strict=True) if mine not in (None, dev)]
-            if mismatch:
-                raise UsageError(f"the device on {args.port} has a different {', '.join(mismatch)}")
-            broker = args.broker or st["mqtt_uri"]
-        else:
-            if None in given or not args.broker:
-                raise UsageError("without --port, give --broker, --device-id, --tenant, --building and --room")
-            ident = Identity(args.device_id, args.tenant, args.building, args.room)
-            broker = args.broker
-        broker = _check_uri("--broker", broker)
-        with receiver_for(broker, ident, _broker_tls(broker, args)) as rx:
-            if session is None:
-                out(f"Waiting for the next test alert from {ident.device_id} (it sends one after provisioning, "
-                    "or on `alert_test` at its console)")
-                return _report_verify(rx, ident, time.time(), args.wait, "after subscribing", args.json)
-            since = time.time()
-            reply = session.command(["alert_test"])
-            out(f"Test alert requested ({reply.text})")
-            m = re.fullmatch(r"seq (\d+)", reply.text)
-            seq = int(m.group(1)) if m else None  # this alert, not an older one still on its way
-            return _report_verify(rx, ident, since, args.wait, "after the request", args.json, seq)
-    finally:
-        if session is not None:
-            session.close()
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -322,18 +409,32 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                        duration=args.duration if args.duration > 0 else None, tls=_broker_tls(broker, args))
 
 
+# provision_status fields that are numbers: JSON numbers (None where the device has no figure)
+_STATUS_INTS = ("alerts_pending", "next_alert_seq", "free_heap")
+
+
 def _status_json(st: dict[str, str]) -> dict[str, object]:
     d: dict[str, object] = dict(st)
     d["provisioned"] = st.get("provisioned") == "yes"
+    for name in _STATUS_INTS:
+        v = st.get(name, "")
+        d[name] = int(v) if v.isdigit() else None
     return d
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    with DeviceSession(args.port, timeout=args.timeout) as session:
-        session.sync()
-        st = session.status()
+    from .errors import SafeSignalError
+
+    try:
+        with DeviceSession(args.port, timeout=args.timeout) as session:
+            session.sync()
+            st = session.last_status if session.last_status is not None else session.status()
+    except (SafeSignalError, KeyboardInterrupt) as e:
+        if args.json:
+            _json_failure(e)
+        raise
     if args.json:
-        out(json.dumps(_status_json(st), ensure_ascii=False))
+        _json_doc(_status_json(st))
         return 0
     for label, name in ssproto.STATUS_FIELDS:
         out(f"{label + ':':15} {st[name]}")
@@ -341,9 +442,22 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_factory_reset(args: argparse.Namespace) -> int:
+    def confirm(st: dict[str, str]) -> bool:
+        n = undelivered(st)
+        what = (f"The device {st['device_id']} has {n} undelivered alert(s) in its flash (not yet at the broker); "
+                "a factory reset erases them.") if st.get("provisioned") == "yes" else (
+                f"The device has {n} undelivered alert(s) in its flash; a factory reset erases them.")
+        if args.force:
+            return True
+        if not _on_terminal():
+            raise UsageError(f"{what} Nothing was erased: connect it to its broker first (`safesignal verify`), "
+                             "or pass --force to erase them")
+        err(f"! {what}")
+        return _ask("Erase them with the configuration?")
+
     session = _open(args.port, args)
     with session:
-        factory_reset(session, _Printer(), boot_timeout=args.boot_timeout)
+        factory_reset(session, _Printer(), boot_timeout=args.boot_timeout, confirm=confirm)
     out("✓ Factory reset complete: the device is blank and in provisioning mode")
     return 0
 
@@ -508,12 +622,17 @@ def add_provision_args(p: argparse.ArgumentParser) -> None:
                    help="after the reboot, wait for the device's test alert at the broker")
     p.add_argument("--broker", help="with --verify: the broker as this computer reaches it (default: --mqtt-uri)")
     p.add_argument("--verify-timeout", type=float, default=60.0, help="seconds to wait for the test alert (default 60)")
-    p.add_argument("--json", action="store_true", help="also print the read-back status as one JSON line")
+    p.add_argument("--json", action="store_true", help="print one JSON document on stdout (the read-back status, "
+                   "with --verify the test alert's result too; on failure `error`); everything else on stderr")
     p.add_argument("--show-log", action="store_true", help="show the device's log lines on stderr")
+    p.add_argument("--yes", action="store_true", help="do not ask before changing a provisioned device's "
+                   "device id, tenant, building or room (only asked on a terminal)")
 
 
 def _add_factory_reset_args(p: argparse.ArgumentParser) -> None:
     _add_port(p)
+    p.add_argument("--force", action="store_true", help="erase undelivered alerts without asking (without a terminal, "
+                   "a device with undelivered alerts is only reset with --force)")
     p.add_argument("--boot-timeout", type=float, default=30.0, help="seconds to wait for the reboot (default 30)")
     p.add_argument("--show-log", action="store_true", help="show the device's log lines on stderr")
 
