@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 
 import ssproto
-
 from safesignal.session import BOOT_LINE
 
 _boot_ids = itertools.count(0x1000)

@@ -10,7 +10,9 @@ import pytest
 
 import ssproto
 from fakedevice import FakeDevice, Script
-from safesignal import cli, provision as prov, session as session_mod
+from safesignal import cli
+from safesignal import provision as prov
+from safesignal import session as session_mod
 from safesignal.errors import DeviceError, DeviceTimeout, PortError, SafeSignalError, UsageError, VerifyError
 from safesignal.provision import (
     Cancelled,
