@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source tools/venv.sh
-ensure_venv ""
+ensure_venv "[demo]"
 exec .venv/bin/python -m safesignal.demo "$@"

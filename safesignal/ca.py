@@ -32,8 +32,8 @@ import ipaddress
 import json
 import os
 import string
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -735,3 +735,67 @@ def write_broker_config(ca: TenantCA, out_dir: str | os.PathLike[str], listen_ho
     return BrokerFiles(dir=out, config=out / "mosquitto.conf", acl=out / "acl", ca=out / "ca.pem",
                        cert=out / "server.pem", key=out / "server.key", log=log, data=out / "data",
                        listen=listen_host, port=port, host_names=names, issued_server_cert=issued)
+
+
+@dataclass(frozen=True)
+class OperatorIdentity:
+    """An operator's TLS files and the passphrase that opens its key (checked)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    key_password: str = field(repr=False)
+
+
+class CaAccess:
+    """A tenant CA as one command run uses it: the passphrase is asked for at most once (by
+    ``ask_passphrase``) and kept only in memory.
+
+    ``operator_passphrase`` gives an operator key's own passphrase, or None when the key uses
+    the CA's."""
+
+    def __init__(self, directory: str | os.PathLike[str], ask_passphrase: Callable[[], str],
+                 operator_passphrase: Callable[[], str | None] = lambda: None) -> None:
+        self.ca = open(directory)
+        self._ask = ask_passphrase
+        self._ask_operator = operator_passphrase
+        self._passphrase: str | None = None
+
+    def passphrase(self) -> str:
+        if self._passphrase is None:
+            self._passphrase = self._ask()
+        return self._passphrase
+
+    def unlock(self) -> TenantCA:
+        return self.ca.unlock(self.passphrase())
+
+    def signer(self) -> Callable[[bytes, str], tuple[bytes, bytes]]:
+        """Signs device CSRs with the CA, which the caller has unlocked (before anything was sent)."""
+
+        def sign(csr: bytes, device_id: str) -> tuple[bytes, bytes]:
+            return self.ca.sign_device_csr(csr, device_id), self.ca.cert_der()
+
+        return sign
+
+    def operator_identity(self, name: str | None) -> OperatorIdentity:
+        """The operator certificate ``name`` (default: the only one issued) with the passphrase
+        that opens its key.  A passphrase that does not open it raises :class:`CaError` here,
+        not as an OpenSSL error at the first TLS connection."""
+        if name is None:
+            names = self.ca.operators()
+            if len(names) != 1:
+                raise CaError("an mqtts:// broker needs an operator certificate: pass --operator NAME "
+                              f"(issued: {', '.join(names) or 'none; make one with safesignal ca operator'})")
+            name = names[0]
+        op = self.ca.operator(name)
+        own = self._ask_operator()
+        password = own or self.passphrase()
+        try:
+            serialization.load_pem_private_key(op.key.read_bytes(), password=password.encode("utf-8"))
+        except FileNotFoundError:
+            raise CaError(f"the key of operator {name}, {op.key}, is missing") from None
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            which = "its own passphrase ($SAFESIGNAL_OPERATOR_PASS)" if own else "the CA passphrase"
+            raise CaError(f"wrong passphrase for the key of operator {name} ({op.key}): tried {which} "
+                          "(or the key file is damaged)") from None
+        return OperatorIdentity(op.ca, op.cert, op.key, password)

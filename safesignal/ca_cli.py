@@ -17,39 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
-from .prompt import secret
+from .prompt import CA_PASS_ENV, OPERATOR_PASS_ENV, ca_passphrase, operator_passphrase
 
 if TYPE_CHECKING:
     from .ca import TenantCA
 
-PASS_ENV = "SAFESIGNAL_CA_PASS"
+PASS_ENV = CA_PASS_ENV
 
 
 def out(text: str = "") -> None:
     print(text, flush=True)
-
-
-def passphrase(confirm: bool = False) -> str:
-    """$SAFESIGNAL_CA_PASS (empty counts as unset), else a hidden prompt (twice with ``confirm``)."""
-    return secret(PASS_ENV, "CA passphrase", confirm=confirm)
-
-
-OPERATOR_PASS_ENV = "SAFESIGNAL_OPERATOR_PASS"
-
-
-def operator_passphrase(confirm: bool = False) -> str | None:
-    """An operator key's own passphrase: $SAFESIGNAL_OPERATOR_PASS (empty = unset), else asked
-    for when ``confirm`` (issuing), else None (the key is then taken to use the CA passphrase)."""
-    if not confirm and not os.environ.get(OPERATOR_PASS_ENV):
-        return None
-    return secret(OPERATOR_PASS_ENV, "operator key passphrase", confirm=confirm)
 
 
 def _open(args: argparse.Namespace) -> TenantCA:
@@ -60,7 +43,7 @@ def _open(args: argparse.Namespace) -> TenantCA:
 
 def _unlocked(args: argparse.Namespace) -> TenantCA:
     ca = _open(args)
-    return ca.unlock(passphrase())
+    return ca.unlock(ca_passphrase())
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -71,7 +54,7 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
     d = Path(args.dir)
     if any((d / n).exists() for n in (tenant_ca.CA_KEY, tenant_ca.CA_CERT, tenant_ca.CA_JSON)):
         raise tenant_ca.CaError(f"{d} already holds a tenant CA; refusing to overwrite it")
-    pw = passphrase(confirm=True)
+    pw = ca_passphrase(confirm=True)
     tenant_ca.check_passphrase(pw)
     ca = tenant_ca.init(d, args.tenant, pw, days=args.days)
     ca.lock()
@@ -144,7 +127,7 @@ def cmd_ca_broker(args: argparse.Namespace) -> int:
     ca = _open(args)
     hosts = list(args.host)
     if not tenant_ca.server_cert_current(ca, args.out, hosts):
-        ca.unlock(passphrase())
+        ca.unlock(ca_passphrase())
     try:
         files = tenant_ca.write_broker_config(ca, args.out, args.listen, args.port, hosts,
                                               config_dir=args.config_dir, server_days=args.days)
@@ -263,7 +246,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m safesignal.ca_cli SUBCOMMAND …``: the ``safesignal ca`` commands on their own,
     with the same error handling (``✗ Error: …`` and the exit code)."""
-    from .cli import _Parser, _run
+    from .cli_base import Parser as _Parser
+    from .cli_base import run as _run
 
     ap = _Parser(prog="safesignal")
     ap.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")

@@ -25,8 +25,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .broker import EmbeddedBroker
-from .sim.supervisor import DEFAULT_FIRMWARE
+from . import extras
+
+FIRMWARE = Path(__file__).resolve().parents[1] / "firmware" / "esp32-button"  # the sim's DEFAULT_FIRMWARE
 
 # The seed guide's example values (PROVISIONING.md, Step 2).  The password is the guide's
 # placeholder and is never printed.
@@ -43,6 +44,8 @@ def shown(cmd: list[str]) -> str:
 
 
 def run(work: Path) -> int:
+    from .broker import EmbeddedBroker
+
     py = sys.executable
     port = str(work / "ttySIM0")
     flash = work / "flash.bin"
@@ -70,10 +73,10 @@ def run(work: Path) -> int:
             prov = [py, "scripts/provision_device.py", "--port", port, "--wifi-ssid", SSID, "--wifi-pass", PASSWORD,
                     "--device-id", "esp32-prod-001", "--tenant", "tenant-a", "--building", "building-a",
                     "--room", "room-1", "--mqtt-uri", broker.uri, "--verify"]
-            say(f"== Step 2 of the guide, from {DEFAULT_FIRMWARE.relative_to(DEFAULT_FIRMWARE.parents[1])}:")
+            say(f"== Step 2 of the guide, from {FIRMWARE.relative_to(FIRMWARE.parents[1])}:")
             say(f"   $ {shown(prov)}")
             say("")
-            rc = subprocess.run(prov, cwd=DEFAULT_FIRMWARE).returncode
+            rc = subprocess.run(prov, cwd=FIRMWARE).returncode
             if rc != 0:
                 return rc
             say("")
@@ -82,7 +85,7 @@ def run(work: Path) -> int:
             say("== Step 3 of the guide (verify): the device's boot log")
             say(f"   $ {shown(mon)}")
             say("")
-            rc = subprocess.run(mon).returncode
+            rc = subprocess.run(mon, stdin=subprocess.DEVNULL).returncode  # watch only: no keyboard
             if rc != 0:
                 return rc
             say("")
@@ -112,12 +115,16 @@ def run(work: Path) -> int:
                 return 1
             say("")
             rc = production(work, port, flash, air)
-            if rc != 0:
+            if rc not in (0, SKIPPED):
                 return rc
             say("")
             say("== Done: provisioned over the serial console (connect test first), test alert confirmed,")
-            say("   rebooted into WiFi and MQTT, a panic alert delivered; then re-provisioned for mutual TLS")
-            say("   with a key made on the device, and its flash shown unreadable without the chip.")
+            if rc == SKIPPED:
+                say("   rebooted into WiFi and MQTT, a panic alert delivered. The mutual-TLS part was skipped")
+                say("   (no mosquitto: apt-get install mosquitto, then run the demo again).")
+            else:
+                say("   rebooted into WiFi and MQTT, a panic alert delivered; then re-provisioned for mutual TLS")
+                say("   with a key made on the device, and its flash shown unreadable without the chip.")
             return 0
         finally:
             sim.terminate()
@@ -127,10 +134,14 @@ def run(work: Path) -> int:
                 sim.kill()
 
 
+SKIPPED = -1  # production(): not run (no mosquitto)
+
+
 def production(work: Path, port: str, flash: Path, air: Path) -> int:
     """The same device, production-style: a tenant CA, the shipped mutual-TLS mosquitto
     configuration, a key pair made on the device and a certificate for it; then the flash as a
-    thief would read it.  Needs the mosquitto binary (not pip-installable): skipped without it."""
+    thief would read it.  Needs the mosquitto binary (not pip-installable): without it, returns
+    :data:`SKIPPED`."""
     from . import ca
     from .mosquitto import Mosquitto, find_mosquitto
 
@@ -138,7 +149,7 @@ def production(work: Path, port: str, flash: Path, air: Path) -> int:
     if find_mosquitto() is None:
         say("== Skipping the production part (tenant CA, mutual TLS): mosquitto is not installed")
         say("   (apt-get install mosquitto; the tests always run it)")
-        return 0
+        return SKIPPED
     say("== Production: tenant CA, mutual TLS with the shipped mosquitto configuration, key made on the device")
     passphrase = secrets.token_urlsafe(18)  # handed to the tools in the environment, never shown
     env = {**os.environ, "SAFESIGNAL_CA_PASS": passphrase}
@@ -190,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m safesignal.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--keep", help="keep the virtual device's files in this directory")
     args = ap.parse_args(argv)
+    try:
+        extras.tool("micropython", "demo")
+        extras.module("amqtt", "demo")
+    except extras.MissingExtra as e:
+        print(f"✗ Error: the demo needs the virtual device and its broker: {e}", file=sys.stderr)
+        return e.exit_code
     if args.keep:
         d = Path(args.keep)
         d.mkdir(parents=True, exist_ok=True)

@@ -32,3 +32,20 @@ def secret(env: str, what: str, *, confirm: bool = False, prompt: str = "", diff
             raise UsageError(f"the two {what.split()[-1]}s differ; {differ}")
         return first
     raise UsageError(missing or f"no {what}: set {env} or run in a terminal to be asked")
+
+
+CA_PASS_ENV = "SAFESIGNAL_CA_PASS"
+OPERATOR_PASS_ENV = "SAFESIGNAL_OPERATOR_PASS"
+
+
+def ca_passphrase(confirm: bool = False) -> str:
+    """$SAFESIGNAL_CA_PASS (empty counts as unset), else a hidden prompt (twice with ``confirm``)."""
+    return secret(CA_PASS_ENV, "CA passphrase", confirm=confirm)
+
+
+def operator_passphrase(confirm: bool = False) -> str | None:
+    """An operator key's own passphrase: $SAFESIGNAL_OPERATOR_PASS (empty = unset), else asked
+    for when ``confirm`` (issuing), else None (the key is then taken to use the CA passphrase)."""
+    if not confirm and not os.environ.get(OPERATOR_PASS_ENV):
+        return None
+    return secret(OPERATOR_PASS_ENV, "operator key passphrase", confirm=confirm)

