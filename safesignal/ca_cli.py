@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,9 +143,35 @@ def cmd_ca_broker(args: argparse.Namespace) -> int:
     out(f"  Broker key:   {files.key}  (unencrypted, mode 0600: readable only by the broker's account)")
     out(f"  CA cert:      {files.ca}")
     config_dir = Path(args.config_dir) if args.config_dir else files.dir
-    out(f"Start it with: mosquitto -c {config_dir / 'mosquitto.conf'}")
+    for line in start_hint(config_dir, rendered_here=not args.config_dir):
+        out(line)
     out("After issuing an operator, render again and send the running broker SIGHUP (kill -HUP <pid>).")
     return 0
+
+
+def start_hint(config_dir: Path, rendered_here: bool) -> list[str]:
+    """How to start mosquitto on these files, as a command that works when typed.
+
+    Started as root, mosquitto switches to the user ``mosquitto`` before it reads the ACL,
+    the key and its data directory, so that user must own them and reach the directory."""
+    conf = config_dir / "mosquitto.conf"
+    if not rendered_here or not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return [f"Start it with: mosquitto -c {shlex.quote(str(conf))}"]
+    try:
+        import pwd
+
+        pwd.getpwnam("mosquitto")
+    except (ImportError, KeyError):
+        return [f"Start it with: mosquitto -c {shlex.quote(str(conf))}  (as root it needs a 'user' line "
+                "naming the account to run as)"]
+    closed = [p for p in config_dir.resolve().parents if not os.stat(p).st_mode & 0o001]
+    if closed:
+        return [f"mosquitto started as root runs as the user mosquitto, which cannot enter {closed[0]}: render "
+                "into a directory it can reach (e.g. --out /etc/mosquitto/safesignal), or start it as the "
+                "user who owns these files"]
+    d = shlex.quote(str(config_dir))
+    return [f"Start it with: chown -R mosquitto: {d} && mosquitto -c {shlex.quote(str(conf))}",
+            "  (started as root, mosquitto runs as the user mosquitto: it must own these files)"]
 
 
 def cmd_ca_operator(args: argparse.Namespace) -> int:
