@@ -402,6 +402,10 @@ class NvsPartition:
     pages: list[NvsPageInfo] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     undecryptable: int = 0
+    # Leftovers of an interrupted write that ESP-IDF completes at power-up by design, so no problem
+    # (not in ``issues``/``counts``): "reclaim_copy_entries" = written entries of a page that a cut
+    # reclaim was filling from a FREEING page (PageManager::load erases it and copies again).
+    interrupted: dict[str, int] = field(default_factory=dict)
 
     def get(self, namespace: str, key: str) -> NvsEntry | None:
         for entry in self.entries:
@@ -683,6 +687,10 @@ def _page_info(index: int, page: bytes, report: _Report) -> tuple[NvsPageInfo, b
     return info, True
 
 
+def _page_state(page: bytes) -> int:
+    return int(struct.unpack_from("<I", page, 0)[0])
+
+
 def _ns_label(index: int, names: dict[int, str]) -> str:
     return repr(names[index]) if index in names else f"#{index}"
 
@@ -846,6 +854,15 @@ def parse_partition(image: bytes, *, strict: bool = False, keys: NvsKeys | None 
     for before, after in itertools.pairwise(loaded):
         if before[0] == after[0]:
             report.add("seq_duplicate", f"pages {before[1]} and {after[1]} share sequence number {after[0]}")
+    # A cut during a reclaim (nvs_pagemanager.cpp requestNewPage: mark the victim FREEING, copy its
+    # live items to a new page, erase it) leaves the FREEING page complete and the newest page a
+    # partial copy of it; PageManager::load erases that copy and starts again, so it is not read.
+    interrupted: dict[str, int] = {}
+    if loaded and any(_page_state(raw) == STATE_FREEING for _, _, raw, _ in loaded):
+        newest = loaded[-1]
+        if newest[3] and _page_state(newest[2]) == STATE_ACTIVE:
+            interrupted["reclaim_copy_entries"] = pages[newest[1]].written
+            loaded = loaded[:-1]
     items: list[_Raw] = []
     for rank, (_, index, raw, active) in enumerate(loaded):
         # ESP-IDF reads entries through the (decrypting) partition, headers and bitmaps raw
@@ -866,6 +883,7 @@ def parse_partition(image: bytes, *, strict: bool = False, keys: NvsKeys | None 
         pages=pages,
         counts=dict(report.counts),
         undecryptable=report.counts["undecryptable"],
+        interrupted=interrupted,
     )
 
 
