@@ -3,10 +3,18 @@
 Robust to what a real console does: log lines interleaved with replies, CR/LF/CRLF, an echo
 of our own line, a device that is still booting, and a native-USB port that disappears and
 comes back while the chip resets.  Every wait has a deadline.
+
+A board's console receive buffer is small (ESP32: 259 bytes) and over a UART it drops what does
+not fit while the firmware is busy (a name lookup, a TLS handshake).  So every command goes out
+as a checked line (ssproto.checked_lines): in pieces of at most ssproto.PIECE bytes, each
+acknowledged before the next is sent, so no more than one piece is ever unacknowledged, with a
+length and CRC-32 the device checks before it runs the line.  A damaged line is run by nothing
+and sent again.
 """
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import logging
 import secrets
@@ -27,6 +35,9 @@ log = logging.getLogger(__name__)
 BOOT_LINE = "[PROVISION] Provisioning system initialized"
 MASK = "********"
 KEEP_LINES = 5000  # lines remembered for audits; a long `console` run must not grow forever
+SEND_TRIES = 3  # a command whose line arrives damaged is sent again, at most this often in all
+PING_WAIT_MAX = 2.0  # seconds between unanswered pings, at most: a busy device's buffer must not fill
+ABANDON = b"\x03\r\n"  # Ctrl-C discards a partial line; the empty line ends a checked one quietly
 
 
 @dataclass
@@ -97,7 +108,9 @@ class DeviceSession:
         self._ser = reopen(self.url, deadline)
 
     def write_line(self, line: str, deadline: float | None = None) -> None:
-        data = line.encode("utf-8") + b"\r\n"
+        self._write(line.encode("utf-8") + b"\r\n", deadline)
+
+    def _write(self, data: bytes, deadline: float | None = None) -> None:
         deadline = deadline if deadline is not None else time.monotonic() + self.timeout
         while True:
             try:
@@ -139,56 +152,108 @@ class DeviceSession:
 
     # --- protocol ------------------------------------------------------------------------
     def command(self, args: Sequence[str], *, timeout: float | None = None, check: bool = True) -> Reply:
-        """Send one command; collect its info lines up to the status line."""
+        """Send one command (checked: see the module's doc); collect its info lines up to the
+        status line.  A line the device received damaged is sent again (SEND_TRIES in all)."""
         line = ssproto.join_args(list(args))
-        reply = Reply(command=args[0])
-        deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
-        self.write_line(line, deadline)
+        total = timeout if timeout is not None else self.timeout
+        unknown = 0
+        for attempt in range(SEND_TRIES):
+            deadline = time.monotonic() + total
+            reply = self._send_checked(line, args[0], deadline, total)
+            if reply is not None and reply.code == ssproto.E_UNKNOWN:
+                # ERR UNKNOWN for a checked line: a damaged mark, or firmware without checked lines
+                unknown += 1
+                reply = None
+            if reply is not None:
+                if check and not reply.ok:
+                    raise DeviceError(reply.code, reply.text, args[0])
+                return reply
+            log.info("'%s' reached the device damaged (attempt %d of %d); sending it again",
+                     args[0], attempt + 1, SEND_TRIES)
+            self._write(ABANDON, deadline)
+            self._barrier(max(1.0, min(self.timeout, 5.0)))
+        if unknown == SEND_TRIES:
+            raise SafeSignalError(f"the device does not understand checked lines ('{args[0]}' answered ERR UNKNOWN): "
+                                  "is its firmware older than this tool?")
+        raise PortError(f"the serial link to {self.url} damaged '{args[0]}' {SEND_TRIES} times; nothing was run",
+                        reason="bytes lost on the way to the device")
+
+    def _send_checked(self, line: str, name: str, deadline: float, total: float) -> Reply | None:
+        """One attempt: the pieces, each acknowledged, then the reply.  None if the device
+        says the line arrived damaged (or acknowledges the wrong byte count)."""
+        pieces = ssproto.checked_lines(line, binascii.crc32)
+        echoes = {p.decode("utf-8", errors="replace") for p in pieces} | {line}
+        sent = len(pieces[0]) - pieces[0].index(b" ") - 1
+        for i, piece in enumerate(pieces):
+            if i > 0:
+                sent += len(piece) - 1
+            self._write(piece + b"\r\n", deadline)
+            if i == len(pieces) - 1:
+                break
+            # Wait for this piece's acknowledgement before the next: never more than one piece
+            # in the device's receive buffer.
+            while True:
+                got = self.read_line(deadline)
+                if got is None:
+                    return None  # no acknowledgement (a lost line ending?): start again
+                if got in echoes or ssproto.is_log_line(got):
+                    continue
+                st = ssproto.parse_status(got)
+                if st is None:
+                    continue  # stale output from before this command
+                if st[0] and st[2] == f"+{sent}":
+                    break
+                return None
+        reply = Reply(command=name)
         while True:
             got = self.read_line(deadline)
             if got is None:
-                raise DeviceTimeout(f"no answer to '{args[0]}' within {timeout or self.timeout:g} s")
-            if got == line or ssproto.is_log_line(got):
+                raise DeviceTimeout(f"no answer to '{name}' within {total:g} s")
+            if got in echoes or ssproto.is_log_line(got):
                 continue  # our own echo, or the device's log
             st = ssproto.parse_status(got)
             if st is None:
                 reply.lines.append(got)
                 continue
             reply.ok, reply.code, reply.text = st
-            if check and not reply.ok:
-                raise DeviceError(reply.code, reply.text, args[0])
+            if (reply.ok and reply.text.startswith("+")) or reply.code == ssproto.E_CHECKSUM:
+                return None  # bytes lost: the device is still waiting for some, or the CRC failed
             return reply
 
     def sync(self, timeout: float | None = None) -> None:
         """Wait until the console answers, and drain everything older (a ping barrier)."""
-        total = timeout if timeout is not None else self.timeout
-        deadline = time.monotonic() + total
-        nonce = secrets.token_hex(4)
-        k = 0
-        answered = False
-        while not answered:
-            if time.monotonic() >= deadline:
-                raise DeviceTimeout(
-                    f"device on {self.url} did not answer within {total:g} s "
-                    "(is it powered, running SafeSignal firmware, at 115200 baud?)"
-                )
-            self.write_line(f"ping {nonce}-{k}", deadline)
-            k += 1
-            step = min(deadline, time.monotonic() + 0.5)
-            while (got := self.read_line(step)) is not None:
-                if got.startswith(f"OK pong {nonce}-"):
-                    answered = True
-                    break
-        final = f"{nonce}-final"
-        self.write_line(f"ping {final}", deadline)
-        while True:
-            got = self.read_line(deadline)
-            if got is None:
-                raise DeviceTimeout(f"device on {self.url} stopped answering")
-            if got == f"OK pong {final}":
-                break
+        self._barrier(timeout if timeout is not None else self.timeout)
         self.last_status = self.status()
         self.last_boot_id = self.last_status["boot_id"]
+
+    def _barrier(self, total: float) -> None:
+        """Ping until a ping is answered, then once more ("final"): every line before that
+        answer is stale.  Pings go out further and further apart (at most PING_WAIT_MAX): a
+        device blocked for seconds must not find its receive buffer filled with them."""
+        deadline = time.monotonic() + total
+        nonce = secrets.token_hex(4)
+        for stage in ("", "f"):
+            k = 0
+            wait = 0.5
+            while True:
+                if time.monotonic() >= deadline:
+                    if stage:
+                        raise DeviceTimeout(f"device on {self.url} stopped answering")
+                    raise DeviceTimeout(
+                        f"device on {self.url} did not answer within {total:g} s "
+                        "(is it powered, running SafeSignal firmware, at 115200 baud?)"
+                    )
+                self.write_line(f"ping {nonce}-{stage}{k}", deadline)
+                k += 1
+                step = min(deadline, time.monotonic() + wait)
+                wait = min(wait * 2, PING_WAIT_MAX)
+                answered = False
+                while (got := self.read_line(step)) is not None:
+                    if got.startswith(f"OK pong {nonce}-{stage}") and (stage or "-f" not in got):
+                        answered = True
+                        break
+                if answered:
+                    break
 
     def wait_for_line(self, wanted: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

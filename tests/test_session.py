@@ -1,8 +1,10 @@
 """The host session against a scripted console on a real pty: echo, log lines in the middle of
-replies, CR-only / LF-only / CRLF line ends, a device that is still booting, timeouts."""
+replies, CR-only / LF-only / CRLF line ends, a device that is still booting, timeouts, and a
+link that loses bytes (checked lines: acknowledged pieces, damaged lines sent again)."""
 
 from __future__ import annotations
 
+import binascii
 import os
 import threading
 import time
@@ -12,15 +14,16 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import ssproto
-from safesignal.errors import DeviceError, DeviceTimeout
-from safesignal.session import DeviceSession
+from safesignal.errors import DeviceError, DeviceTimeout, PortError, SafeSignalError
+from safesignal.session import SEND_TRIES, DeviceSession
 
 
 class FakeConsole:
     """Answers like the firmware, with the quirks of real consoles switched on."""
 
     def __init__(self, eol: bytes = b"\r\n", echo: bool = True, boot_delay: float = 0.0,
-                 reply: Callable[[str], list[str]] | None = None) -> None:
+                 reply: Callable[[str], list[str]] | None = None, drop: list[bytes] | None = None,
+                 checked: bool = True, always_drop: bytes | None = None) -> None:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.port = os.ttyname(self.slave)
@@ -28,7 +31,15 @@ class FakeConsole:
         self.echo = echo
         self.boot_delay = boot_delay
         self.reply = reply
-        self.seen: list[str] = []
+        self.seen: list[str] = []  # the lines it ran, in order
+        self.checked = ssproto.Checked() if checked else None  # None: firmware without checked lines
+        self.drop = list(drop or [])  # each: the byte after its first appearance on the wire is lost
+        self.always_drop = always_drop  # the byte after every appearance of this is lost
+        self.dropped = 0
+        self._dropped_at = -1
+        self.wire = b""  # what arrived (after losses)
+        self.unacked = 0  # bytes received since the last status line it sent
+        self.max_unacked = 0
         self._stop = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -47,18 +58,61 @@ class FakeConsole:
                 continue
             if time.monotonic() - started < self.boot_delay:
                 continue  # still booting: input is lost
+            data = self._lose(data)
             buf += data
+            self.unacked += len(data)
+            self.max_unacked = max(self.max_unacked, self.unacked)
             while b"\r\n" in buf:
                 raw, buf = buf.split(b"\r\n", 1)
+                if self.echo:
+                    self.send(raw.decode(errors="replace"))
+                if b"\x03" in raw:
+                    raw = raw.rsplit(b"\x03", 1)[1]  # Ctrl-C discards the line so far
+                if self.checked is not None and ssproto.is_checked(raw):
+                    try:
+                        whole = self.checked.feed(raw, binascii.crc32)
+                    except ssproto.ProtocolError as e:
+                        self.send(ssproto.err_line(e.code, e.message))
+                        continue
+                    if whole is None:
+                        self.send(ssproto.ok_line("+%d" % self.checked.got()))
+                        continue
+                    raw = whole
+                elif self.checked is not None:
+                    if raw and self.checked.got():
+                        self.checked.reset()
+                        self.send(ssproto.err_line(ssproto.E_CHECKSUM, "checked line interrupted"))
+                        continue
+                    self.checked.reset()
+                if not raw:
+                    continue
                 line = raw.decode()
                 self.seen.append(line)
-                if self.echo:
-                    self.send(line)
                 self.send("[WIFI] Connecting to 'x'...")  # a log line before the reply
                 if line.startswith("ping "):
                     self.send("OK pong " + line[5:])
                 elif self.reply is not None:
                     self.send(*self.reply(line))
+                elif line.split(" ")[0] in ("provision_set_cert", "provision_set_device"):
+                    self.send("OK")
+                else:
+                    self.send("ERR UNKNOWN unknown command (type help)")
+            self.unacked = len(buf)
+
+    def _lose(self, data: bytes) -> bytes:
+        out = b""
+        for b in data:
+            wire = self.wire + out
+            again = len(wire) == self._dropped_at  # the byte after a lost one arrives
+            if not again and (any(wire.endswith(m) for m in self.drop)
+                              or (self.always_drop and wire.endswith(self.always_drop))):
+                self.drop = [m for m in self.drop if not wire.endswith(m)]
+                self.dropped += 1
+                self._dropped_at = len(wire)
+                continue
+            out += bytes([b])
+        self.wire += out
+        return out
 
     def close(self) -> None:
         self._stop = True
@@ -156,3 +210,49 @@ def test_silent_device_sync_times_out(tmp_path) -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+# --- a link that loses bytes -----------------------------------------------------------------
+
+CERT = "MIIB" + "QUJD" * 240  # a base64 certificate as provision_set_cert carries it (~960 bytes)
+
+
+def test_long_line_goes_in_acknowledged_pieces(console) -> None:
+    c = console(echo=False)
+    with DeviceSession(c.port, timeout=3) as s:
+        s._barrier(3)
+        c.max_unacked = 0
+        assert s.command(["provision_set_cert", CERT]).ok
+    assert c.seen[-1] == f"provision_set_cert {CERT}"
+    # never more unacknowledged than the board's receive ring holds
+    assert 0 < c.max_unacked <= ssproto.RX_BUFFER
+
+
+@pytest.mark.parametrize("where", [b"MIIB", b"@", b"+", b"\r", CERT[300:310].encode(), b"provision_set_cert"],
+                         ids=["cert", "mark", "continuation", "line-end", "later-piece", "command"])
+def test_a_lost_byte_is_detected_and_the_line_sent_again(console, where: bytes) -> None:
+    c = console(drop=[where])
+    with DeviceSession(c.port, timeout=2) as s:
+        s._barrier(3)
+        before = len(c.seen)
+        assert s.command(["provision_set_cert", CERT]).ok
+    assert c.dropped == 1
+    ran = [x for x in c.seen[before:] if not x.startswith("ping ")]
+    assert ran == [f"provision_set_cert {CERT}"]  # run once, whole; the damaged copy never ran
+
+
+def test_a_link_that_keeps_losing_bytes_is_a_port_error(console) -> None:
+    c = console(always_drop=b"QUJDQUJD")
+    with DeviceSession(c.port, timeout=2) as s:
+        s._barrier(3)
+        with pytest.raises(PortError, match=f"damaged 'provision_set_cert' {SEND_TRIES} times; nothing was run"):
+            s.command(["provision_set_cert", CERT])
+    assert not [x for x in c.seen if x.startswith("provision_set_cert")]
+
+
+def test_firmware_without_checked_lines_is_named(console) -> None:
+    c = console(checked=False)
+    with DeviceSession(c.port, timeout=2) as s:
+        s._barrier(3)
+        with pytest.raises(SafeSignalError, match="older than this tool"):
+            s.command(["provision_set_device", "d", "t", "b", "r"])
