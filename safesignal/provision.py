@@ -117,7 +117,7 @@ def steps_for(req: ProvisionRequest) -> list[Step]:
         Step(
             ["provision_set_wifi", req.wifi_ssid, req.wifi_pass],
             f"provision_set_wifi {ssproto.quote(req.wifi_ssid)} {MASK}",
-            ("wifi_ssid",),
+            ("wifi_pass", "wifi_ssid"),
         ),
         Step(device, ssproto.join_args(device), ("building", "device_id", "room", "tenant")),
     ]

@@ -10,6 +10,7 @@ reset between two steps, a different chip or different values after the reboot, 
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import itertools
 import time
@@ -50,6 +51,7 @@ class FakeDevice:
         self._out = bytearray()
         self._in = bytearray()
         self._interrupt = False
+        self._checked = ssproto.Checked()  # checked lines (what the tools send), as ss_console takes them
         self.down = False  # rebooted and never came back
 
     # --- the pyserial side -----------------------------------------------------------
@@ -62,6 +64,16 @@ class FakeDevice:
         while b"\r\n" in self._in:
             raw, _, rest = bytes(self._in).partition(b"\r\n")
             self._in = bytearray(rest)
+            if ssproto.is_checked(raw) and not (self.down or self.script.silent):
+                try:
+                    whole = self._checked.feed(raw, binascii.crc32)
+                except ssproto.ProtocolError as e:
+                    self._print(ssproto.err_line(e.code, e.message))
+                    continue
+                if whole is None:
+                    self._print(ssproto.ok_line("+%d" % self._checked.got()))
+                    continue
+                raw = whole
             line = raw.decode()
             self.written.append(line)
             if self.down or self.script.silent:
@@ -180,7 +192,7 @@ class FakeDevice:
     def _cmd_provision_status(self, a: list[str]) -> None:
         cfg = self.config or {}
         prov = self.config is not None
-        pending = ",".join(sorted(k for k in self.staged if k != "wifi_pass")) or "none"
+        pending = ",".join(sorted(self.staged)) or "none"
         vals = {
             "provisioned": "yes" if prov else "no",
             "wifi_password": "not set" if not prov else ("set" if cfg.get("wifi_pass") else "open network"),
