@@ -71,7 +71,7 @@ class FakeDevice:
                     self._print(ssproto.err_line(e.code, e.message))
                     continue
                 if whole is None:
-                    self._print(ssproto.ok_line("+%d" % self._checked.got()))
+                    self._print(ssproto.ok_line(f"+{self._checked.got()}"))
                     continue
                 raw = whole
             line = raw.decode()

@@ -75,7 +75,7 @@ class FakeConsole:
                         self.send(ssproto.err_line(e.code, e.message))
                         continue
                     if whole is None:
-                        self.send(ssproto.ok_line("+%d" % self.checked.got()))
+                        self.send(ssproto.ok_line(f"+{self.checked.got()}"))
                         continue
                     raw = whole
                 elif self.checked is not None:
