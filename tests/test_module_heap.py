@@ -8,14 +8,13 @@ import json
 from pathlib import Path
 
 from conftest import SecretGuard
+from safesignal.cli import build_parser
+from safesignal.sim import module
+from safesignal.sim.supervisor import SimConfig
 from test_board import flash_size, sdkconfig_defaults
 from test_e2e_serial import SSID, run_cli
 from test_identity_e2e import provision_args
 from tlsutil import running_site
-
-from safesignal.cli import build_parser
-from safesignal.sim import module
-from safesignal.sim.supervisor import SimConfig
 
 BOARD = Path(__file__).resolve().parents[1] / "firmware" / "boards" / "SAFESIGNAL_S3"
 
