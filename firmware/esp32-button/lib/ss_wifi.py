@@ -21,6 +21,7 @@ AUTH_FAIL = (STAT_WRONG_PASSWORD, STAT_HANDSHAKE_TIMEOUT, _STAT_4WAY_HANDSHAKE_T
 
 CONNECT_TIMEOUT_MS = const(20000)
 _POLL_MS = const(100)
+_PROGRESS_MS = const(5000)  # a log line while a connection attempt waits: tools show it live
 
 def reason(status):
     """(state, human reason) for a failed connection's final WLAN status."""
@@ -89,6 +90,9 @@ class Wifi:
                 return True
             if status != STAT_CONNECTING and status != STAT_IDLE:
                 break
+            if waited % _PROGRESS_MS == 0:  # MicroPython reports joining and DHCP alike as CONNECTING
+                print("[WIFI] No IP address yet after %d s (joining the access point, then DHCP)..."
+                      % (waited // 1000))
         self.state, why = reason(status)
         print("[WIFI] Connection failed: %s (status %d)" % (why, status))
         try:
