@@ -4,7 +4,8 @@ interpreter, mpy-cross, pyproject.toml, the firmware manifest and the board defi
 The facts about the release (version numbers, .mpy version, the ESP-IDF version its esp32 port
 locks, the port's file names) come from tests/data/micropython-<tag>-esp32.txt, written by
 tools/micropython_facts.py from the release's git tag; nothing here needs the network or the
-MicroPython sources.  Where the mirror of the sources exists, the file is checked against it.
+MicroPython sources.  `python tools/micropython_facts.py --check` compares the file with a MicroPython
+git repository (a maintainer's step, not a test: CI has no copy of the sources).
 """
 
 from __future__ import annotations
@@ -15,14 +16,12 @@ import tomllib
 from importlib import metadata
 from pathlib import Path
 
-import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 from safesignal.tools import find_tool
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = Path("/work/.mirror/micropython+micropython/repo")
 
 
 def release() -> str:
@@ -72,14 +71,6 @@ def test_facts_file_is_for_the_pinned_release() -> None:
     assert f["tag"] == release()
     assert "v" + f["version"] == release()
     assert {"ports/esp32/boards/sdkconfig.base", "ports/esp32/boards/manifest.py"} <= port_files()
-
-
-@pytest.mark.skipif(not MIRROR.is_dir(), reason="no MicroPython mirror on this machine (CI): facts file used as is")
-def test_facts_file_matches_the_mirror() -> None:
-    p = subprocess.run(["python3", str(REPO / "tools" / "micropython_facts.py"), "--repo", str(MIRROR), "--stdout"],
-                       capture_output=True, text=True, timeout=120)
-    assert p.returncode == 0, p.stderr
-    assert p.stdout == facts_path().read_text(), "regenerate with tools/micropython_facts.py"
 
 
 def test_virtual_device_runs_the_pinned_release() -> None:

@@ -87,13 +87,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repo", type=Path, default=DEFAULT_REPO, help="a MicroPython git repository (bare is fine)")
     ap.add_argument("--stdout", action="store_true", help="print instead of writing tests/data/")
+    ap.add_argument("--check", action="store_true", help="compare with the file in tests/data/ (exit 1 if it differs)")
     args = ap.parse_args()
     tag = (ROOT / "firmware" / "MICROPYTHON").read_text().strip()
     text = "\n".join(facts(args.repo, tag)) + "\n"
+    out = ROOT / "tests" / "data" / f"micropython-{tag}-esp32.txt"
+    if args.check:
+        same = out.is_file() and out.read_text() == text
+        print(f"{out.relative_to(ROOT)}: " + ("matches the repository" if same else "DIFFERS: run without --check"))
+        return 0 if same else 1
     if args.stdout:
         sys.stdout.write(text)
     else:
-        out = ROOT / "tests" / "data" / f"micropython-{tag}-esp32.txt"
         out.write_text(text)
         print(f"wrote {out.relative_to(ROOT)}")
     return 0
