@@ -184,6 +184,39 @@ def test_resave_replaces_and_erases_old_secret():
     eq(fresh(nvs.durable)[1].generation, 3)
 
 
+class Sizes(FakeNVS):
+    """Records the buffer sizes get_blob is asked with."""
+
+    def __init__(self, durable=None):
+        super().__init__(durable)
+        self.sizes = []
+
+    def get_blob(self, key, buf):
+        self.sizes.append(len(buf))
+        return super().get_blob(key, buf)
+
+
+@test
+def test_unprovisioned_boot_reads_no_record_into_ram():
+    # A blank or half-cleared device only asks whether records exist (1-byte buffer: a longer
+    # blob answers ESP_ERR_NVS_INVALID_LENGTH): no 2 kB buffers in the 128 kB heap at boot.
+    nvs, st = fresh()
+    st.provision_save_config(CFG_A, ID_A)
+    nvs.erase_key("active")
+    nvs.commit()
+    for durable in ({}, nvs.durable):
+        sized = Sizes(durable)
+        st2 = ss_store.Store(sized)
+        st2.provision_init()
+        assert not st2.provision_is_provisioned()
+        eq(max(sized.sizes), 1, "largest get_blob buffer")
+    eq(sized.view, {}, "leftover record and identity erased")
+    eq(len(st2.notices), 1)
+    sized.sizes = []
+    st2.provision_clear()
+    eq(max(sized.sizes), 1, "largest get_blob buffer while verifying a clear")
+
+
 @test
 def test_clear():
     nvs, st = fresh(provisioned(CFG_A))

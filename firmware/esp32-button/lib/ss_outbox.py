@@ -16,49 +16,32 @@
 # Order of writes for a new alert: entry, then "next", then commit; read back.  A power cut
 # between the two leaves an entry whose seq is >= "next": load() moves "next" past it.
 
-import hashlib
-import json
-
 import ss_nvs
 import ssproto.msg as msg
+import ssproto.records as records
 from ss_compat import const
 
-NAMESPACE = "outbox"
+NAMESPACE = records.OUTBOX
 CAPACITY = const(64)
 # Test alerts (provisioning, `alert_test`) never crowd out a panic: at most TEST_MAX of them wait
 # at once (a newer one takes the place of the oldest), and a panic that finds the outbox full
 # takes the place of the oldest waiting test alert.  So all CAPACITY slots are open to panics.
 TEST_MAX = const(4)
-_VERSION = const(1)
-_MAGIC = b"SSQ"
 _KEY_NEXT = "next"
 _KEY_EPOCH = "epoch"
 _BUF = const(512)
 
-
-
-def _key(slot):
-    return "q%02d" % slot
-
-
-def encode_entry(pfx, seq, kind, ts, up):
-    body = json.dumps({"p": pfx, "s": seq, "t": kind, "ts": ts, "up": up}).encode()
-    raw = _MAGIC + bytes([_VERSION]) + body
-    return raw + hashlib.sha256(raw).digest()[:8]
+_key = records.q_key
+encode_entry = records.encode_entry  # record format: ssproto/records.py
 
 
 def decode_entry(raw):
     """(prefix, seq, kind, ts, up) or None if the entry is damaged."""
-    if len(raw) < 4 + 2 + 8 or raw[:3] != _MAGIC or raw[3] != _VERSION:
-        return None
-    if hashlib.sha256(raw[:-8]).digest()[:8] != raw[-8:]:
-        return None
     try:
-        d = json.loads(raw[4:-8].decode())
-        e = (d["p"], d["s"], d["t"], d["ts"], d["up"])
-    except Exception:
+        e = records.decode_entry(raw)
+    except ValueError:
         return None
-    if not isinstance(e[1], int) or e[2] not in msg.KINDS or not isinstance(e[0], str):
+    if e[2] not in msg.KINDS:
         return None
     return e
 

@@ -1,11 +1,11 @@
 # Provisioning store: the device's configuration in NVS, saved atomically.
 #
-# Layout (namespace "provision", LAYOUT_VERSION 1):
+# Layout (namespace "provision"; key names and record format in ssproto/records.py):
 #   i32  "active"  generation g of the committed configuration; absent = not provisioned
 #   blob "cfg0"/"cfg1"  records; generation g lives in slot g % 2
 #   blob "key0"/"key1", "cert0"/"cert1", "ca0"/"ca1"  the device identity of generation g (if
-#        any): its private key b"SSK" + version(1) + d(32) + public point(65), its certificate
-#        and the tenant CA certificate (DER).  The record names them by their SHA-256 ("id").
+#        any): its private key, its certificate and the tenant CA certificate (DER).  The
+#        record names them by their SHA-256 ("id").
 # A record is  b"SSC" + version(1) + JSON + SHA-256(everything before it).  Saving writes the
 # new identity and record into the slot that is NOT active, commits and reads them back, and
 # only then advances "active" (committed last).  A power cut at any instant leaves "active"
@@ -15,26 +15,16 @@
 # The seed guide's C API names are kept: provision_init, provision_is_provisioned,
 # provision_save_config, provision_load_config, provision_clear.
 
-import hashlib
-import json
-
 import ss_nvs
 import ssproto
+import ssproto.records as records
 from ss_compat import const
 
-NAMESPACE = "provision"
-LAYOUT_VERSION = const(1)
-_MAGIC = b"SSC"
-_KEY_ACTIVE = "active"
-_SLOTS = ("cfg0", "cfg1")
-_ID_PARTS = ("key", "cert", "ca")
+NAMESPACE = records.PROVISION
 _BUF = const(2048)
-KEY_MAGIC = b"SSK\x01"
-KEY_LEN = const(101)  # magic 4 + d 32 + uncompressed public point 65
-
-
-FIELDS = ("wifi_ssid", "wifi_pass", "device_id", "tenant", "building", "room", "mqtt_uri")
-REQUIRED = ("wifi_ssid", "wifi_pass", "device_id", "tenant", "building", "room", "mqtt_uri")
+KEY_MAGIC = records.KEY_MAGIC
+KEY_LEN = records.KEY_LEN
+FIELDS = records.FIELDS
 
 
 class StoreError(Exception):
@@ -45,18 +35,8 @@ class StoreError(Exception):
         self.message = message
 
 
-
-
-def _slot_keys(gen):
-    n = "%d" % (gen % 2)
-    return [p + n for p in _ID_PARTS]
-
-
-def identity_digest(ident):
-    h = hashlib.sha256()
-    for p in _ID_PARTS:
-        h.update(ident[p])
-    return "".join(["%02x" % b for b in h.digest()])
+identity_digest = records.identity_digest
+encode_record = records.encode_record
 
 
 def check_identity(ident):
@@ -69,46 +49,12 @@ def check_identity(ident):
             raise StoreError("CORRUPT", "identity lacks its " + p + " certificate")
 
 
-def encode_record(gen, cfg, id_digest=None):
-    body = {"v": LAYOUT_VERSION, "gen": gen}
-    for k in FIELDS:
-        body[k] = cfg[k]
-    if id_digest is not None:
-        body["id"] = id_digest
-    try:
-        text = json.dumps(body, ensure_ascii=False)  # CPython (factory images): keep UTF-8 as is
-    except TypeError:
-        text = json.dumps(body)  # MicroPython: no keyword, writes UTF-8 already
-    raw = _MAGIC + bytes([LAYOUT_VERSION]) + text.encode("utf-8")
-    return raw + hashlib.sha256(raw).digest()
-
-
 def decode_record(raw):
-    if len(raw) < 4 + 2 + 32 or raw[:3] != _MAGIC:
-        raise StoreError("CORRUPT", "record has no header")
-    if raw[3] != LAYOUT_VERSION:
-        raise StoreError("CORRUPT", "record layout version %d is not supported" % raw[3])
-    body, digest = raw[:-32], raw[-32:]
-    if hashlib.sha256(body).digest() != digest:
-        raise StoreError("CORRUPT", "record checksum mismatch")
+    """(gen, cfg, id_digest or None) of a record; StoreError CORRUPT unless it checks out."""
     try:
-        d = json.loads(body[4:].decode("utf-8"))
-    except Exception:
-        raise StoreError("CORRUPT", "record is not valid JSON")
-    if not isinstance(d, dict):
-        raise StoreError("CORRUPT", "record is not an object")
-    cfg = {}
-    for k in FIELDS:
-        v = d.get(k)
-        if not isinstance(v, str):
-            raise StoreError("CORRUPT", "record lacks " + k)
-        cfg[k] = v
-    gen = d.get("gen")
-    if not isinstance(gen, int):
-        raise StoreError("CORRUPT", "record lacks a generation")
-    id_digest = d.get("id")
-    if id_digest is not None and not isinstance(id_digest, str):
-        raise StoreError("CORRUPT", "record has a bad identity reference")
+        gen, cfg, id_digest = records.decode_record(raw)
+    except ValueError as e:
+        raise StoreError("CORRUPT", "stored record: " + e.args[0])
     validate(cfg)
     if id_digest is None and cfg["mqtt_uri"].startswith("mqtts://"):
         # never fall back to plain MQTT on the TLS port (a factory image could hold this)
@@ -151,6 +97,15 @@ class Store:
                 raise StoreError("CORRUPT", "record " + key + " is too large")
             raise
 
+    def _exists(self, key):
+        # A 1-byte buffer, not a 2 kB one: a longer blob answers INVALID_LENGTH (nvs_get_blob)
+        try:
+            return ss_nvs.get_blob(self._nvs, key, 1) is not None
+        except OSError as e:
+            if ss_nvs.errno(e) == ss_nvs.ESP_ERR_NVS_INVALID_LENGTH:
+                return True
+            raise
+
     def _erase(self, key):
         ss_nvs.erase(self._nvs, key)
 
@@ -162,7 +117,7 @@ class Store:
         self._gen = 0
         self.load_error = None
         try:
-            gen = self._get_i32(_KEY_ACTIVE)
+            gen = self._get_i32(records.ACTIVE)
             if gen is None:
                 self.load_error = StoreError("ESP_ERR_NVS_NOT_FOUND", "ESP_ERR_NVS_NOT_FOUND")
                 self._finish_interrupted_clear()
@@ -170,7 +125,8 @@ class Store:
             # Known from here on, even if the record turns out bad: the next save must go to
             # the other slot, never over the one the marker points at.
             self._gen = gen
-            raw = self._get_blob(_SLOTS[gen % 2])
+            keys = records.slot_keys(gen)
+            raw = self._get_blob(keys[0])
             if raw is None:
                 raise StoreError("CORRUPT", "active record is missing")
             rgen, cfg, id_digest = decode_record(raw)
@@ -179,10 +135,9 @@ class Store:
             ident = None
             if id_digest is not None:
                 ident = {}
-                keys = _slot_keys(gen)
-                for i in range(len(_ID_PARTS)):
-                    p = _ID_PARTS[i]
-                    ident[p] = self._get_blob(keys[i])
+                for i in range(len(records.ID_PARTS)):
+                    p = records.ID_PARTS[i]
+                    ident[p] = self._get_blob(keys[i + 1])
                     if ident[p] is None:
                         raise StoreError("CORRUPT", "device identity is missing its " + p)
                 if identity_digest(ident) != id_digest:
@@ -198,8 +153,7 @@ class Store:
     def _finish_interrupted_clear(self):
         # Not provisioned: no record may linger (a power cut during provision_clear).  Say so
         # loudly: on a factory image this also catches an "active" key of the wrong type.
-        keys = _SLOTS + tuple(_slot_keys(0)) + tuple(_slot_keys(1))
-        left = [k for k in keys if self._get_blob(k) is not None]
+        left = [k for k in records.slot_keys(0) + records.slot_keys(1) if self._exists(k)]
         if not left:
             return
         self.notices.append("Erased configuration records left without the provisioned marker "
@@ -228,39 +182,38 @@ class Store:
     def provision_save_config(self, cfg, ident=None):
         """Atomically replace the configuration (and the device identity: ``ident`` is
         {"key", "cert", "ca"} or None for none); verified by reading it back."""
-        for k in REQUIRED:
+        for k in FIELDS:
             if not isinstance(cfg.get(k), str):
                 raise StoreError("INCOMPLETE", "configuration lacks " + k)
         if ident is not None:
             check_identity(ident)
         gen = self._gen + 1
-        slot = _SLOTS[gen % 2]
-        rec = encode_record(gen, cfg, identity_digest(ident) if ident is not None else None)
+        keys = records.slot_keys(gen)
+        record = encode_record(gen, cfg, identity_digest(ident) if ident is not None else None)
         try:
             writes = []
             if ident is not None:
-                keys = _slot_keys(gen)
-                for i in range(len(_ID_PARTS)):
-                    writes.append((keys[i], ident[_ID_PARTS[i]]))
+                for i in range(len(records.ID_PARTS)):
+                    writes.append((keys[i + 1], ident[records.ID_PARTS[i]]))
             else:
-                for k in _slot_keys(gen):
+                for k in keys[1:]:
                     self._erase(k)  # leftovers of an older generation in this slot
-            writes.append((slot, rec))
+            writes.append((keys[0], record))
             for k, v in writes:
                 self._nvs.set_blob(k, v)
             self._nvs.commit()
             for k, v in writes:
                 if self._get_blob(k) != v:
                     raise StoreError("VERIFY", "record read back differs from what was written")
-            self._nvs.set_i32(_KEY_ACTIVE, gen)  # the commit point
+            self._nvs.set_i32(records.ACTIVE, gen)  # the commit point
             self._nvs.commit()
-            if self._get_i32(_KEY_ACTIVE) != gen:
+            if self._get_i32(records.ACTIVE) != gen:
                 raise StoreError("VERIFY", "marker read back differs from what was written")
         except OSError as e:
             raise StoreError("IO", "NVS write failed (%d)" % ss_nvs.errno(e))
         try:
             # The previous record and key are no longer referenced: do not keep old secrets around.
-            for k in [_SLOTS[(gen + 1) % 2]] + _slot_keys(gen + 1):
+            for k in records.slot_keys(gen + 1):
                 self._erase(k)
             self._nvs.commit()
         except OSError:
@@ -274,16 +227,16 @@ class Store:
     def provision_clear(self):
         """Factory reset: forget the configuration (marker first, then the records)."""
         try:
-            self._erase(_KEY_ACTIVE)
+            self._erase(records.ACTIVE)
             self._nvs.commit()
-            keys = _SLOTS + tuple(_slot_keys(0)) + tuple(_slot_keys(1))
+            keys = records.slot_keys(0) + records.slot_keys(1)
             for k in keys:
                 self._erase(k)
             self._nvs.commit()
-            if self._get_i32(_KEY_ACTIVE) is not None:
+            if self._get_i32(records.ACTIVE) is not None:
                 raise StoreError("VERIFY", "marker still present after erase")
             for k in keys:
-                if self._get_blob(k) is not None:
+                if self._exists(k):
                     raise StoreError("VERIFY", "record still present after erase")
         except OSError as e:
             raise StoreError("IO", "NVS erase failed (%d)" % ss_nvs.errno(e))
