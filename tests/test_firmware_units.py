@@ -48,7 +48,8 @@ RUNTIMES = {"micropython": _micropython, "cpython": _cpython}
 
 def test_mpy_scripts_exist():
     assert MICROPYTHON.exists(), MICROPYTHON
-    assert {p.name for p in MPY_SCRIPTS} >= {"check_ssproto.py", "check_store.py", "check_console.py", "check_mqtt.py"}
+    assert {p.name for p in MPY_SCRIPTS} >= {"check_ssproto.py", "check_store.py", "check_console.py", "check_mqtt.py",
+                                             "check_records.py"}
 
 
 @pytest.mark.parametrize("runtime", list(RUNTIMES))
