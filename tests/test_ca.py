@@ -552,3 +552,67 @@ def test_a_broker_key_that_does_not_match_its_certificate_is_issued_again(tmp_pa
     (tmp_path / "b" / "server.key").write_bytes(other.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8,
                                                                     ser.NoEncryption()))
     assert not tenant_ca.server_cert_current(c, tmp_path / "b", ["a.local"])
+
+
+def test_broker_start_hint_works_as_printed(ca: tenant_ca.TenantCA, ca_dir: Path, tmp_path: Path) -> None:
+    """`ca broker`'s "Start it with:" line, run as printed (as root, as CI runs): mosquitto starts
+    on the rendered configuration.  Rendered where the mosquitto user cannot enter (a 0700
+    directory), the tool says so instead of printing a command that fails."""
+    import shlex
+    import shutil
+    import signal
+    import socket
+    import tempfile
+    import time
+
+    from conftest import IN_CI, free_port, need
+    from safesignal.mosquitto import find_mosquitto
+
+    if find_mosquitto() is None:
+        need("mosquitto", "apt-get install mosquitto")
+    if os.geteuid() != 0:
+        if IN_CI:
+            pytest.fail("CI runs as root: this test checks the hint root gets")
+        pytest.skip("checks the start command printed for root (CI runs as root)")
+    env = {**os.environ, "SAFESIGNAL_CA_PASS": PASS, "PATH": os.environ.get("PATH", "") + ":/usr/sbin"}
+
+    def render(out: Path, port: int) -> list[str]:
+        p = subprocess.run([sys.executable, "-m", "safesignal", "ca", "broker", "--dir", str(ca_dir), "--host",
+                            "localhost", "--listen", "127.0.0.1", "--port", str(port), "--out", str(out)],
+                           capture_output=True, text=True, env=env, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout.splitlines()
+
+    lines = render(tmp_path / "closed" / "broker", free_port())  # pytest's tmp root is 0700
+    assert not any(ln.startswith("Start it with:") for ln in lines)
+    assert any("cannot enter" in ln for ln in lines)
+
+    base = Path(tempfile.mkdtemp(prefix="safesignal-broker-"))
+    try:
+        os.chmod(base, 0o755)  # a directory the mosquitto user can enter, like /etc/mosquitto
+        port = free_port()
+        lines = render(base / "broker", port)
+        hint = next(ln for ln in lines if ln.startswith("Start it with: "))
+        command = hint[len("Start it with: "):]
+        assert "mosquitto -c " + shlex.quote(str(base / "broker" / "mosquitto.conf")) in command
+        proc = subprocess.Popen(["sh", "-c", command], env=env, start_new_session=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 20
+            listening = False
+            while not listening and proc.poll() is None and time.monotonic() < deadline:
+                with socket.socket() as s:
+                    listening = s.connect_ex(("127.0.0.1", port)) == 0
+                time.sleep(0.1)
+            log = (base / "broker" / "mosquitto.log")
+            assert listening, f"exit {proc.poll()}: {log.read_text() if log.exists() else ''}"
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

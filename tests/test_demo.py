@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from conftest import SEED_BOOT_LOG, SecretGuard
 
 
@@ -28,3 +30,17 @@ def test_demo_runs_end_to_end(guard: SecretGuard) -> None:
     assert "→ Sending: provision_identity_csr" in prod
     assert "✓ Test alert received from esp32-prod-001" in prod
     assert "(exit 6: nothing readable)" in prod
+
+
+def test_demo_without_mosquitto_says_the_tls_part_was_skipped(monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Where mosquitto is missing the demo skips mutual TLS, and its closing lines say so."""
+    from safesignal import demo, mosquitto
+
+    monkeypatch.setattr(mosquitto, "find_mosquitto", lambda: None)
+    assert demo.main([]) == 0
+    out = capsys.readouterr().out
+    assert "== Skipping the production part" in out
+    closing = out[out.index("== Done"):]
+    assert "mutual-TLS part was skipped" in closing
+    assert "re-provisioned for mutual TLS" not in closing and "unreadable" not in closing

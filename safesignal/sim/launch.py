@@ -46,6 +46,7 @@ class SimOptions:
     usb_cdc: bool = False
     firmware: str | None = None
     mpy: bool = False
+    dns_delay: float = 0.0
 
     @classmethod
     def from_namespace(cls, ns: object) -> SimOptions:
@@ -102,7 +103,8 @@ def config(opts: SimOptions) -> SimConfig:
     cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=fuse.mac,
                     control=control_path(opts.control, opts.port_link), heap=opts.heap, usb_cdc=opts.usb_cdc,
                     hmac_key=fuse.hmac_key if opts.nvs_encryption == "hmac" else None,
-                    efuse=(efuse_path, fuse) if new_chip else None, micropython=micropython)
+                    efuse=(efuse_path, fuse) if new_chip else None, micropython=micropython,
+                    dns_delay=opts.dns_delay)
     if opts.firmware:
         cfg.firmware = Path(opts.firmware)
     return cfg
