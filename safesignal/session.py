@@ -255,13 +255,14 @@ class DeviceSession:
                 if answered:
                     break
 
-    def wait_for_line(self, wanted: str, timeout: float) -> None:
+    def wait_for_line(self, wanted: str, timeout: float, *, prefix: bool = False) -> None:
+        """Read until the line ``wanted`` (or, with ``prefix``, a line starting with it)."""
         deadline = time.monotonic() + timeout
         while True:
             got = self.read_line(deadline)
             if got is None:
                 raise DeviceTimeout(f"device did not print '{wanted}' within {timeout:g} s")
-            if got == wanted:
+            if got == wanted or (prefix and got.startswith(wanted)):
                 return
 
     def boot_id(self) -> str:
