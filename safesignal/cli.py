@@ -591,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MicroPython heap size (default 1920k: the N8R2 module's, safesignal/sim/module.py)")
     p.add_argument("--usb-cdc", action="store_true",
                    help="model a native-USB console: the port disappears at every reset and comes back as a new device")
+    p.add_argument("--dns-delay", type=float, metavar="SECONDS",
+                   help="every name lookup blocks the device's interpreter this long, as lwIP's getaddrinfo does")
     p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
     p.add_argument("--mpy", action="store_true",
                    help="run the firmware compiled with mpy-cross, as deployed (needs less heap than source)")
