@@ -26,7 +26,7 @@ from .cli_base import entry as entry
 from .cli_base import err, out
 from .cli_base import run as _run
 from .errors import PortError, UsageError
-from .nvs_dump import register as register_nvs
+from .nvs_cli import register as register_nvs
 from .prompt import ca_passphrase, operator_passphrase, secret
 from .provision import (
     IDENTITY_FIELDS,

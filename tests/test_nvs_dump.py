@@ -1,8 +1,8 @@
 """``safesignal nvs dump``: plain and encrypted images (ours and Espressif's tool's), whole-flash
 dumps with a partition table, masking, integrity findings and exit codes.
 
-Run through :func:`safesignal.nvs_dump.main` (the same argparse registration the CLI uses) and,
-once ``safesignal/cli.py`` registers the command, through ``python -m safesignal nvs dump``.
+Run through :func:`safesignal.nvs_cli.main` (the same argparse registration the CLI uses) and
+through ``python -m safesignal nvs dump``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from safesignal.nvs import (
     derive_hmac_keys,
     keys_partition,
 )
-from safesignal.nvs_dump import MASK, classify, main
+from safesignal.nvs_cli import main
+from safesignal.nvs_dump import MASK, classify
 
 PASSWORD = "hunter2-Pa55-DUMPTEST"
 URI_PASSWORD = "mqtt-pw-DUMPTEST"
@@ -84,13 +85,13 @@ CONTENT = [
     NvsEntry("provision", "active", "i32", 3),
     NvsEntry("provision", "cfg0", "blob", config_record(2, "old-password-DUMPTEST")),
     NvsEntry("provision", "cfg1", "blob", config_record(3)),
+    NvsEntry("provision", "key1", "blob", PRIVATE),  # the device identity of generation 3 (slot 1)
+    NvsEntry("provision", "cert1", "blob", CERT),
+    NvsEntry("provision", "ca1", "blob", b"not a certificate"),
     NvsEntry("outbox", "next", "i32", 8),
     NvsEntry("outbox", "epoch", "i32", 123456),
     NvsEntry("outbox", "q00", "blob", outbox_record(6)),
     NvsEntry("outbox", "q07", "blob", outbox_record(7)),
-    NvsEntry("identity", "key", "blob", PRIVATE),
-    NvsEntry("identity", "cert", "blob", CERT),
-    NvsEntry("identity", "ca", "blob", b"not a certificate"),
     NvsEntry("nvs.net80211", "sta.ssid", "blob", b"School WiFi".ljust(36, b"\x00")),
     NvsEntry("nvs.net80211", "sta.pswd", "blob", NET_PSK),
     NvsEntry("misc", "note", "string", "Grüße 🚨".encode()),
@@ -151,7 +152,7 @@ def test_plain_text_dump(capsys: pytest.CaptureFixture[str], files: dict[str, Pa
     no_secrets(out)
     assert "Keys: none given (plain image)" in out
     assert "Result: intact" in out
-    for ns in ("provision", "outbox", "identity", "nvs.net80211", "misc"):
+    for ns in ("provision", "outbox", "nvs.net80211", "misc"):
         assert f"  {ns} = " in out
     assert '"wifi_pass": "********"' in out
     assert f"mqtts://dev:{MASK}@edge:8883" in out
@@ -166,7 +167,7 @@ def test_plain_json_dump(capsys: pytest.CaptureFixture[str], files: dict[str, Pa
     rc, doc = run_json(capsys, str(files["plain"]))
     assert rc == 0
     assert set(doc) >= {"pages", "namespaces", "entries", "issues", "integrity", "source", "encryption"}
-    assert doc["namespaces"] == {"provision": 1, "outbox": 2, "identity": 3, "nvs.net80211": 4, "misc": 5}
+    assert doc["namespaces"] == {"provision": 1, "outbox": 2, "nvs.net80211": 3, "misc": 4}
     assert [(e["namespace"], e["key"], e["type"]) for e in doc["entries"]] == [
         (e.namespace, e.key, e.type) for e in CONTENT
     ]
@@ -186,14 +187,14 @@ def test_plain_json_dump(capsys: pytest.CaptureFixture[str], files: dict[str, Pa
     assert cfg["record"]["check"] == "ok" and cfg["record"]["fields"]["wifi_pass"] == MASK
     assert cfg["record"]["fields"]["gen"] == 3
     assert e[("outbox", "q07")]["record"]["fields"]["s"] == 7
-    assert e[("identity", "key")] == {
-        "namespace": "identity", "key": "key", "type": "blob", "class": "secret", "length": len(PRIVATE),
+    assert e[("provision", "key1")] == {
+        "namespace": "provision", "key": "key1", "type": "blob", "class": "secret", "length": len(PRIVATE),
         "value": MASK, "masked": True,
     }
-    cert = e[("identity", "cert")]
+    cert = e[("provision", "cert1")]
     assert cert["sha256"] == hashlib.sha256(CERT).hexdigest()
     assert cert["x509"]["subject"] == "CN=esp32-01" and cert["x509"]["not_after"].startswith("2034-12-30")
-    assert e[("identity", "ca")]["x509"] is None
+    assert e[("provision", "ca1")]["x509"] is None
     assert e[("nvs.net80211", "sta.pswd")]["value"] == MASK
     assert e[("nvs.net80211", "sta.ssid")]["value"].startswith(b"School WiFi".hex())
     assert e[("misc", "note")]["value"] == "Grüße 🚨"
@@ -217,10 +218,16 @@ def test_classify_is_the_masking_policy() -> None:
     assert classify("provision", "cfg0") == classify("provision", "cfg1") == "config_record"
     assert classify("provision", "active") == "plain"
     assert classify("outbox", "q63") == "outbox_record" and classify("outbox", "next") == "plain"
-    assert classify("identity", "key") == classify("identity", "key_old") == "secret"
-    assert classify("identity", "cert") == classify("identity", "ca") == "certificate"
-    assert classify("identity", "cert_key") == "secret"  # secret names win over "cert"
-    assert classify("identity", "serial") == "secret"  # unknown identity data: masked
+    assert classify("outbox", "q00") == classify("outbox", "q99") == "outbox_record"
+    for ns, key in [("outbox", "q0"), ("outbox", "q100"), ("outbox", "Q00"), ("outbox", "q\u0660\u0661"),
+                    ("outbox", "q+1"), ("outbox", "epoch"), ("misc", "q00"), ("provision", "cfg2")]:
+        assert classify(ns, key) == "plain", (ns, key)
+    # the device identity as ss_store keeps it (ssproto.records): private key masked, certificates shown
+    assert classify("provision", "key0") == classify("provision", "key1") == "secret"
+    assert classify("provision", "cert0") == classify("provision", "ca1") == "certificate"
+    # the firmware has no "identity" namespace: only the name rule applies there
+    assert classify("identity", "key") == classify("identity", "cert_key") == "secret"
+    assert classify("identity", "cert") == classify("identity", "serial") == "plain"
     for ns, key in [("x", "password"), ("x", "wifi_psk"), ("nvs.net80211", "sta.pswd"), ("nvs.net80211", "ap.pmk"),
                     ("x", "APIKey"), ("secrets", "a"), ("x", "token")]:
         assert classify(ns, key) == "secret", (ns, key)
@@ -464,6 +471,35 @@ def test_record_checks(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> No
     no_secrets(json.dumps(doc))
     rc, out, err = run(capsys, str(path))
     no_secrets(out, err)
+
+
+def test_records_written_by_the_firmware_codec(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The dump decodes with the codec ss_store and ss_outbox write with (ssproto.records), and
+    shows a layout version the device would refuse, as long as its checksum holds."""
+    from ssproto import records
+
+    cfg = {"wifi_ssid": "School WiFi", "wifi_pass": PASSWORD, "device_id": "esp32-01", "tenant": "t1",
+           "building": "main", "room": "gym", "mqtt_uri": "mqtts://edge:8883"}
+    later = records.pack((b"SSC", 2, 32), {"gen": 2, "wifi_pass": PASSWORD})
+    entries = [
+        NvsEntry("provision", "active", "i32", 4),
+        NvsEntry("provision", records.slot_keys(4)[0], "blob", records.encode_record(4, cfg, "ab" * 32)),
+        NvsEntry("provision", records.slot_keys(5)[0], "blob", later),
+        NvsEntry("outbox", records.q_key(3), "blob", records.encode_entry("safesignal/t1/main/gym/esp32-01", 11,
+                                                                          "test", None, 5)),
+    ]
+    path = tmp_path / "codec.bin"
+    path.write_bytes(build_partition(entries, 0x3000))
+    rc, doc = run_json(capsys, str(path))
+    assert rc == 0, doc["issues"]
+    e = by_key(doc)
+    cfg0 = e[("provision", "cfg0")]["record"]
+    assert cfg0["check"] == "ok" and cfg0["version"] == 1
+    assert cfg0["fields"] == {**cfg, "v": 1, "gen": 4, "id": "ab" * 32, "wifi_pass": MASK}
+    assert e[("provision", "cfg1")]["record"] == {"check": "ok", "version": 2, "fields": {"gen": 2, "wifi_pass": MASK}}
+    assert e[("outbox", "q03")]["record"]["fields"] == {"p": "safesignal/t1/main/gym/esp32-01", "s": 11, "t": "test",
+                                                       "ts": None, "up": 5}
+    no_secrets(json.dumps(doc))
 
 
 def test_active_names_missing_record(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
