@@ -1,9 +1,10 @@
 """Fuzzing the NVS reader and ``safesignal nvs dump`` with hypothesis.
 
-The inputs and the properties are those of bench/fuzz_nvs.py (its docstring has the method; run it
-for many more inputs): mutations of valid plain and encrypted images (page-header, bitmap and
-item-field rewrites, entry copies, with and without recomputed CRCs, then raw bit flips, byte
-writes, junk, truncation, extension), random bytes, random CRC-valid structures, and flash dumps
+The inputs and the properties are the rig's, tests/support/fuzz_nvs.py (its docstring has the
+method; bench/fuzz_nvs.py runs it for many more inputs): mutations of valid plain and encrypted
+images (page-header, bitmap and item-field rewrites, entry copies, with and without recomputed
+CRCs, then raw bit flips, byte writes, junk, truncation, extension), random bytes, random
+CRC-valid structures, and flash dumps
 with partition tables.  For each: ``parse_partition`` (no keys, right keys, wrong keys, strict),
 ``erase_unreadable``, ``build_report`` and both renderers raise nothing but their documented
 errors, agree with themselves, finish within the deadline, and never show a planted secret.
@@ -12,19 +13,14 @@ About 2,500 inputs; the whole file takes well under 40 s.
 
 from __future__ import annotations
 
-import io
 import json
 import random
-import sys
-from contextlib import redirect_stdout
 from datetime import timedelta
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import fuzz_nvs  # noqa: E402
+from support import fuzz_nvs
 
 FUZZ = settings(
     database=None,
@@ -111,11 +107,9 @@ def test_planted_secrets_are_really_there() -> None:
 
 
 def test_bench_engine() -> None:
-    """bench/fuzz_nvs.py itself: a few hundred of its random inputs, and its JSON summary."""
-    out = io.StringIO()
-    with redirect_stdout(out):
-        rc = fuzz_nvs.main(["--examples", "200", "--seed", "7"])
-    summary = json.loads(out.getvalue())
-    assert rc == 0 and summary["failures"] == 0, summary["failure_details"]
-    assert summary["inputs_tried"] == 200 and summary["inputs_per_s"] > 0
+    """The run loop bench/fuzz_nvs.py uses: a few hundred of its random inputs, and its JSON summary."""
+    summary = json.loads(json.dumps(fuzz_nvs.summary(fuzz_nvs.run(200, 0.0, 7, 5.0), 7)))
+    assert summary["failures"] == 0, summary["failure_details"]
+    assert summary["inputs_tried"] == 200 and summary["inputs_per_s"] > 0 and summary["seed"] == 7
+    assert "elapsed_ms" not in summary["inputs_with_finding"]
     assert set(summary["input_kinds"]) >= {"mutated-safesignal-encrypted", "flash-dump"}
