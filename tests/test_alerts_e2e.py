@@ -83,7 +83,7 @@ def test_connect_test_refuses_bad_settings_and_commits_nothing(
         assert "✓" not in r.stdout
         assert sim.flash.read_bytes() == blank, f"{code}: the flash changed"
         st = json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)
-        assert (st["provisioned"], st["pending"], st["alerts_pending"]) == (False, "none", "0"), code
+        assert (st["provisioned"], st["pending"], st["alerts_pending"]) == (False, "none", 0), code
     # The site's broker is down (its default name resolves, nothing answers).
     mosquitto.stop()
     r = run_cli(guard, "provision", *ident_args(sim.port, "--wifi-pass", good))
@@ -132,7 +132,7 @@ def test_offline_provisioning_sends_the_test_alert_once_on_site(
     assert r.returncode == 0, r.stderr
     assert "Mode: offline" in r.stdout
     st = json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)
-    assert (st["provisioned"], st["alerts_pending"]) == (True, "1")  # the test alert waits in flash
+    assert (st["provisioned"], st["alerts_pending"]) == (True, 1)  # the test alert waits in flash
     with AlertReceiver(mosquitto.uri, msg.subscription(IDENT[1])) as rx:
         write_air(air, [{"ssid": SSID, "passphrase": pw, "connect_ms": 50}], mosquitto.hosts)  # on site
         alert = rx.wait_alert(IDENT[0], type="test", timeout=60)
@@ -152,9 +152,9 @@ def test_provision_verify_and_verify_command(make_sim, guard: SecretGuard, mosqu
     # A separate check later: ask the device for a fresh test alert over its console.
     r = run_cli(guard, "verify", "--port", sim.port, "--broker", mosquitto.uri, "--json")
     assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout.splitlines()[-2])
+    res = json.loads(r.stdout)  # one document; the human lines on stderr
     assert (res["verified"], res["seq"], res["online"]) == (True, 1, True) and res["latency_s"] < 10
-    assert r.stdout.splitlines()[-1].startswith(f"✓ Test alert received from {IDENT[0]} (seq 1)")
+    assert r.stderr.splitlines()[-1].startswith(f"✓ Test alert received from {IDENT[0]} (seq 1)")
     # --verify cannot be combined with --offline
     r = run_cli(guard, "provision", *ident_args(sim.port, "--wifi-pass", pw, "--verify", "--offline"))
     assert r.returncode == 2 and "--offline" in r.stderr

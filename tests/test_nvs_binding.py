@@ -59,7 +59,7 @@ def test_copied_flash_gives_another_chip_nothing(make_sim, guard: SecretGuard, t
     assert "[WIFI] Device not provisioned! Cannot connect to WiFi." in log
     st = json.loads(run_cli(guard, "status", "--port", b.port, "--json").stdout)
     assert st["provisioned"] is False and st["wifi_ssid"] == "" and st["device_id"] == ""
-    assert st["next_alert_seq"] == "0"  # not even chip A's alert counter came across
+    assert st["next_alert_seq"] == 0  # not even chip A's alert counter came across
     # Chip B can be provisioned as a new device; chip A's entries are gone from its flash.
     assert run_cli(guard, "provision", *seed_args(b.port, pw)).returncode == 0
     b.stop()
