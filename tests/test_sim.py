@@ -460,3 +460,111 @@ def test_bad_path_from_the_command_line_is_one_line(tmp_path: Path) -> None:
         "✗ Error: --port-link /nonexistent/dir/tty: directory /nonexistent/dir does not exist"
     ]
     assert not (tmp_path / "f.bin").exists()
+
+
+# --- the device process ends with its supervisor (issue 9.8) -------------------------------------
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat_line = (d / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat_line[stat_line.rindex(")") + 2:].split()
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line[stat_line.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+@pytest.mark.parametrize("how", ["supervisor", "process-group"])
+def test_interpreter_ends_with_its_supervisor_however_it_is_killed(tmp_path: Path, how: str) -> None:
+    """SIGKILL, no clean shutdown, while the firmware waits in a hardware call (a name lookup
+    the supervisor answers after 5 s): the MicroPython process must not live on (a board
+    without power runs nothing).  Fails with the old code: the orphan spun on the closed hw
+    socket at ~77 % of a core."""
+    import signal
+
+    port = tmp_path / "tty"
+    ctl = tmp_path / "ctl"
+    proc = subprocess.Popen([sys.executable, "-m", "safesignal", "sim", "--port-link", str(port), "--flash",
+                             str(tmp_path / "flash.bin"), "--control", str(ctl), "--ap", "Net", "password-1",
+                             "--host", "dead.local=127.0.0.1", "--dns-delay", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+    device: list[int] = []
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith(b"ready ")
+        device = [p for p in _children(proc.pid) if "micropython" in Path(f"/proc/{p}/cmdline").read_bytes().decode()]
+        assert len(device) == 1, device
+        p = subprocess.run([sys.executable, "-m", "safesignal", "provision", "--port", str(port), "--wifi-ssid", "Net",
+                            "--wifi-pass", "password-1", "--device-id", "d", "--tenant", "t", "--building", "b",
+                            "--room", "r", "--mqtt-uri", "mqtt://dead.local:9", "--offline"],
+                           capture_output=True, text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        control = SimControl(ctl)
+        deadline = time.monotonic() + 30
+        while not control.state()["in_lookup"]:
+            assert time.monotonic() < deadline, "no name lookup"
+            time.sleep(0.02)
+        device = [p for p in _children(proc.pid) if "micropython" in Path(f"/proc/{p}/cmdline").read_bytes().decode()]
+        assert len(device) == 1, device
+        if how == "supervisor":
+            os.kill(proc.pid, signal.SIGKILL)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)  # the sim's group; the interpreter has its own session
+        proc.wait(10)
+        deadline = time.monotonic() + 10
+        while _alive(device[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(device[0]), "the MicroPython process outlived its supervisor"
+    finally:
+        for pid in device:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_hw_stub_powers_off_when_its_supervisor_is_gone(tmp_path: Path) -> None:
+    """Where no parent-death signal exists (or it was missed): the stub's hardware channel
+    hangs up and the console's other end is gone, so the board is off: the interpreter ends
+    instead of spinning on a closed socket (the old stub looped on readline() forever)."""
+    import socket
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    script = tmp_path / "probe.py"
+    script.write_text("import _hw\n_hw.call('unique_id')\nprint('unreachable')\n")
+    env = dict(os.environ, MICROPYPATH=f"{supervisor_mod.STUBS}:.frozen", SAFESIGNAL_HW_PORT=str(srv.getsockname()[1]),
+               SAFESIGNAL_HW_TOKEN="t" * 64)
+    r, w = os.pipe()
+    proc = subprocess.Popen([supervisor_mod.find_micropython(), str(script)], stdin=r, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env=env)
+    os.close(r)
+    try:
+        conn, _ = srv.accept()
+        conn.recv(100)  # the token and the request
+        conn.close()  # the supervisor's end of the hw channel goes ...
+        srv.close()
+        os.close(w)  # ... and so does the console: the supervisor is gone
+        w = -1
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and b"unreachable" not in out, out
+    finally:
+        if w >= 0:
+            os.close(w)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
