@@ -179,7 +179,9 @@ async def _main():
     # Every module is imported here, at boot, while the heap is empty: compiling one later
     # (at the first provision_complete) may not find a large enough free block in a
     # fragmented 128 kB heap.  The exception is the device identity (ss_identity, ss_ec,
-    # ss_der): about 25 kB, see below.
+    # ss_der): about 25 kB, see below.  Garbage from the imports so far goes first, so the
+    # large modules load into one piece of heap rather than into the holes it leaves.
+    gc.collect()
     import ss_mqtt  # noqa: F401
     import ss_store
     import ss_time  # noqa: F401

@@ -6,6 +6,8 @@
 # last tick).  Not modelled: on the chip a socket becoming ready is noticed at the next tick
 # too (only interrupts, e.g. UART input, wake the task at once); here it wakes the poll at once.
 #
+# select.select is the built-in's (nothing here uses it).
+#
 # asyncio's scheduler keeps the built-in clock: its C half (_asyncio.TaskQueue, extmod/
 # modasyncio.c) stamps tasks with mp_hal_ticks_ms itself, so asyncio/core.py's ticks must be the
 # same clock.  poll() is what core calls when it builds its event loop (IOQueue), after binding
@@ -14,6 +16,7 @@
 # can observe: it only ever takes differences of its own readings.
 
 import sys
+import time as _time  # the stub
 
 _path = sys.path[:]
 _me = sys.modules.pop("select", None)
@@ -24,34 +27,18 @@ finally:
     sys.path.extend(_path)
     if _me is not None:
         sys.modules["select"] = _me
+del _path, _me
 
-for _name in dir(_real):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_real, _name)
-
-import time as _time  # the stub
-
-
-def _asyncio_on_the_builtin_clock():
-    core = sys.modules.get("asyncio.core")
-    if core is not None and getattr(core, "ticks", None) is _time.ticks_ms:
-        core.ticks = _time._real.ticks_ms
-        core.ticks_diff = _time._real.ticks_diff
-        core.ticks_add = _time._real.ticks_add
+def __getattr__(name):
+    return getattr(_real, name)  # select.select, POLLIN, ...: the built-in's
 
 
 class _Poll:
     def __init__(self):
         self._p = _real.poll()
 
-    def register(self, obj, *mask):
-        self._p.register(obj, *mask)
-
-    def unregister(self, obj):
-        self._p.unregister(obj)
-
-    def modify(self, obj, mask):
-        self._p.modify(obj, mask)
+    def __getattr__(self, name):
+        return getattr(self._p, name)  # register, modify, unregister
 
     def poll(self, timeout=-1):
         return self._p.poll(_time.tick_wait_ms(timeout))
@@ -61,11 +48,9 @@ class _Poll:
 
 
 def poll():
-    _asyncio_on_the_builtin_clock()
+    core = sys.modules.get("asyncio.core")
+    if core is not None and getattr(core, "ticks", None) is _time.ticks_ms:
+        core.ticks = _time._real.ticks_ms
+        core.ticks_diff = _time._real.ticks_diff
+        core.ticks_add = _time._real.ticks_add
     return _Poll()
-
-
-def select(rlist, wlist, xlist, timeout=None):
-    if timeout is not None and timeout > 0:
-        timeout = _time.tick_wait_ms(int(timeout * 1000)) / 1000
-    return _real.select(rlist, wlist, xlist, timeout)

@@ -48,7 +48,7 @@ def link(up):
 
 def socket(*args):
     _gate()
-    s = _real.socket(*args)
+    s = _Socket(_real.socket(*args))
     _open.append(s)
     if len(_open) > 16:
         _open.pop(0)  # long closed by now: only the newest can still be open
@@ -60,15 +60,65 @@ def _numeric(host):
     return len(parts) == 4 and all(p.isdigit() for p in parts)
 
 
+def _sockaddr(addr):
+    # The ESP32 port's sockets take ('host', port) (modsocket.c _socket_getaddrinfo looks the
+    # host up); the unix port's take the binary sockaddr its own getaddrinfo makes.
+    if isinstance(addr, tuple):
+        ip, port = getaddrinfo(addr[0], addr[1])[0][-1]
+        return _real.getaddrinfo(ip, port)[0][-1]
+    return addr
+
+
+import io as _io  # noqa: E402
+
+
+class _Socket(_io.IOBase):
+    # A wrapper, not a subclass: select.poll asks a subclass of a native type for its fd with
+    # the instance instead of the native object (extmod/modselect.c poll_set_add_obj), and gets
+    # a wrong one.  The stream protocol (readinto, write, ioctl) serves poll, asyncio and tls;
+    # everything else is the real socket's.
+    def __init__(self, s):
+        self._s = s
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+    def readinto(self, buf):
+        return self._s.readinto(buf)
+
+    def write(self, buf):
+        return self._s.write(buf)
+
+    def ioctl(self, req, arg):
+        if req == 10:  # MP_STREAM_GET_FILENO (py/stream.h)
+            return self._s.fileno()
+        if req == 4:  # MP_STREAM_CLOSE
+            self._s.close()
+        return 0
+
+    def connect(self, addr):
+        return self._s.connect(_sockaddr(addr))
+
+    def bind(self, addr):
+        return self._s.bind(_sockaddr(addr))
+
+    def sendto(self, data, addr):
+        return self._s.sendto(data, _sockaddr(addr))
+
+
 def getaddrinfo(host, port, *args):
     # Names come from the virtual site's name service (the air file's "hosts"), not from
-    # this machine's resolver.
+    # this machine's resolver.  The answer has the ESP32 port's form (modsocket.c
+    # esp_socket_getaddrinfo): one IPv4 entry (family, type, proto, canonname, ('a.b.c.d', port)),
+    # type 0 answered as SOCK_STREAM, canonname the host as asked ("" means 0.0.0.0).
     _gate()
+    host = host or "0.0.0.0"
+    ip = host
     if not _numeric(host):
         import _hw
 
-        addr = _hw.call("dns_lookup", host=host)
-        if not addr:
+        ip = _hw.call("dns_lookup", host=host)
+        if not ip:
             raise OSError(-202)  # lwIP EAI_FAIL, what the ESP32 port raises for a failed lookup
-        host = addr
-    return _real.getaddrinfo(host, port, *args)
+    socktype = (args[1] if len(args) > 1 else 0) or _real.SOCK_STREAM
+    return [(_real.AF_INET, socktype, args[2] if len(args) > 2 else 0, host, (ip, int(port)))]

@@ -7,10 +7,11 @@
 #   ints, py/mpconfig.h), 2**62 on a 64-bit unix build; ticks_diff/ticks_add use that period
 #   (extmod/modtime.c time_ticks_diff, time_ticks_add).
 # - time() is an int (ports/esp32/modtime.c mp_time_time_get: tv_sec); the unix port's is a float.
-# Everything else is the built-in module's (gmtime, sleep*, ...).  asyncio keeps the built-in
-# clock: see stubs/select.py.
+# asyncio keeps the built-in clock: see stubs/select.py.  ticks_cpu stays the built-in's.
 
 import sys
+
+from micropython import const
 
 _path = sys.path[:]
 _me = sys.modules.pop("time", None)
@@ -21,34 +22,29 @@ finally:
     sys.path.extend(_path)
     if _me is not None:
         sys.modules["time"] = _me
+del _path, _me
 
-for _name in dir(_real):
-    if not _name.startswith("__"):
-        globals()[_name] = getattr(_real, _name)
+TICKS_PERIOD = const(1 << 30)  # ESP32 port: MP_SMALL_INT_POSITIVE_MASK + 1
+_MASK = const((1 << 30) - 1)
+_HALF = const(1 << 29)
+TICK_MS = const(10)  # FreeRTOS tick: CONFIG_FREERTOS_HZ=100 (ESP-IDF components/freertos/Kconfig default)
 
-TICKS_PERIOD = 1 << 30  # ESP32 port: MP_SMALL_INT_POSITIVE_MASK + 1
-_MASK = TICKS_PERIOD - 1
-_HALF = TICKS_PERIOD >> 1
-TICK_MS = 10  # FreeRTOS tick: CONFIG_FREERTOS_HZ=100 (ESP-IDF components/freertos/Kconfig default)
-CPU_MHZ = 160  # stock ESP32_GENERIC_S3: CONFIG_ESP_DEFAULT_CPU_FREQ_MHZ (esp_system Kconfig.cpu)
-
+# Every function here is heap the firmware does not have on the chip (there the module is C in
+# flash), so the stub is kept small: what it does not change comes from the built-in module
+# through __getattr__ (gmtime, sleep*, ...).
 _boot_us = _real.ticks_us()  # the first import of time is the device's first moment
 
 
-def _since_boot_us():
-    return _real.ticks_diff(_real.ticks_us(), _boot_us)
+def __getattr__(name):
+    return getattr(_real, name)
 
 
 def ticks_us():
-    return _since_boot_us() & _MASK
+    return _real.ticks_diff(_real.ticks_us(), _boot_us) & _MASK
 
 
 def ticks_ms():
-    return (_since_boot_us() // 1000) & _MASK
-
-
-def ticks_cpu():
-    return (_since_boot_us() * CPU_MHZ) & _MASK  # CCOUNT at the stock clock
+    return (_real.ticks_diff(_real.ticks_us(), _boot_us) // 1000) & _MASK
 
 
 def ticks_diff(end, start):
@@ -65,13 +61,13 @@ def time():
     return int(_real.time())
 
 
-def tick_wait_ms(timeout_ms):
+def tick_wait_ms(timeout_ms, now_ms=None):
     """How long a poll with this timeout really waits on the chip: it returns at the first
     FreeRTOS tick at or after its deadline (extmod/modselect.c poll_set_poll_until_ready_or_timeout
     waits with MICROPY_EVENT_POLL_HOOK, ports/esp32/mpconfigport.h: ulTaskNotifyTake(pdFALSE, 1)).
-    Ticks fall every TICK_MS from boot."""
+    Ticks fall every TICK_MS from boot; ``now_ms`` (ms since boot) is for tests."""
     if timeout_ms <= 0:
         return timeout_ms
-    now = _since_boot_us() // 1000
-    deadline = now + timeout_ms
-    return -(-deadline // TICK_MS) * TICK_MS - now
+    if now_ms is None:
+        now_ms = _real.ticks_diff(_real.ticks_us(), _boot_us) // 1000
+    return -(-(now_ms + timeout_ms) // TICK_MS) * TICK_MS - now_ms
