@@ -51,13 +51,13 @@ def test_power_cut_during_provision_complete_is_reported_at_once(make_sim, guard
     pw = guard.secret("power-cut-wifi-pw")
     sim = make_sim(aps=[(SSID, pw)])
     env = {"SAFESIGNAL_WIFI_PASS": pw}
-    r = run_cli(guard, *prov(sim.port, "dev-0", "r0", "--yes"), env=env)
+    r = run_cli(guard, *prov(sim.port, "dev-0", "r0"), env=env)
     assert r.returncode == 0, r.stderr
     outcomes = set()
     for n in range(1, 15):
         held = status(guard, sim)
         sim.control.power_cut_after(n)
-        r = run_cli(guard, *prov(sim.port, f"dev-{n}", f"r{n}", "--yes", "--json"), env=env, timeout=40)
+        r = run_cli(guard, *prov(sim.port, f"dev-{n}", f"r{n}", "--json"), env=env, timeout=40)
         sim.control.power_cut_after(0)
         doc = json.loads(r.stdout)  # one document, success or not
         now = status(guard, sim)
