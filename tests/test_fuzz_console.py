@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from conftest import SecretGuard
 from support import fuzz_console as fc
+from support.guard import SecretGuard
 
 # The firmware modules and the fake NVS, as the rig imported them (it puts them on sys.path).
 FakeNVS = fc.FakeNVS

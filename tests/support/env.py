@@ -1,0 +1,28 @@
+"""Where things are, and what a test does when something it needs is missing."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FIRMWARE = REPO / "firmware" / "esp32-button"
+SCRIPTS = FIRMWARE / "scripts"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(what: str, how: str) -> None:
+    """A missing resource fails in CI and skips (with the command that provides it) elsewhere."""
+    if IN_CI:
+        pytest.fail(f"{what} is missing in CI: {how}")
+    pytest.skip(f"{what} is missing: {how}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
