@@ -273,3 +273,63 @@ def test_getaddrinfo_answers_the_esp32_tuple_and_sockets_take_it(hw: Callable[[H
         "OSError -202",
         "b'PING'",
     ]
+
+
+# --- WiFi: the station keeps its last disconnect reason until the next event ----------------
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _station(monkeypatch: pytest.MonkeyPatch, reconnects: int | None = 0) -> tuple[Any, _Clock, Any]:
+    from safesignal.sim import air as air_mod
+
+    clock = _Clock()
+    monkeypatch.setattr(air_mod.time, "monotonic", clock)
+    ap = air_mod.AccessPoint("Net", "right-password", connect_ms=300)
+    st = air_mod.Station(air_mod.Air(extra=[ap]))
+    if reconnects is not None:
+        st.set_config("reconnects", reconnects)  # what the firmware sets: it retries itself
+    return st, clock, ap
+
+
+def test_new_connect_answers_the_last_failure_until_its_own_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    st, clock, _ = _station(monkeypatch)
+    assert st.status() == 1000  # STAT_IDLE: nothing happened since power-up
+    st.connect("Net", "wrong-password")
+    assert st.status() == 1001  # STAT_CONNECTING: no reason stored yet
+    clock.t += 0.3
+    assert st.status() == 202
+    st.disconnect()  # not connected: no event, the reason stays
+    assert st.status() == 202
+    st.connect("Net", "right-password")
+    assert st.status() == 202  # the old reason, not CONNECTING: network_wlan_status reads it first
+    clock.t += 0.3
+    assert st.status() == 1010 and st.ifconfig()[0] == "192.168.1.50"
+    st.disconnect()  # a connection ends with ASSOC_LEAVE: IDLE
+    assert st.status() == 1000
+
+
+def test_link_loss_is_a_beacon_timeout_and_the_driver_retries_unless_told_not_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    st, clock, ap = _station(monkeypatch, reconnects=0)
+    st.connect("Net", "right-password")
+    clock.t += 0.3
+    assert st.status() == 1010
+    ap.fail = "down"
+    assert st.status() == 200  # WIFI_REASON_BEACON_TIMEOUT, passed through: no retries allowed
+    st2, clock2, ap2 = _station(monkeypatch, reconnects=None)  # default -1: retry forever
+    st2.connect("Net", "right-password")
+    clock2.t += 0.3
+    assert st2.status() == 1010
+    ap2.fail = "down"
+    assert st2.status() == 1001  # reconnecting by itself
+    ap2.fail = None
+    clock2.t += 1.6  # the retry that began at the drop found no AP (1.5 s); the next one joins
+    clock2.t += 0.3
+    assert st2.status() == 1010

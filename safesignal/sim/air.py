@@ -37,6 +37,13 @@ STAT_GOT_IP = 1010
 STAT_NO_AP_FOUND = 201
 STAT_WRONG_PASSWORD = 202
 STAT_HANDSHAKE_TIMEOUT = 204
+# ESP-IDF wifi_err_reason_t (esp_wifi_types.h), as network_wlan.c's status() treats them
+WIFI_REASON_ASSOC_LEAVE = 8
+WIFI_REASON_BEACON_TIMEOUT = 200
+WIFI_REASON_CONNECTION_FAIL = 205
+WIFI_REASON_NO_AP_FOUND_W_COMPATIBLE_SECURITY = 210
+WIFI_REASON_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD = 211
+WIFI_REASON_NO_AP_FOUND_IN_RSSI_THRESHOLD = 212
 
 # network.WLAN(STA_IF).config(name=value) parameters (ports/esp32/network_wlan.c) the virtual
 # station accepts and records; "reconnects" is -1 (retry forever) until the firmware sets it.
@@ -130,17 +137,34 @@ class Air:
 
 
 class Station:
-    """The device's station interface as the air sees it (one per device)."""
+    """The device's station interface as the air sees it (one per device).
+
+    ``status()`` follows ports/esp32/network_wlan.c: the driver's events set two variables,
+    ``wifi_sta_connected`` (GOT_IP sets it, a disconnect clears it) and
+    ``wifi_sta_disconn_reason`` (a disconnect event stores its reason, GOT_IP clears it to 0),
+    and network_wlan_status() derives the answer from them.  ``connect()`` changes neither, so
+    after a failed attempt a new one answers the old reason until its own event comes.
+    Events here: an attempt's outcome after its delay (a reason code, or GOT_IP), a beacon
+    timeout (reason 200) when a connected AP leaves the air or changes its passphrase, and
+    ASSOC_LEAVE (8, status IDLE) when ``disconnect()`` ends a connection or an attempt (a
+    station that is neither gets no event, and keeps its reason).  After a disconnect event the
+    driver retries by itself while ``reconnects`` allows (network_wlan_wifi_event_handler).
+    """
 
     def __init__(self, air: Air) -> None:
         self.air = air
         self.active = False
         self._ssid: str | None = None
         self._key = ""
-        self._started = 0.0
-        self._result: tuple[int, AccessPoint | None] = (STAT_IDLE, None)
-        self._pending: tuple[int, AccessPoint | None, int] = (STAT_IDLE, None, 0)
         self.config: dict[str, Any] = dict(WLAN_CONFIG_DEFAULTS)
+        self._power_on_state()
+
+    def _power_on_state(self) -> None:
+        self._connected: AccessPoint | None = None  # wifi_sta_connected (and to which AP)
+        self.reason = 0  # wifi_sta_disconn_reason
+        self._requested = False  # wifi_sta_connect_requested
+        self._retries = 0  # wifi_sta_reconnects
+        self._attempt: tuple[float, int, AccessPoint | None, int] | None = None  # start, outcome, ap, after ms
 
     @property
     def ssid(self) -> str | None:
@@ -149,9 +173,10 @@ class Station:
 
     def power_on(self) -> None:
         """A (re)boot: the radio is off, not associated, configuration back to defaults."""
-        self.disconnect()
+        self._ssid = None
         self.active = False
         self.config = dict(WLAN_CONFIG_DEFAULTS)
+        self._power_on_state()
 
     def set_config(self, name: str, value: Any) -> bool:
         """``WLAN.config(name=value)``; False for a parameter the station interface lacks."""
@@ -173,49 +198,98 @@ class Station:
         self.config["hostname" if name == "dhcp_hostname" else name] = value
         return True
 
+    def _conf_reconnects(self) -> int:
+        # network_wlan.c: config(reconnects=n) stores n + 1, and -1 (forever) as 0
+        n = int(self.config.get("reconnects", -1))
+        return 0 if n == -1 else n + 1
+
+    def _start_attempt(self, at: float) -> None:
+        ap = next((a for a in self.air.access_points() if a.ssid == self._ssid and a.fail != "down"), None)
+        if ap is None:
+            self._attempt = (at, STAT_NO_AP_FOUND, None, 1500)
+        elif (ap.passphrase == "") != (self._key == ""):
+            # auth mode mismatch: ESP-IDF's scan threshold filters the AP out
+            self._attempt = (at, STAT_NO_AP_FOUND, None, 1500)
+        elif not ap.accepts(self._key):
+            self._attempt = (at, ap.wrong_password_status, None, ap.connect_ms)
+        elif ap.fail == "dhcp_timeout":
+            self._attempt = (at, STAT_CONNECTING, ap, 0)  # associates; no event ever comes
+        else:
+            self._attempt = (at, STAT_GOT_IP, ap, ap.connect_ms)
+
+    def _disconnected(self, reason: int, at: float) -> None:
+        """A WIFI_EVENT_STA_DISCONNECTED with this reason; the driver may retry at once."""
+        self.reason = reason
+        self._connected = None
+        self._attempt = None
+        if self._requested:
+            conf = self._conf_reconnects()
+            if conf:
+                self._retries += 1
+                if self._retries >= conf:
+                    return
+            self._start_attempt(at)
+
     def connect(self, ssid: str, key: str) -> None:
         self.active = True
         self._ssid = ssid
         self._key = key
-        self._started = time.monotonic()
-        self._result = (STAT_CONNECTING, None)
-        ap = next((a for a in self.air.access_points() if a.ssid == ssid and a.fail != "down"), None)
-        if ap is None:
-            self._pending = (STAT_NO_AP_FOUND, None, 1500)
-        elif (ap.passphrase == "") != (key == ""):
-            # auth mode mismatch: ESP-IDF's scan threshold filters the AP out
-            self._pending = (STAT_NO_AP_FOUND, None, 1500)
-        elif not ap.accepts(key):
-            self._pending = (ap.wrong_password_status, None, ap.connect_ms)
-        elif ap.fail == "dhcp_timeout":
-            self._pending = (STAT_CONNECTING, None, 0)
-        else:
-            self._pending = (STAT_GOT_IP, ap, ap.connect_ms)
+        self._retries = 0
+        self._requested = True
+        self._connected = None
+        self._start_attempt(time.monotonic())  # reason untouched: the last one stays visible
 
     def disconnect(self) -> None:
+        self._requested = False
+        if self._connected is not None or self._attempt is not None:
+            self._disconnected(WIFI_REASON_ASSOC_LEAVE, time.monotonic())
         self._ssid = None
-        self._result = (STAT_IDLE, None)
-        self._pending = (STAT_IDLE, None, 0)
+
+    def _advance(self) -> None:
+        """Deliver the events that are due by now."""
+        now = time.monotonic()
+        for _ in range(1000):  # bounded: each loop delivers one event in the past
+            if self._attempt is not None:
+                start, outcome, ap, after_ms = self._attempt
+                at = start + after_ms / 1000
+                if outcome == STAT_CONNECTING or at > now:
+                    return
+                if outcome == STAT_GOT_IP:
+                    self._attempt = None
+                    self._connected = ap
+                    self.reason = 0
+                    return
+                self._disconnected(outcome, at)
+                continue
+            ap = self._connected
+            if ap is not None:
+                # Still on the air with the same passphrase?  Otherwise the link drops.
+                cur = next((a for a in self.air.access_points() if a.ssid == ap.ssid), None)
+                if cur is None or cur.fail == "down" or not cur.accepts(self._key):
+                    self._disconnected(WIFI_REASON_BEACON_TIMEOUT, now)
+                    continue
+            return
 
     def status(self) -> int:
-        if self._ssid is None:
+        self._advance()
+        if self._connected is not None:
+            return STAT_GOT_IP
+        r = self.reason
+        if r in (STAT_NO_AP_FOUND, WIFI_REASON_NO_AP_FOUND_IN_RSSI_THRESHOLD,
+                 WIFI_REASON_NO_AP_FOUND_IN_AUTHMODE_THRESHOLD, WIFI_REASON_NO_AP_FOUND_W_COMPATIBLE_SECURITY):
+            return r
+        if r in (STAT_WRONG_PASSWORD, WIFI_REASON_CONNECTION_FAIL):
+            return STAT_WRONG_PASSWORD
+        if r == WIFI_REASON_ASSOC_LEAVE:
             return STAT_IDLE
-        code, ap, after_ms = self._pending
-        if code != STAT_CONNECTING and (time.monotonic() - self._started) * 1000 >= after_ms:
-            self._result = (code, ap)
-        code, ap = self._result
-        if code == STAT_GOT_IP and ap is not None:
-            # Still on the air with the same passphrase?  Otherwise the link drops.
-            now = next((a for a in self.air.access_points() if a.ssid == ap.ssid), None)
-            if now is None or now.fail == "down" or not now.accepts(self._key):
-                self._result = (STAT_IDLE, None)
-                self._pending = (STAT_IDLE, None, 0)
-                self._ssid = None
-                return STAT_IDLE
-        return code
+        conf = self._conf_reconnects()
+        if self._requested and (conf == 0 or self._retries < conf):
+            return STAT_CONNECTING
+        return STAT_IDLE if r == 0 else r
 
     def ifconfig(self) -> list[str]:
-        code, ap = self._result
-        if code == STAT_GOT_IP and ap is not None:
+        self._advance()
+        ap = self._connected
+        if ap is not None:
             return [ap.ip, "255.255.255.0", ap.gateway, ap.gateway]
         return ["0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0"]

@@ -66,6 +66,14 @@ class Wifi:
         w = self._wlan
         print("[WIFI] Connecting to '%s'..." % self._ssid)
         self.state = "connecting"
+        # The port keeps the last disconnect reason and answers it from status() after a new
+        # connect() until the next WiFi event (ports/esp32/network_wlan.c: wifi_sta_disconn_reason
+        # changes only in the event handlers), so a failure code seen now may be the last
+        # attempt's: only a different code, or an IP address, is news before the timeout.
+        try:
+            stale = w.status()
+        except OSError:
+            stale = STAT_IDLE
         try:
             w.connect(self._ssid, self._password)
         except OSError as e:  # e.g. "Wifi Internal Error": retry like any other failure
@@ -88,13 +96,19 @@ class Wifi:
                 print("[WIFI] Connected to AP")
                 print("[WIFI] Got IP address: %s" % self.ip)
                 return True
-            if status != STAT_CONNECTING and status != STAT_IDLE:
+            if status != STAT_CONNECTING and status != STAT_IDLE and status != stale:
                 break
             if waited % _PROGRESS_MS == 0:  # MicroPython reports joining and DHCP alike as CONNECTING
                 print("[WIFI] No IP address yet after %d s (joining the access point, then DHCP)..."
                       % (waited // 1000))
-        self.state, why = reason(status)
-        print("[WIFI] Connection failed: %s (status %d)" % (why, status))
+        if status == stale and status != STAT_CONNECTING and status != STAT_IDLE:
+            # No news in the whole attempt: the code is the previous attempt's
+            self.state = "timeout"
+            print("[WIFI] Connection failed: %s (status %d is from the previous attempt)"
+                  % (reason_text("timeout"), status))
+        else:
+            self.state, why = reason(status)
+            print("[WIFI] Connection failed: %s (status %d)" % (why, status))
         try:
             w.disconnect()
         except OSError:
