@@ -289,7 +289,7 @@ def _station(monkeypatch: pytest.MonkeyPatch, reconnects: int | None = 0) -> tup
     from safesignal.sim import air as air_mod
 
     clock = _Clock()
-    monkeypatch.setattr(air_mod.time, "monotonic", clock)
+    monkeypatch.setattr("safesignal.sim.air.time.monotonic", clock)
     ap = air_mod.AccessPoint("Net", "right-password", connect_ms=300)
     st = air_mod.Station(air_mod.Air(extra=[ap]))
     if reconnects is not None:
