@@ -5,7 +5,7 @@ import binascii
 
 import _hw
 
-_IRQ_POLL_MS = 5  # how often the interrupt watcher asks the supervisor for new edges
+_IRQ_POLL_MS = 10  # how often the interrupt watcher asks the supervisor for new edges
 _FREQS_MHZ = (20, 40, 80, 160, 240)  # ESP32-S3: modmachine.c mp_machine_set_freq
 _freq = [160000000]  # stock ESP32_GENERIC_S3: CONFIG_ESP_DEFAULT_CPU_FREQ_MHZ=160 (ESP-IDF default)
 
@@ -86,8 +86,8 @@ class Pin:
 def _watch_edges(pin, sock):
     """The interrupt watcher (its own thread and hw connection): one scheduled handler call per
     falling edge, until the handler is removed.  A full scheduler queue drops the call, as
-    mp_sched_schedule does on the chip."""
-    import json
+    mp_sched_schedule does on the chip.  It allocates little per poll (the reply line, no JSON
+    objects), so it does not churn the firmware's heap."""
     import time
 
     import micropython
@@ -95,14 +95,16 @@ def _watch_edges(pin, sock):
     req = ('{"op": "pin_read", "pin": %d}\n' % pin._id).encode()
     while pin._irq is not None:
         sock.write(req)
-        line = sock.readline()
+        line = sock.readline()  # {"result": [LEVEL, EDGES]}
         if not line:
             return  # the supervisor is gone or resetting us
-        edges = json.loads(line).get("result", (1, 0))[1]
+        edges = 0
+        for c in line[line.rfind(b",") + 1:]:
+            if 48 <= c <= 57:
+                edges = edges * 10 + c - 48
         handler = pin._irq
-        for _ in range(edges):
-            if handler is None:
-                break
+        while edges and handler is not None:
+            edges -= 1
             try:
                 micropython.schedule(handler, pin)
             except RuntimeError:  # "schedule queue full"

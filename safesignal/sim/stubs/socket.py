@@ -79,6 +79,7 @@ class _Socket(_io.IOBase):
     # everything else is the real socket's.
     def __init__(self, s):
         self._s = s
+        self._p = None
 
     def __getattr__(self, name):
         return getattr(self._s, name)
@@ -92,6 +93,16 @@ class _Socket(_io.IOBase):
     def ioctl(self, req, arg):
         if req == 10:  # MP_STREAM_GET_FILENO (py/stream.h)
             return self._s.fileno()
+        if req == 3:  # MP_STREAM_POLL (tls asks this way): the asked events that are ready now
+            if self._p is None:
+                import select
+
+                self._p = select.poll()
+                self._p.register(self._s, arg)
+            else:
+                self._p.modify(self._s, arg)
+            r = self._p.poll(0)
+            return r[0][1] if r else 0
         if req == 4:  # MP_STREAM_CLOSE
             self._s.close()
         return 0
