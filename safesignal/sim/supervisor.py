@@ -76,7 +76,7 @@ from ..tools import find_tool
 from . import efuse
 from .air import STAT_GOT_IP, WLAN_CONFIG_SETTABLE, Air, Station
 from .efuse import Efuse
-from .flash import NVS_OFFSET, NVS_SIZE, FlashNvs, NvsOpError, PowerCut, check_flash_path
+from .flash import FlashNvs, NvsOpError, PowerCut, check_flash_path
 from .gpio import Button
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class SimConfig:
     mac: bytes
     control: Path | None = None
     firmware: Path = DEFAULT_FIRMWARE
-    heap: str = "256k"
+    heap: str = "1920k"  # the module's Python heap: safesignal/sim/module.py PYTHON_HEAP
     micropython: str = field(default_factory=find_micropython)
     reset_delay: float = 0.05
     crash_delay: float = 1.0
@@ -755,8 +755,10 @@ class Supervisor:
             return None
         if op == "part_read":  # esp32.Partition("nvs").readblocks: raw bytes, ciphertext if encrypted
             return f.read_raw(int(req["offset"]), int(req["length"])).hex()
-        if op == "part_info":
-            return {"nvs": [NVS_OFFSET, NVS_SIZE, f.keys is not None]}
+        if op == "part_info":  # the board's partition table (partitions.py; flash encryption = hardened board)
+            from .partitions import part_info
+
+            return part_info(flash_encryption=f.keys is not None)
         if op == "unique_id":
             return self.cfg.mac.hex()
         if op == "pin_init":
