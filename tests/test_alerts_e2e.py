@@ -454,3 +454,40 @@ def test_alert_after_a_reset_carries_the_uptime_since_that_reset(
         since_reset_ms = (time.monotonic() - reset_at) * 1000
         panic = next(a for a in rx.unique_alerts() if a.device == IDENT[0] and a.type == "panic")
         assert panic.uptime_ms is not None and 0 < panic.uptime_ms <= since_reset_ms, (panic.uptime_ms, since_reset_ms)
+
+
+def test_broker_address_is_kept_across_reconnects_and_looked_up_again_after_a_failure(
+    make_sim, guard: SecretGuard, tmp_path: Path
+) -> None:
+    """Issue 9.3: getaddrinfo answers the ESP32 port's tuple, so ss_mqtt keeps the broker's
+    address (with the unix port's binary sockaddr it kept the name and looked it up at every
+    connect).  A dropped session reconnects to the kept address even while the name service is
+    gone; once connecting to it fails, the name is looked up again and followed to where it moved."""
+    pw = guard.secret("dns-cache-pass-1")
+    name = "edge-broker.local"
+    old = Mosquitto(tmp_path / "old")
+    new = Mosquitto(tmp_path / "new")
+    try:
+        air = tmp_path / "air.json"
+        ap = {"ssid": SSID, "passphrase": pw, "connect_ms": 50}
+        write_air(air, [ap], {name: old.host, **old.hosts})
+        sim: Sim = make_sim(air=air, hosts={})
+        # Persistent (clean session off): the broker keeps the alert across its own restart.
+        with AlertReceiver(old.uri, msg.subscription(IDENT[1]), client_id="backend-dns", persistent=True) as rx_old:
+            r = run_cli(guard, "provision", *ident_args(sim.port, "--wifi-pass", pw, "--mqtt-uri",
+                                                          f"mqtt://{name}:{old.port}"))
+            assert r.returncode == 0, r.stderr
+            assert rx_old.wait_alert(IDENT[0], type="test", timeout=20) is not None
+            write_air(air, [ap], {})  # the name service forgets the broker
+            old.restart(down_for=0.5)  # the session drops; the device reconnects to what it kept
+            press_batch(sim, 1)
+            assert rx_old.wait_for(lambda r: panic_seqs(r) == {1}, 30), panic_seqs(rx_old)
+        # The broker moves: the old address refuses, the name now points at the new one.
+        write_air(air, [ap], {name: new.host})
+        with AlertReceiver(new.uri, msg.subscription(IDENT[1])) as rx_new:
+            old.stop()
+            press_batch(sim, 1)
+            assert rx_new.wait_for(lambda r: panic_seqs(r) == {2}, 60), panic_seqs(rx_new)
+    finally:
+        old.stop()
+        new.stop()
