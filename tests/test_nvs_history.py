@@ -212,6 +212,7 @@ def test_cut_during_reclaim_is_finished_at_power_up(tmp_path: Path, cut: int) ->
     f.set("ns", "keep", "blob", b"K" * 300)
     i = 0
     while sum(f.sector_erases) == 0:  # run up to the first reclaim, remembering its start
+        assert i < 5000, "no page was ever reclaimed"
         snapshot = f.path.read_bytes()
         i += 1
         f.set("ns", "n", "i32", i)
@@ -236,6 +237,7 @@ def test_reader_understands_an_interrupted_reclaim(tmp_path: Path) -> None:
     f.set("ns", "keep", "blob", b"K" * 300)
     i = 0
     while sum(f.sector_erases) == 0:  # every page half live, half erased: the victim has items to copy
+        assert i < 5000, "no page was ever reclaimed"
         snapshot = f.path.read_bytes()
         i += 1
         f.set("ns", f"u{i}" if i % 2 else "n", "i32", i)
@@ -351,8 +353,11 @@ def test_power_cuts_at_random_flash_writes_always_boot_to_old_or_new(
     nowhere, no sequence number is handed out again, the epoch stays, the image is clean."""
     sc = Scenario(tmp_path / "nvs.bin", keys=keys, seed=seed)
     sc.run(300, save_every=40)  # some history first
-    while sc.total_cuts < cuts:
+    for _ in range(100):
+        if sc.total_cuts >= cuts:
+            break
         sc.run(50, cut_rate=0.5, save_every=6)
+    assert sc.total_cuts >= cuts
     print(sc.figures())
     assert sc.cuts["save"] >= cuts // 12 and sc.cuts["alert"] >= cuts // 5 and sc.cuts["ack"] >= cuts // 12
     # both outcomes really happened: the checks saw cuts before and after each commit point
