@@ -95,3 +95,46 @@ def test_power_cut_during_save_and_clear(make_sim, guard: SecretGuard) -> None:
     assert seen.get(("blank", "save", "blank"), 0) + seen.get(("old", "save", "old"), 0) > 0, seen
     assert seen.get(("blank", "save", "new"), 0) + seen.get(("old", "save", "new"), 0) > 0, seen
     assert sum(v for (st, a, _), v in seen.items() if a == "clear") > 0, seen
+
+
+FLASH_TRIALS = 16
+
+
+def test_power_cut_at_random_flash_writes_in_the_real_device(make_sim, guard: SecretGuard) -> None:
+    """End to end: the control op power_cut_after {"flash_writes": N} cuts the power at the N-th
+    physical flash write (an entry, a bitmap word, a page header/state word, a sector erase) while
+    the real firmware saves a configuration; the next boot (ESP-IDF's recovery, then the
+    firmware's) finds the old or the new configuration and the image is clean."""
+    guard.secret(OLD_PW)
+    guard.secret(NEW_PW)
+    sim: Sim = make_sim()
+    rng = random.Random(20260301)
+    seen: dict[str, int] = {}
+    with sim.session(timeout=15) as s:
+        s.sync()
+        stage(s, OLD, OLD_PW)
+        s.command(["provision_complete", "--offline"])
+        s.wait_reboot()
+        for trial in range(FLASH_TRIALS):
+            start = observed(s)
+            assert start in ("old", "new")
+            cfg, pw = (NEW, NEW_PW) if start == "old" else (OLD, OLD_PW)
+            other = "new" if start == "old" else "old"
+            sim.control.nvs_mode(rng.random() < 0.5)
+            stage(s, cfg, pw)
+            boots = sim.control.state()["boots"]
+            # a save writes ~20-60 flash words; some cuts land after it (then it completes)
+            sim.control.power_cut_after_flash_writes(rng.randint(1, 60), torn=trial % 2 == 1)
+            s.write_line("provision_complete --offline")
+            sim.wait_boot(boots)
+            s.sync(timeout=15)
+            sim.control.power_cut_after_flash_writes(0)
+            got = observed(s)
+            assert got in (start, other), f"trial {trial}: {start} -> {got}"
+            seen[got == other and "new" or "old"] = seen.get(got == other and "new" or "old", 0) + 1
+            part = sim.partition(strict=True)
+            assert not part.issues, part.issues
+            sim.control.nvs_mode(False)
+        guard.output("console", "\n".join(s.received))
+    print("flash-write power cuts:", seen)
+    assert seen.get("old", 0) > 0 and seen.get("new", 0) > 0, seen
