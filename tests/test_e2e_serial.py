@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -130,7 +131,10 @@ def test_status_json_fields(make_sim, guard: SecretGuard, mosquitto: Mosquitto) 
         SSID, *IDENT, mosquitto.uri)
     assert st["wifi_password"] == "set"
     r = run_cli(guard, "status", "--port", sim.port)
-    assert "Provisioned:    yes" in r.stdout and f"WiFi SSID:      {SSID}" in r.stdout
+    # one column for every label, the longest ("Certificate expires:") included (issue 10.12)
+    assert re.search(r"^Provisioned: +yes$", r.stdout, re.M) and re.search(rf"^WiFi SSID: +{SSID}$", r.stdout, re.M)
+    value_columns = {m.start(2) - m.start(0) for m in re.finditer(r"^([^:\n]+:) +(\S)", r.stdout, re.M)}
+    assert len(value_columns) == 1, r.stdout
 
 
 def test_unprovisioned_boot_log(make_sim, guard: SecretGuard) -> None:
@@ -173,8 +177,13 @@ def test_factory_reset_script_and_provision_clear(make_sim, guard: SecretGuard) 
     pw = guard.secret("reset-me-please")
     sim = make_sim(aps=[(SSID, pw)])
     assert run_script(guard, "scripts/provision_device.py", *seed_args(sim.port, pw)).returncode == 0
-    # Form 1: the script (provision_reset --confirm)
+    # Form 1: the script (provision_reset --confirm).  No broker here, so the test alert is still
+    # in the flash: without a terminal to ask, the script refuses to erase it (issue 10.9) ...
     p = run_script(guard, "scripts/factory_reset.py", "--port", sim.port)
+    assert p.returncode == 2 and "undelivered alert" in p.stderr and "--force" in p.stderr, p.stderr
+    assert json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)["provisioned"] is True
+    # ... and --force erases.
+    p = run_script(guard, "scripts/factory_reset.py", "--port", sim.port, "--force")
     assert p.returncode == 0, p.stderr
     assert "→ Sending: provision_reset --confirm" in p.stdout
     assert "✓ Factory reset complete" in p.stdout
