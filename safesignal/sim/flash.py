@@ -1078,7 +1078,7 @@ class FlashNvs:
         self.size = size
         self.write_through = write_through
         self.keys = keys
-        self.unreadable = 0  # entries found at power-up that this chip could not read (CRC fails)
+        self.unreadable = 0  # entries found at power-ups that this chip could not read (CRC fails)
         self.pending: dict[tuple[str, str], _Change | None] = {}
         self.chip = _Chip(path, size, keys)
         self.storage = _Storage(self.chip)
@@ -1103,10 +1103,11 @@ class FlashNvs:
             self.storage.init()
         except NvsOpError as err:
             raise UsageError(f"--flash {self.path}: nvs_flash_init fails ({err.code:#x})") from None
-        self.unreadable = sum(p.crc_erased for p in self.storage.pm.pages) if self.keys is not None else 0
-        if self.unreadable:
+        unreadable = sum(p.crc_erased for p in self.storage.pm.pages) if self.keys is not None else 0
+        if unreadable:
+            self.unreadable += unreadable  # over all power-ups of this FlashNvs
             log.warning("flash %s: %d entries cannot be read with this chip's key: marked erased",
-                        self.path, self.unreadable)
+                        self.path, unreadable)
 
     def cut_after_flash_writes(self, n: int, *, torn: bool = False, seed: int = 0) -> None:
         """Arm a power cut: the ``n``-th physical flash operation from now (entry write, bitmap
