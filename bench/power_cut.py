@@ -289,7 +289,7 @@ class Scenario:
 
     def figures(self) -> dict[str, Any]:
         return {
-            "alerts_raised": self.alerts,
+            "alerts_raised": self.alerts,  # add() returned; alerts cut mid-add and stored count as delivered only
             "alerts_delivered": self.delivered,
             "saves": self.saves,
             "boots": self.boots,
@@ -314,11 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         sc = Scenario(Path(d) / "nvs.bin", keys=keys, seed=args.seed)
         while sc.total_cuts < args.cuts:
-            sc.run(200, cut_rate=0.3, save_every=25)
+            sc.run(200, cut_rate=0.4, save_every=6)
         result = sc.figures()
         result["sector_erases"] = sc.sector_erases
-    result.update({"encrypted": args.encrypted, "seed": args.seed, "violations": 0,
-                   "cpu_s": round(time.process_time() - t0, 1)})
+    # any violation stops the run with an AssertionError (exit status 1): a printed result is a clean run
+    result.update({"encrypted": args.encrypted, "seed": args.seed, "cpu_s": round(time.process_time() - t0, 1)})
     print(json.dumps(result, indent=2))
     return 0
 
