@@ -255,7 +255,13 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
                 ev.replied(session.mask(session.command(step.args).first))
             else:
                 complete_sent = True
-                reply = _complete(session, step.args, ev)
+                try:
+                    reply = _complete(session, step.args, ev)
+                except DeviceError:
+                    # It answered ERR (a failed connect test, say): nothing was saved.  Do not leave
+                    # the password staged in the device's RAM.
+                    _discard_quietly(session)
+                    raise
                 if reply is None:  # restarted before it answered: what does it hold now?
                     return _after_restart(session, req, ev, before, boot_timeout, cert_sha256)
                 committed = True

@@ -117,6 +117,8 @@ def test_connect_test_failure_exit_9(code: str) -> None:
     assert e.value.exit_code == 9 and code in str(e.value) and "Nothing was saved" in str(e.value)
     assert "[WIFI] Connecting to 'New-Net'..." in ev.device_lines  # shown while it happens
     assert dev.config is None
+    # nothing saved, and the password does not stay staged in the device's RAM
+    assert dev.commands()[-1] == "provision_discard" and dev.staged == {}
 
 
 def test_device_refuses_a_step_exit_5_and_discards() -> None:
