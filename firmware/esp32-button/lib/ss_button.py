@@ -1,22 +1,42 @@
-# The panic button: a push button from a GPIO to GND (internal pull-up, active low),
-# debounced by sampling.  A press counts once the pin has read "pressed" STABLE_SAMPLES
-# times in a row; the next press needs as many "released" samples first.  Contact bounce
-# (a few ms of chatter) therefore never makes two alerts, and a press as short as
-# POLL_MS * STABLE_SAMPLES (30 ms) is still seen.
+# The panic button: a push button from a GPIO to GND (internal pull-up, active low), sampled
+# from the asyncio loop with help from the falling-edge pin interrupt.
 #
-# Sampling runs in the asyncio loop, which a flash write or a blocking name lookup can hold up
-# for longer than a press lasts.  A falling-edge pin interrupt latches presses meanwhile: when
-# the loop comes back late (more than STALL_MS since the previous sample), finds the pin
-# released and the latch set, a press it could not sample happened, and it counts.  Limits:
-# the latch is one flag, so several presses inside one pause count once; and if a pause begins
-# within a few ms of a release, that release's contact bounce can count as a second press.
-# Both err towards sending the alert: a lost panic press is worse than a second alert.
+# Sampling is slow on a board: asyncio.sleep_ms(POLL_MS) ends on the 10 ms FreeRTOS tick, so it
+# lasts 10-20 ms, and the other tasks' Python runs in between (40-90x slower than on a PC).
+# Counting a press only after STABLE_SAMPLES equal samples therefore needed 20-40 ms of press
+# or more, and missed real 30 ms presses.  Instead, while the button is armed (released):
+#   - a sample that reads "pressed" counts at once if a falling edge was seen since the
+#     previous sample: the edge says the level changed, the sample says it is still low;
+#   - the interrupt handler runs soon after the edge, but on the virtual device (and whenever
+#     the VM is busy) it can come one sample late: an edge seen within CONFIRM_SAMPLES samples
+#     after a "pressed" sample confirms that sample's press too;
+#   - two "pressed" samples in a row count without any edge (no interrupt, or a lost one).
+# A press counts once; the next needs STABLE_SAMPLES "released" samples in a row first, so
+# contact bounce at the release never makes a second alert, and edges while pressed are
+# ignored.  Bounce at the press is inside the press: it is counted on whichever sample sees
+# a closure first.  An edge alone (a glitch too short to sample) counts nothing.
+#
+# Minimum press: the first sample after a press starts comes at most one sample interval
+# later; that is <= 20 ms while the loop keeps up (10 ms sleep + tick rounding), so a press of
+# 20 ms or more is sampled "pressed" and counts.  If a gap between samples is longer than
+# STALL_MS (30 ms; a flash write or a blocking name lookup holds the loop up), the latch
+# below counts a press that came and went inside it.  Together: every press of STALL_MS =
+# 30 ms or more counts, however late the loop is (a gap up to 30 ms contains no whole press
+# of 30 ms; a longer one is latched).  Without an interrupt: two samples, so 40 ms.
+#
+# The latch: when the loop comes back late (more than STALL_MS since the previous sample),
+# finds the pin released and an edge seen, a press it could not sample happened, and it
+# counts.  Limits: the edge is one flag, so several presses inside one pause count once; and
+# if a pause begins within a few ms of a release, that release's contact bounce can count as a
+# second press.  Both err towards sending the alert: a lost panic press is worse than a second
+# alert.
 
 from ss_compat import const, sleep_ms, ticks_diff, ticks_ms
 
 BUTTON_GPIO = const(4)  # board wiring: PROVISIONING.md "Hardware"
 POLL_MS = const(10)
-STABLE_SAMPLES = const(3)
+STABLE_SAMPLES = const(3)  # released samples in a row that re-arm the button after a press
+CONFIRM_SAMPLES = const(2)  # samples after a "pressed" one in which a late edge still counts it
 STALL_MS = const(30)  # a gap between samples longer than this may have hidden a press
 
 
@@ -24,9 +44,11 @@ class Button:
     def __init__(self, pin, on_press, irq_falling=None):
         self._pin = pin  # machine.Pin(BUTTON_GPIO, Pin.IN, Pin.PULL_UP), made by the composition root
         self._on_press = on_press
-        self.pressed = False
+        self.pressed = False  # a press was counted and the button is not re-armed yet
         self.presses = 0
         self.latched = 0  # presses counted from the interrupt latch alone
+        self._run = 0  # pressed: released samples in a row; armed: 1 if the last sample was low
+        self._low = 0  # armed: samples left in which an edge confirms the last "pressed" sample
         self._edge = False
         if irq_falling is not None:
             pin.irq(handler=self._irq, trigger=irq_falling)
@@ -34,43 +56,61 @@ class Button:
     def _irq(self, pin):
         self._edge = True  # interrupt context: no allocation, nothing else
 
-    def check_latch(self, level, late):
-        """After reading ``level``: count a press the sampling missed.  Returns True if counted."""
+    def _count(self):
+        self.pressed = True
+        self._run = 0
+        self._low = 0
+        self.presses += 1
+        self._on_press()
+
+    def sample(self, level, late=False):
+        """Feed one pin reading; ``late``: more than STALL_MS since the previous one.  Returns
+        True if it counted a press."""
         edge = self._edge
         self._edge = False
-        if edge and late and level != 0:
+        down = level == 0
+        if late and edge and not down:
             self.presses += 1
             self.latched += 1
+            self._low = 0
+            if not self.pressed:
+                self._run = 0
             print("[BUTTON] Press latched by the pin interrupt (sampling was held up)")
             self._on_press()
             return True
+        if self.pressed:  # wait for STABLE_SAMPLES released samples; edges are bounce
+            if down:
+                self._run = 0
+            else:
+                self._run += 1
+                if self._run >= STABLE_SAMPLES:
+                    self.pressed = False
+                    self._run = 0
+                    self._low = 0
+            return False
+        if down:
+            if edge or self._run:
+                self._count()
+                return True
+            self._run = 1
+            self._low = CONFIRM_SAMPLES
+            return False
+        self._run = 0
+        if self._low:
+            self._low -= 1
+            if edge:  # the interrupt of the press sampled before came late
+                self._count()
+                return True
         return False
 
-    def sample(self, level, run):
-        """Feed one pin reading; ``run`` counts equal readings so far.  Returns the new run."""
-        down = level == 0
-        if down == self.pressed:
-            return 0
-        run += 1
-        if run >= STABLE_SAMPLES:
-            self.pressed = down
-            if down:
-                self.presses += 1
-                self._on_press()
-            return 0
-        return run
-
     async def run(self):
-        run = 0
         last = ticks_ms()
         while True:
             now = ticks_ms()
             late = ticks_diff(now, last) > STALL_MS
             last = now
             try:
-                level = self._pin.value()
-                if not self.check_latch(level, late):
-                    run = self.sample(level, run)
+                self.sample(self._pin.value(), late)
             except Exception as e:  # never let one bad press stop the button
                 print("[BUTTON] Error: %s" % e)
             await sleep_ms(POLL_MS)
