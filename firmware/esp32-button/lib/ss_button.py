@@ -22,7 +22,9 @@
 # STALL_MS (30 ms; a flash write or a blocking name lookup holds the loop up), the latch
 # below counts a press that came and went inside it.  Together: every press of STALL_MS =
 # 30 ms or more counts, however late the loop is (a gap up to 30 ms contains no whole press
-# of 30 ms; a longer one is latched).  Without an interrupt: two samples, so 40 ms.
+# of 30 ms; a longer one is latched, or sampled if still held).  Without an interrupt: two
+# samples, so 40 ms.  A press that starts before the button re-armed (within STABLE_SAMPLES
+# samples, 30-60 ms, of the previous release) is taken as that press's bounce.
 #
 # The latch: when the loop comes back late (more than STALL_MS since the previous sample),
 # finds the pin released and an edge seen, a press it could not sample happened, and it
