@@ -3,7 +3,7 @@
 #
 # Sampling is slow on a board: asyncio.sleep_ms(POLL_MS) ends on the 10 ms FreeRTOS tick, so it
 # lasts 10-20 ms, and the other tasks' Python runs in between (40-90x slower than on a PC).
-# Counting a press only after STABLE_SAMPLES equal samples therefore needed 20-40 ms of press
+# Counting a press only after STABLE_SAMPLES equal samples therefore needed up to 60 ms of press
 # or more, and missed real 30 ms presses.  Instead, while the button is armed (released):
 #   - a sample that reads "pressed" counts at once if a falling edge was seen since the
 #     previous sample: the edge says the level changed, the sample says it is still low;
@@ -24,7 +24,7 @@
 # 30 ms or more counts, however late the loop is (a gap up to 30 ms contains no whole press
 # of 30 ms; a longer one is latched, or sampled if still held).  Without an interrupt: two
 # samples, so 40 ms.  A press that starts before the button re-armed (within STABLE_SAMPLES
-# samples, 30-60 ms, of the previous release) is taken as that press's bounce.
+# samples, 20-60 ms, of the previous release) is taken as that press's bounce.
 #
 # The latch: when the loop comes back late (more than STALL_MS since the previous sample),
 # finds the pin released and an edge seen, a press it could not sample happened, and it
