@@ -24,11 +24,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from .parts import HwOp
 
 # network.WLAN status codes, MicroPython ports/esp32/network_wlan.c
 STAT_IDLE = 1000
@@ -151,8 +153,9 @@ class Station:
     driver retries by itself while ``reconnects`` allows (network_wlan_wifi_event_handler).
     """
 
-    def __init__(self, air: Air) -> None:
+    def __init__(self, air: Air, mac: bytes | None = None) -> None:
         self.air = air
+        self.mac = mac  # the chip's factory MAC: WLAN.config("mac") until the firmware sets one
         self.active = False
         self._ssid: str | None = None
         self._key = ""
@@ -293,3 +296,69 @@ class Station:
         if ap is not None:
             return [ap.ip, "255.255.255.0", ap.gateway, ap.gateway]
         return ["0.0.0.0", "0.0.0.0", "0.0.0.0", "0.0.0.0"]
+
+    # --- the hardware channel (parts.py): the network stub's WLAN, the socket stub's link ----
+    # The supervisor keeps dns_lookup's timing (--dns-delay blocks the interpreter, and console
+    # input during a lookup is counted there); this answers it.
+    def ops(self) -> Mapping[str, HwOp]:
+        return {
+            "wlan_active": self._hw_active,
+            "wlan_connect": self._hw_connect,
+            "wlan_disconnect": self._hw_disconnect,
+            "wlan_status": self._hw_status,
+            "wlan_status_param": self._hw_status_param,
+            "wlan_ifconfig": self._hw_ifconfig,
+            "wlan_config_set": self._hw_config_set,
+            "wlan_config_get": self._hw_config_get,
+            "net_up": self._hw_net_up,
+            "dns_lookup": self._hw_dns_lookup,
+        }
+
+    def _hw_active(self, req: dict[str, Any]) -> Any:
+        if req.get("value") is not None:
+            self.active = bool(req["value"])
+        return self.active
+
+    def _hw_connect(self, req: dict[str, Any]) -> Any:
+        self.connect(str(req["ssid"]), str(req["key"]))
+        return None
+
+    def _hw_disconnect(self, req: dict[str, Any]) -> Any:
+        self.disconnect()
+        return None
+
+    def _hw_status(self, req: dict[str, Any]) -> Any:
+        return self.status()
+
+    def _hw_status_param(self, req: dict[str, Any]) -> Any:
+        # WLAN.status("rssi") and the like are not modelled: the stub's OSError(EINVAL).
+        raise ValueError(f"wlan.status({req.get('param')!r}) is not modelled")
+
+    def _hw_ifconfig(self, req: dict[str, Any]) -> Any:
+        self.status()
+        return self.ifconfig()
+
+    def _hw_config_set(self, req: dict[str, Any]) -> Any:
+        return self.set_config(str(req["name"]), req.get("value"))
+
+    def _hw_config_get(self, req: dict[str, Any]) -> Any:
+        name = str(req["name"])
+        if name == "mac":
+            if "mac" in self.config:
+                return [True, {"hex": self.config["mac"]}]
+            if self.mac is None:
+                raise ValueError("this station was made without the chip's MAC")
+            return [True, {"hex": self.mac.hex()}]
+        if name in ("ssid", "essid"):
+            return [True, self.ssid or ""]
+        if name == "dhcp_hostname":
+            name = "hostname"
+        if name in self.config or name in WLAN_CONFIG_SETTABLE:
+            return [True, self.config.get(name)]
+        return [False, None]
+
+    def _hw_net_up(self, req: dict[str, Any]) -> Any:
+        return self.status() == STAT_GOT_IP
+
+    def _hw_dns_lookup(self, req: dict[str, Any]) -> Any:
+        return self.air.resolve(str(req["host"])) if self.status() == STAT_GOT_IP else None

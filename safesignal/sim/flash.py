@@ -42,13 +42,15 @@ Firmware that is correct under the commit model is correct under both.
 
 from __future__ import annotations
 
+import binascii
 import logging
 import os
 import random
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import UsageError
 from ..nvs import (
@@ -76,6 +78,7 @@ from ..nvs import (
     _crc32,
     _entry_crc,
 )
+from .parts import HwOp
 
 log = logging.getLogger(__name__)
 
@@ -1207,6 +1210,44 @@ class FlashNvs:
         if offset < 0 or length < 0 or offset + length > self.size:
             raise NvsOpError(0x102)  # ESP_ERR_INVALID_ARG (esp_err.h)
         return bytes(self.chip.data[offset : offset + length])
+
+    # --- the hardware channel (parts.py): the esp32 stub's NVS and Partition("nvs") -------
+    # The supervisor keeps what crosses parts: power_cut_after counts these ops' writes
+    # (supervisor._MUTATING) and nvs_latency delays their replies; a PowerCut raised here by
+    # cut_after_flash_writes is turned into a killed device there.
+    def ops(self) -> Mapping[str, HwOp]:
+        return {"nvs_open": self._hw_open, "nvs_get": self._hw_get, "nvs_set": self._hw_set,
+                "nvs_erase": self._hw_erase, "nvs_commit": self._hw_commit, "part_read": self._hw_part_read}
+
+    def _hw_open(self, req: dict[str, Any]) -> Any:
+        self.open(req["ns"])
+        return None
+
+    def _hw_get(self, req: dict[str, Any]) -> Any:
+        v = self.get(req["ns"], req["key"], req["type"])
+        if req["type"] == "blob":
+            assert isinstance(v, bytes)
+            if len(v) > int(req["size"]):
+                raise NvsOpError(0x110C)  # ESP_ERR_NVS_INVALID_LENGTH
+            return v.hex()
+        return v
+
+    def _hw_set(self, req: dict[str, Any]) -> Any:
+        value = binascii.unhexlify(req["value"]) if req["type"] == "blob" else int(req["value"])
+        self.set(req["ns"], req["key"], req["type"], value)
+        return None
+
+    def _hw_erase(self, req: dict[str, Any]) -> Any:
+        self.erase(req["ns"], req["key"])
+        return None
+
+    def _hw_commit(self, req: dict[str, Any]) -> Any:
+        self.commit()
+        return None
+
+    def _hw_part_read(self, req: dict[str, Any]) -> Any:
+        # esp32.Partition("nvs").readblocks: raw bytes, ciphertext if encrypted
+        return self.read_raw(int(req["offset"]), int(req["length"])).hex()
 
     # --- the write path -------------------------------------------------------------------
     def _change(self, ns: str, key: str, change: _Change | None) -> None:

@@ -9,7 +9,11 @@ process sees them at its own sampling rate, as a real pin would be sampled.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from .parts import HwOp
 
 BUTTON_GPIO = 4  # firmware/esp32-button/lib/ss_button.py BUTTON_GPIO
 PULL_UP = 2  # safesignal/sim/stubs/machine.py Pin.PULL_UP
@@ -75,3 +79,18 @@ class Button:
     def power_on(self) -> None:
         """A reset: the pin is an input without pull until the firmware configures it."""
         self.pull = -1
+
+    # --- the hardware channel (parts.py): the machine stub's Pin --------------------------
+    def ops(self) -> Mapping[str, HwOp]:
+        return {"pin_init": self._hw_pin_init, "pin_value": self._hw_pin_value, "pin_read": self._hw_pin_read}
+
+    def _hw_pin_init(self, req: dict[str, Any]) -> Any:
+        if int(req["pin"]) == self.gpio:
+            self.pull = int(req["pull"])
+        return None
+
+    def _hw_pin_value(self, req: dict[str, Any]) -> Any:
+        return self.level(int(req["pin"]))
+
+    def _hw_pin_read(self, req: dict[str, Any]) -> Any:
+        return list(self.read(int(req["pin"])))  # level, and falling edges since the last read (Pin.irq)

@@ -8,10 +8,13 @@ contents of the partitions other than NVS are not.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .flash import NVS_OFFSET, NVS_SIZE
+from .parts import HwOp
 
 BOARD_TABLE = Path(__file__).resolve().parents[2] / "firmware" / "boards" / "SAFESIGNAL_S3" / \
     "partitions-safesignal.csv"
@@ -90,3 +93,19 @@ def part_info(flash_encryption: bool, path: Path = BOARD_TABLE) -> dict[str, obj
         "parts": [[e.label, e.type, e.subtype, e.offset, e.size, e.encrypted(flash_encryption)] for e in table],
         "running": running_app(table).label,
     }
+
+
+class PartitionTable:
+    """The board's partition table as a part of the virtual board (parts.py): the esp32 stub's
+    ``Partition`` asks for it with ``part_info``.  The table file is read at each ask.  Flash
+    encryption is on on a hardened board (NVS encrypted with an eFuse HMAC key)."""
+
+    def __init__(self, flash_encryption: bool, path: Path = BOARD_TABLE) -> None:
+        self.flash_encryption = flash_encryption
+        self.path = path
+
+    def ops(self) -> Mapping[str, HwOp]:
+        return {"part_info": self._part_info}
+
+    def _part_info(self, req: dict[str, Any]) -> Any:
+        return part_info(flash_encryption=self.flash_encryption, path=self.path)

@@ -5,11 +5,16 @@
     host tool --pyserial--> PORT-LINK (pty, raw) <--> Supervisor <--pipes--> micropython main.py
                                                      |  FlashNvs (ESP-IDF NVS image file)
                                                      |  Station / Air (WiFi model)
+                                                     |  Button, PartitionTable, Chip
                                                      |  hw server (127.0.0.1, JSON lines, token) <-- stubs
                                                      |  control socket (0600: reset, power cut, state)
 
 The firmware files run unmodified; the stub modules in ``stubs/`` come first on MICROPYPATH
-and forward every hardware call here.  A reset restarts the process and keeps the flash; a
+and forward every hardware call here.  Each simulated part answers its own ops (``ops()``,
+see parts.py); the supervisor builds one dispatch table from the parts listed in
+``__init__`` and keeps only what crosses parts: the per-boot token, power_cut_after's count
+of NVS writes, the nvs_latency and --dns-delay replies that block the device, and the
+handling of a PowerCut.  A reset restarts the process and keeps the flash; a
 power cut is a SIGKILL at any moment.
 
 The hw channel is a loopback TCP port any local user could reach, so every boot gets a fresh
@@ -50,7 +55,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import binascii
 import ctypes
 import fcntl
 import json
@@ -74,10 +78,12 @@ from ..errors import UsageError
 from ..nvs import derive_hmac_keys
 from ..tools import find_tool
 from . import efuse
-from .air import STAT_GOT_IP, WLAN_CONFIG_SETTABLE, Air, Station
+from .air import Air, Station
 from .efuse import Efuse
 from .flash import FlashNvs, NvsOpError, PowerCut, check_flash_path
 from .gpio import Button
+from .partitions import PartitionTable
+from .parts import Chip, HwOp, HwPart, NoReply, dispatch_table
 
 log = logging.getLogger(__name__)
 
@@ -213,9 +219,18 @@ class Supervisor:
         check_paths(cfg)
         keys = derive_hmac_keys(cfg.hmac_key) if cfg.hmac_key is not None else None
         self.flash = FlashNvs(cfg.flash, write_through=cfg.nvs_write_through, keys=keys)  # creates no file
-        self.station = Station(cfg.air)
+        self.station = Station(cfg.air, cfg.mac)
         self.button = Button()
-        self.rtc_set: list[int] | None = None
+        self.chip = Chip(cfg.mac, self.reset)
+        # The board's parts: each answers its own hw ops.  A new part is one line here.
+        self.parts: tuple[HwPart, ...] = (
+            self.flash,
+            PartitionTable(flash_encryption=keys is not None),
+            self.station,
+            self.button,
+            self.chip,
+        )
+        self._ops: dict[str, HwOp] = dispatch_table(self.parts)
         self.nvs_latency = 0.0  # seconds each NVS write/erase/commit blocks the device
         self.boots = 0
         self.ports_opened = 0  # > boots' worth only with usb_cdc: a new port after each reset
@@ -607,7 +622,7 @@ class Supervisor:
             "interrupts": self.interrupts,
             "button_presses": self.button.presses,
             "button_pull": self.button.pull,
-            "rtc_set": self.rtc_set,
+            "rtc_set": self.chip.rtc_set,
         }
 
     @staticmethod
@@ -700,14 +715,13 @@ class Supervisor:
                     self._cut_after = None
                     self.power_cut()
                     return None
-            if op == "reset":
-                self.reset()  # no reply: the stub waits to be killed, like a chip in reset
-                return None
             if op == "dns_lookup":
                 self.dns_lookups += 1
                 self._lookup_until = time.monotonic() + self.cfg.dns_delay
             try:
                 return {"result": self._hw(op, req)}
+            except NoReply:
+                return None  # reset: the stub waits to be killed, like a chip in reset
             except NvsOpError as e:
                 return {"errno": -e.code}
             except PowerCut:
@@ -731,78 +745,8 @@ class Supervisor:
         await self._json_lines(reader, writer, handle, flash_time)
 
     def _hw(self, op: str, req: dict[str, Any]) -> Any:
-        f = self.flash
-        if op == "nvs_open":
-            f.open(req["ns"])
-            return None
-        if op == "nvs_get":
-            v = f.get(req["ns"], req["key"], req["type"])
-            if req["type"] == "blob":
-                assert isinstance(v, bytes)
-                if len(v) > int(req["size"]):
-                    raise NvsOpError(0x110C)  # ESP_ERR_NVS_INVALID_LENGTH
-                return v.hex()
-            return v
-        if op == "nvs_set":
-            value = binascii.unhexlify(req["value"]) if req["type"] == "blob" else int(req["value"])
-            f.set(req["ns"], req["key"], req["type"], value)
-            return None
-        if op == "nvs_erase":
-            f.erase(req["ns"], req["key"])
-            return None
-        if op == "nvs_commit":
-            f.commit()
-            return None
-        if op == "part_read":  # esp32.Partition("nvs").readblocks: raw bytes, ciphertext if encrypted
-            return f.read_raw(int(req["offset"]), int(req["length"])).hex()
-        if op == "part_info":  # the board's partition table (partitions.py; flash encryption = hardened board)
-            from .partitions import part_info
-
-            return part_info(flash_encryption=f.keys is not None)
-        if op == "unique_id":
-            return self.cfg.mac.hex()
-        if op == "pin_init":
-            if int(req["pin"]) == self.button.gpio:
-                self.button.pull = int(req["pull"])
-            return None
-        if op == "pin_value":
-            return self.button.level(int(req["pin"]))
-        if op == "pin_read":  # level, and falling edges since the last read (for Pin.irq)
-            return list(self.button.read(int(req["pin"])))
-        if op == "rtc_set":
-            self.rtc_set = [int(x) for x in req["datetime"]]
-            return None
-        st = self.station
-        if op == "wlan_active":
-            if req.get("value") is not None:
-                st.active = bool(req["value"])
-            return st.active
-        if op == "wlan_connect":
-            st.connect(str(req["ssid"]), str(req["key"]))
-            return None
-        if op == "wlan_disconnect":
-            st.disconnect()
-            return None
-        if op == "wlan_status":
-            return st.status()
-        if op == "net_up":
-            return st.status() == STAT_GOT_IP
-        if op == "dns_lookup":
-            return self.cfg.air.resolve(str(req["host"])) if st.status() == STAT_GOT_IP else None
-        if op == "wlan_ifconfig":
-            st.status()
-            return st.ifconfig()
-        if op == "wlan_config_set":
-            return st.set_config(str(req["name"]), req.get("value"))
-        if op == "wlan_config_get":
-            name = str(req["name"])
-            if name == "mac":
-                return [True, {"hex": st.config.get("mac", self.cfg.mac.hex())}]
-            if name in ("ssid", "essid"):
-                return [True, st.ssid or ""]
-            if name == "dhcp_hostname":
-                name = "hostname"
-            if name in st.config or name in WLAN_CONFIG_SETTABLE:
-                return [True, st.config.get(name)]
-            return [False, None]
-        raise ValueError(f"unknown hw op {op!r}")
+        """Answer one hw op with the part that owns it (``self.parts``)."""
+        handler = self._ops.get(op) if isinstance(op, str) else None
+        if handler is None:
+            raise ValueError(f"unknown hw op {op!r}")
+        return handler(req)
