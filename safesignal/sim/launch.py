@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -81,6 +83,78 @@ def parse_hosts(items: list[str]) -> dict[str, str]:
     return hosts
 
 
+# The modules the stubs stand in for.  On the chip they are C in flash: their code, tables and
+# names cost the Python heap nothing.  Under the virtual device they are Python modules in the
+# heap (about 21 kB and 150 interned names on the 64-bit unix port), so --heap alone would
+# leave the firmware less than the chip gives it.
+STUB_MODULES = ("asyncio", "time", "select", "socket", "_hw", "esp32", "machine", "network")
+_PROBE = """
+import gc, sys
+gc.collect()
+a = gc.mem_alloc()
+for n in sys.argv[1:]:
+    try:
+        __import__(n)
+    except ImportError:
+        if STUBS:
+            raise
+gc.collect()
+print(gc.mem_alloc() - a, gc.mem_free())
+"""
+
+
+def _probe(micropython: str, heap: str, stubs: bool) -> tuple[int, int]:
+    """(bytes the imports of STUB_MODULES took, bytes free after them) in a fresh interpreter
+    with ``-X heapsize=heap``: through the stubs, or as the unix port's own modules."""
+    from .supervisor import STUBS
+
+    env = dict(os.environ, MICROPYPATH=os.pathsep.join(([str(STUBS)] if stubs else []) + [".frozen"]))
+    env.pop("SAFESIGNAL_HW_PORT", None)  # importing the stubs needs no hardware channel
+    code = f"STUBS = {stubs}\n" + _PROBE
+    # cwd "/": with -c the interpreter also looks in the current directory
+    p = subprocess.run([micropython, "-X", f"heapsize={heap}", "-c", code, *STUB_MODULES], env=env,
+                       capture_output=True, text=True, timeout=30, cwd="/")
+    if p.returncode != 0:
+        raise UsageError(f"could not measure the stubs' heap: {(p.stdout + p.stderr).strip()[-400:]}")
+    used, free = (int(x) for x in p.stdout.split())
+    return used, free
+
+
+def stub_heap_bytes(micropython: str, heap: str) -> int:
+    """The heap the stubs take that the chip does not spend: importing the stubbed modules
+    through the stubs, less importing them as the unix port's built-ins (asyncio is frozen
+    bytecode in both; esp32, network, _hw have no built-in there and cost nothing).  Measured
+    in the interpreter that runs the device, at the device's heap size."""
+    return max(0, _probe(micropython, heap, True)[0] - _probe(micropython, heap, False)[0])
+
+
+def device_heap(micropython: str, heap: str) -> str:
+    """``-X heapsize`` for a device with ``heap`` (as --heap gives it): after the stubs are
+    imported the firmware finds at least as much heap free as it would with the modules built
+    in (the chip's case), and less than one 128-byte step of -X heapsize more.  The first
+    guess is ``heap`` plus :func:`stub_heap_bytes`; the collector's own tables (about 1 %)
+    are what the steps after it add."""
+    size = heap_bytes(heap)
+    target = _probe(micropython, heap, False)[1]
+    cand = size + stub_heap_bytes(micropython, heap)
+    for _ in range(8):
+        short = target - _probe(micropython, str(cand), True)[1]
+        if short <= 0:
+            return str(cand)
+        cand += max(128, -(-short * size // target) // 128 * 128)
+    raise UsageError(f"could not size the heap for --heap {heap}: the stubs' measurements disagree")
+
+
+def heap_bytes(heap: str) -> int:
+    """``--heap``'s value in bytes: a number with an optional k or m suffix (as ``-X heapsize``)."""
+    t = heap.strip().lower()
+    mult = {"k": 1024, "m": 1024 * 1024}.get(t[-1:], 1)
+    digits = t[:-1] if mult != 1 else t
+    if not digits.isdigit() or int(digits) == 0:
+        raise UsageError(f"--heap takes a size such as 128k or 2m, not {heap!r}")
+    return int(digits) * mult
+
+
 def config(opts: SimOptions) -> SimConfig:
     """The supervisor's configuration for ``opts`` (nothing is created yet).
 
@@ -101,7 +175,8 @@ def config(opts: SimOptions) -> SimConfig:
     fuse, new_chip = efuse_mod.plan(efuse_path, parse_mac(opts.mac) if opts.mac else None, default_mac(flash))
     air = Air(Path(opts.air) if opts.air else None, [AccessPoint(s, p) for s, p in opts.ap], parse_hosts(opts.host))
     cfg = SimConfig(port_link=port_link, flash=flash, air=air, mac=fuse.mac,
-                    control=control_path(opts.control, opts.port_link), heap=opts.heap, usb_cdc=opts.usb_cdc,
+                    control=control_path(opts.control, opts.port_link),
+                    heap=device_heap(micropython, opts.heap), usb_cdc=opts.usb_cdc,
                     hmac_key=fuse.hmac_key if opts.nvs_encryption == "hmac" else None,
                     efuse=(efuse_path, fuse) if new_chip else None, micropython=micropython,
                     dns_delay=opts.dns_delay)

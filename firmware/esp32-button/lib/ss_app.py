@@ -232,6 +232,8 @@ async def _main():
             import ss_diag  # only on a device that is not provisioned
 
             ss_diag.explain_unreadable(esp32, outbox_nvs)
+            del ss_diag  # used once: give its heap back (the provisioning ahead needs it)
+            sys.modules.pop("ss_diag", None)
         print("[WIFI] Failed to load SSID from NVS: ESP_ERR_NVS_NOT_FOUND")
         print("[WIFI] Device not provisioned! Cannot connect to WiFi.")
         print("[WIFI] Please provision device with credentials.")
