@@ -127,7 +127,7 @@ def wait_batch(rx: AlertReceiver, base: int, n: int, last_start: float, timeout:
     """Wait until ``n`` alerts above ``base`` arrived, or (after a missed press, which shifts the
     count for good) the alert the device stamped at or after ``last_start``: the batch is over."""
     return rx.wait_for(lambda r: sum(1 for s in panic_seqs(r) if s > base) >= n or any(
-        a.ts is not None and a.ts >= last_start for a in r.alerts if a.device == DEVICE), timeout)
+        a.ts is not None and a.ts > last_start for a in r.alerts if a.device == DEVICE), timeout)  # ts: whole s
 
 
 def wait_reconnect(rx: AlertReceiver, connects: int, timeout: float) -> bool:
@@ -220,12 +220,15 @@ def latency(dev: VirtualDevice, rx: AlertReceiver, con: Console, presses: int, h
     alerts = sorted((a for a in rx.unique_alerts() if a.device == DEVICE and a.type == "panic" and a.seq > base),
                     key=lambda a: a.seq)
     # Press i should be seq base + 1 + i; a press the device did not register would shift every later
-    # seq by one, so each alert is also placed by the device's clock at registration (ts; the virtual
-    # device runs on this machine's clock): press i is the one with starts[i] <= ts < starts[i + 1].
-    by_ts = all(a.ts is not None for a in alerts)
+    # seq by one, so each alert is also placed by when the device registered it: the console line
+    # "[ALERT] Panic alert N stored", timed on this machine (press i is the one with
+    # starts[i] <= stored < starts[i + 1]).  The alert's own ts cannot do this: it is whole seconds,
+    # as time.time() is on the ESP32 port.
+    stored = con.wait_times(r"\[ALERT\] Panic alert (\d+) stored", t_start, {str(a.seq) for a in alerts}, 5)
+    by_log = all(str(a.seq) in stored for a in alerts)
     press_of: dict[int, int] = {}  # seq -> press index
     for a in alerts:
-        i = bisect.bisect_right(starts, a.ts) - 1 if a.ts is not None and by_ts else a.seq - base - 1
+        i = bisect.bisect_right(starts, stored[str(a.seq)]) - 1 if by_log else a.seq - base - 1
         if 0 <= i < presses:
             press_of[a.seq] = i
     per_press: dict[int, list[int]] = {}
@@ -234,7 +237,6 @@ def latency(dev: VirtualDevice, rx: AlertReceiver, con: Console, presses: int, h
     first = {i: min(seqs) for i, seqs in per_press.items()}  # seq of each press's (first) alert
     by_seq = {a.seq: a for a in alerts}
     lat = [by_seq[seq].received_at - starts[i] for i, seq in first.items()]
-    stored = con.wait_times(r"\[ALERT\] Panic alert (\d+) stored", t_start, {str(a.seq) for a in alerts}, 5)
     reg = [stored[str(seq)] - starts[i] for i, seq in first.items() if str(seq) in stored]
     ts_off: list[float] = []
     for i, seq in first.items():
@@ -250,7 +252,7 @@ def latency(dev: VirtualDevice, rx: AlertReceiver, con: Console, presses: int, h
         "button_presses_seen_by_sim": dev.control.state()["button_presses"],
         "alerts_received_unique": len(alerts),
         "duplicates": rx.duplicates - dups0,
-        "matching": "device ts, checked against seq" if by_ts else "seq (the device sent no ts)",
+        "matching": "console 'stored' time, checked against seq" if by_log else "seq (console lines missing)",
         "seq_in_press_order": all(seq == base + 1 + i for seq, i in press_of.items()),
         "presses_without_alert": len(missed),
         "presses_without_alert_at_s": [round(starts[i] - t_start, 2) for i in missed][:50],
