@@ -588,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NVS encryption as the hardened board has it (hmac, default) or none (stock MicroPython)")
     p.add_argument("--control", help="control socket path (default: PORT-LINK.ctl)")
     p.add_argument("--heap", default="1920k",
-                   help="MicroPython heap size (default 1920k: the N8R2 module's, safesignal/sim/module.py)")
+                   help="the firmware's MicroPython heap (default 1920k: the N8R2 module's, safesignal/sim/module.py); "
+                   "the stubs' own heap is measured and added on top")
     p.add_argument("--usb-cdc", action="store_true",
                    help="model a native-USB console: the port disappears at every reset and comes back as a new device")
     p.add_argument("--dns-delay", type=float, metavar="SECONDS",
