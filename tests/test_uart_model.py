@@ -193,6 +193,9 @@ def test_provision_with_ca_passes_on_the_uart_while_the_device_blocks_in_lookups
         assert "✓ Provisioning complete!" in p.stdout
         st = sim.state()
         assert st["dropped_input"] == 0 and st["input_during_lookup"] > 0, json.dumps(st)
-        assert st["dns_lookups"] >= 3
+        # the lookup the test started in, then at least the connect test's own (the old broker's
+        # retries no longer look its name up: getaddrinfo answers the port's tuple form, so the
+        # MQTT client keeps the address it resolved)
+        assert st["dns_lookups"] >= 2, json.dumps(st)
         status = json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)
         assert status["certificate"] == "CN=btn-1 issued by SafeSignal acme CA"
