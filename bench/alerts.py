@@ -44,12 +44,12 @@ from pathlib import Path
 import serial
 
 import ssproto.msg as msg
-from safesignal.alerts import AlertReceiver
+from safesignal.alerts.mosquitto import Mosquitto, find_mosquitto
+from safesignal.alerts.receiver import AlertReceiver
 from safesignal.errors import SafeSignalError
-from safesignal.link import open_port
-from safesignal.mosquitto import Mosquitto, find_mosquitto
-from safesignal.provision import ProvisionRequest, provision
-from safesignal.session import DeviceSession
+from safesignal.link.serial import open_port
+from safesignal.link.session import DeviceSession
+from safesignal.provisioning.flow import ProvisionRequest, provision
 from safesignal.sim.control import SimControl
 
 REPO = Path(__file__).resolve().parents[1]

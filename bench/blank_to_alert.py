@@ -26,11 +26,11 @@ from pathlib import Path
 from alerts import BenchError, VirtualDevice, mosquitto_exe  # bench/alerts.py
 
 import ssproto.msg as msg
-from safesignal.alerts import AlertReceiver
+from safesignal.alerts.mosquitto import Mosquitto
+from safesignal.alerts.receiver import AlertReceiver
 from safesignal.errors import SafeSignalError
-from safesignal.mosquitto import Mosquitto
-from safesignal.provision import ProvisionEvents, ProvisionRequest, provision
-from safesignal.session import DeviceSession
+from safesignal.link.session import DeviceSession
+from safesignal.provisioning.flow import ProvisionEvents, ProvisionRequest, provision
 
 SSID, WIFI_PASS = "Bench-Net", "bench-wifi-pass"
 TENANT, BUILDING = "bench-blank", "hq"

@@ -1,4 +1,4 @@
-"""Fuzz the NVS reader (safesignal.nvs) and ``safesignal nvs dump`` (safesignal.nvs_dump) with many
+"""Fuzz the NVS reader (safesignal.nvs.format) and ``safesignal nvs dump`` (safesignal.nvs.dump) with many
 more inputs than the test suite: the rig (inputs, properties; its docstring has the method) is
 tests/support/fuzz_nvs.py, which tests/test_fuzz_nvs.py drives with hypothesis.
 
@@ -22,7 +22,7 @@ from support.fuzz_nvs import run, summary  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="fuzz safesignal.nvs and safesignal nvs dump")
+    ap = argparse.ArgumentParser(description="fuzz safesignal.nvs.format and safesignal nvs dump")
     ap.add_argument("--examples", type=int, default=20000, help="inputs to try (0 = until --seconds)")
     ap.add_argument("--seconds", type=float, default=0.0, help="time budget (0 = until --examples)")
     ap.add_argument("--seed", type=int, default=1, help="first seed; input i uses seed + i")

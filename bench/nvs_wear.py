@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from power_cut import Scenario  # noqa: E402
 
-from safesignal.nvs import derive_hmac_keys  # noqa: E402
+from safesignal.nvs.format import derive_hmac_keys  # noqa: E402
 
 
 def measure(alerts: int, provisionings: int, encrypted: bool, seed: int = 7) -> dict[str, object]:

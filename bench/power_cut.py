@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "firmware" / "esp32-button" / "lib"))
 
 import ss_outbox  # noqa: E402
 import ss_store  # noqa: E402
-from safesignal.nvs import NvsKeys, parse_partition  # noqa: E402
+from safesignal.nvs.format import NvsKeys, parse_partition  # noqa: E402
 from safesignal.sim.flash import FlashNvs, NvsOpError, PowerCut  # noqa: E402
 
 
@@ -302,7 +302,7 @@ class Scenario:
 def main(argv: list[str] | None = None) -> int:
     import tempfile
 
-    from safesignal.nvs import derive_hmac_keys
+    from safesignal.nvs.format import derive_hmac_keys
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cuts", type=int, default=5000, help="power cuts to make (default 5000)")

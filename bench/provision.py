@@ -24,10 +24,10 @@ from typing import Any
 
 import serial
 
-from safesignal.broker import EmbeddedBroker
-from safesignal.link import open_port
-from safesignal.provision import ProvisionRequest, provision
-from safesignal.session import DeviceSession
+from safesignal.alerts.broker import EmbeddedBroker
+from safesignal.link.serial import open_port
+from safesignal.link.session import DeviceSession
+from safesignal.provisioning.flow import ProvisionRequest, provision
 
 
 class Counting:

@@ -1,3 +1,3 @@
-from .cli_base import entry
+from safesignal.cli.entry import entry
 
 entry()

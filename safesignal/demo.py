@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import extras
+from safesignal import extras
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware" / "esp32-button"  # the sim's DEFAULT_FIRMWARE
 
@@ -44,7 +44,7 @@ def shown(cmd: list[str]) -> str:
 
 
 def run(work: Path) -> int:
-    from .broker import EmbeddedBroker
+    from safesignal.alerts.broker import EmbeddedBroker
 
     py = sys.executable
     port = str(work / "ttySIM0")
@@ -142,8 +142,8 @@ def production(work: Path, port: str, flash: Path, air: Path) -> int:
     configuration, a key pair made on the device and a certificate for it; then the flash as a
     thief would read it.  Needs the mosquitto binary (not pip-installable): without it, returns
     :data:`SKIPPED`."""
-    from . import ca
-    from .mosquitto import Mosquitto, find_mosquitto
+    from safesignal.alerts.mosquitto import Mosquitto, find_mosquitto
+    from safesignal.pki import ca
 
     py = sys.executable
     if find_mosquitto() is None:

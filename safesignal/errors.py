@@ -55,7 +55,7 @@ class DeviceError(SafeSignalError):
         super().__init__(f"device refused{where}: {code} {message}")
 
 
-class VerifyError(SafeSignalError):
+class MismatchError(SafeSignalError):
     """What the device reports does not match what was written."""
 
     exit_code = 6

@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import SafeSignalError
+from safesignal.errors import SafeSignalError
 
 
 class MissingExtra(SafeSignalError):

@@ -12,8 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from .errors import SafeSignalError
-from .tools import find_tool
+from safesignal.errors import SafeSignalError
+from safesignal.tools import find_tool
 
 
 def compile_firmware(firmware: Path, out: Path, march: str | None = None) -> list[Path]:

@@ -6,7 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import SafeSignalError
+from safesignal.errors import SafeSignalError
 
 
 def find_tool(name: str, package: str) -> str:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 import ssproto
-from safesignal.session import BOOT_LINE
+from safesignal.link.session import BOOT_LINE
 
 _boot_ids = itertools.count(0x1000)
 

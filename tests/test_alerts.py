@@ -18,11 +18,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 import ssproto
 from conftest import Mosquitto, free_port, need
-from safesignal.alerts import Alert, AlertReceiver, BrokerError, Event, Status
+from safesignal.alerts.monitor import format_event, format_header, json_event, run_monitor, summary_lines
+from safesignal.alerts.mosquitto import Mosquitto as RealMosquitto
+from safesignal.alerts.mosquitto import find_mosquitto
+from safesignal.alerts.receiver import Alert, AlertReceiver, BrokerError, Event, Status
 from safesignal.errors import SafeSignalError, UsageError
-from safesignal.monitor import format_event, format_header, json_event, run_monitor, summary_lines
-from safesignal.mosquitto import Mosquitto as RealMosquitto
-from safesignal.mosquitto import find_mosquitto
 from ssproto import msg
 
 DEV1 = msg.prefix("acme", "hq", "r101", "btn-1")

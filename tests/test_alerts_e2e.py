@@ -17,9 +17,9 @@ from typing import Any
 
 import ssproto.msg as msg
 from conftest import Mosquitto, SecretGuard, Sim
-from safesignal.alerts import AlertReceiver
-from safesignal.provision import ProvisionRequest, provision
-from safesignal.verify import Identity, wait_test_alert
+from safesignal.alerts.receiver import AlertReceiver
+from safesignal.provisioning.flow import ProvisionRequest, provision
+from safesignal.provisioning.verify import TopicScope, wait_test_alert
 
 SSID = "School-Net"
 IDENT = ("btn-e2e-01", "acme", "hq", "r101")
@@ -349,7 +349,7 @@ def test_whole_flow_in_a_128k_heap(make_sim, guard: SecretGuard, mosquitto: Mosq
     firmware runs compiled by mpy-cross, as it is deployed (PROVISIONING.md)."""
     pw = guard.secret("small-heap-password")
     sim: Sim = make_sim(aps=[(SSID, pw)], hosts=mosquitto.hosts, heap="128k", mpy=True)
-    ident = Identity(*IDENT)
+    ident = TopicScope(*IDENT)
     with AlertReceiver(mosquitto.uri, msg.subscription(IDENT[1])) as rx, sim.session(timeout=15) as s:
         req = ProvisionRequest(SSID, pw, *IDENT)
         since = time.time()
@@ -377,7 +377,7 @@ def test_console_and_button_stay_live_while_the_broker_hangs(make_sim, guard: Se
     device itself still reports the MQTT connection as pending."""
     import socket
 
-    from safesignal.mosquitto import site_address
+    from safesignal.alerts.mosquitto import site_address
 
     pw = guard.secret("hanging-broker-pw")
     host = site_address()

@@ -1,4 +1,4 @@
-"""safesignal.ca (the tenant CA) and safesignal.ca_cli (``safesignal ca …``), without a broker.
+"""safesignal.pki.ca (the tenant CA) and safesignal.cli.ca (``safesignal ca …``), without a broker.
 
 The broker side (the rendered configuration in a running mosquitto) is tests/test_mtls_broker.py.
 """
@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import REPO, SecretGuard
-from safesignal import ca as tenant_ca
-from safesignal import ca_cli
-from safesignal.ca import CaError
+from safesignal.cli import ca as ca_cli
+from safesignal.pki import ca as tenant_ca
+from safesignal.pki.ca import CaError
 from tlsutil import make_csr
 
 PASS = "a long CA passphrase 7f3q"
@@ -509,7 +509,7 @@ def test_cli_errors(cli: Cli, ca_dir: Path, tmp_path: Path, monkeypatch: pytest.
 
 def test_module_entry_point(ca: tenant_ca.TenantCA, ca_dir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != ca_cli.PASS_ENV}
-    p = subprocess.run([sys.executable, "-m", "safesignal.ca_cli", "show", "--dir", str(ca_dir), "--json"],
+    p = subprocess.run([sys.executable, "-m", "safesignal.cli.ca", "show", "--dir", str(ca_dir), "--json"],
                        capture_output=True, text=True, env=env, cwd=REPO, timeout=30)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["sha256"] == ca.fingerprint
@@ -525,7 +525,7 @@ def test_cli_prompts_twice_at_init(cli: Cli, ca_dir: Path, monkeypatch: pytest.M
         prompts.append(prompt)
         return next(answers)
 
-    monkeypatch.setattr("safesignal.prompt.getpass.getpass", fake_getpass)
+    monkeypatch.setattr("safesignal.cli.prompt.getpass.getpass", fake_getpass)
     rc, _, e = cli("init", "--dir", str(ca_dir), "--tenant", "acme")
     assert rc == 2 and "the two passphrases differ" in e and not ca_dir.exists()
     assert prompts == ["CA passphrase (not shown): ", "Again, to confirm: "]
@@ -567,7 +567,7 @@ def test_broker_start_hint_works_as_printed(ca: tenant_ca.TenantCA, ca_dir: Path
     import time
 
     from conftest import IN_CI, free_port, need
-    from safesignal.mosquitto import find_mosquitto
+    from safesignal.alerts.mosquitto import find_mosquitto
 
     if find_mosquitto() is None:
         need("mosquitto", "apt-get install mosquitto")

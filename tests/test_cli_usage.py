@@ -16,7 +16,7 @@ import pytest
 
 import ssproto
 from conftest import REPO, SCRIPTS, SecretGuard, Sim
-from safesignal import ca
+from safesignal.pki import ca
 
 SAFESIGNAL = [sys.executable, "-m", "safesignal"]
 SECRET = "hunter2-hunter2"
@@ -89,7 +89,7 @@ sys.meta_path.insert(0, _InterruptOnImport())
 
 
 @pytest.mark.parametrize("how", ["script", "module"])
-@pytest.mark.parametrize("module", ["safesignal.session", "serial"])
+@pytest.mark.parametrize("module", ["safesignal.link.session", "serial"])
 def test_ctrl_c_during_startup(tmp_path: Path, how: str, module: str) -> None:
     (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "SAFESIGNAL_TEST_SIGINT_AT": module}

@@ -35,7 +35,8 @@ def test_demo_runs_end_to_end(guard: SecretGuard) -> None:
 def test_demo_without_mosquitto_says_the_tls_part_was_skipped(monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """Where mosquitto is missing the demo skips mutual TLS, and its closing lines say so."""
-    from safesignal import demo, mosquitto
+    from safesignal import demo
+    from safesignal.alerts import mosquitto
 
     monkeypatch.setattr(mosquitto, "find_mosquitto", lambda: None)
     assert demo.main([]) == 0

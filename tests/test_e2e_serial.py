@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIRMWARE, SEED_BOOT_LOG, Mosquitto, SecretGuard, Sim
-from safesignal.session import BOOT_LINE, DeviceSession
+from safesignal.link.session import BOOT_LINE, DeviceSession
 
 SSID = "SafeSignal-Edge"
 IDENT = ["esp32-prod-001", "tenant-a", "building-a", "room-1"]
@@ -344,7 +344,7 @@ def test_port_survives_close_and_reopen(make_sim, guard: SecretGuard) -> None:
             s.sync()
             assert s.status()["provisioned"] == "no"
     # Nothing in our stack resets the chip on open/close.  (A pty has no DTR/RTS lines: what
-    # they do to a real board is argued in safesignal/link.py, not proven here.)
+    # they do to a real board is argued in safesignal/link/serial.py, not proven here.)
     assert sim.control.state()["boots"] == boots
 
 
@@ -421,7 +421,7 @@ def test_reset_between_steps_commits_nothing(make_sim, guard: SecretGuard) -> No
     """A brownout between two provisioning steps loses the staged values: the tool must stop
     before provision_complete instead of committing a mix of old and new."""
     from safesignal.errors import SafeSignalError
-    from safesignal.provision import ProvisionEvents, ProvisionRequest, provision
+    from safesignal.provisioning.flow import ProvisionEvents, ProvisionRequest, provision
 
     old_pw, new_pw = guard.secret("old-network-pw"), guard.secret("new-network-pw")
     sim = make_sim(aps=[("Old", old_pw), ("New", new_pw)])

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SecretGuard, Sim
-from safesignal.session import DeviceSession
+from safesignal.link.session import DeviceSession
 
 
 def write_air(path: Path, aps: list[dict[str, object]]) -> None:

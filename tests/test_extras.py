@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,12 +19,18 @@ from conftest import REPO, need
 
 @pytest.fixture(scope="module")
 def base_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    venv = tmp_path_factory.mktemp("base-venv") / "venv"
+    top = tmp_path_factory.mktemp("base-venv")
+    venv = top / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     py = venv / "bin" / "python"
+    # The package as it is now, without the checkout's setuptools build/ directory (a stale copy
+    # there would be installed instead of the sources) or anything else left lying around.
+    src = top / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis", "tests", "bench"))
     # this environment's pip installs into the new one (no pip of its own needed); base only
     p = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--quiet",
-                        "--disable-pip-version-check", str(REPO)], capture_output=True, text=True, timeout=240)
+                        "--disable-pip-version-check", str(src)], capture_output=True, text=True, timeout=240)
     if p.returncode != 0:
         need("the package index (pip install of the base dependencies)", p.stderr[-2000:])
     yield venv

@@ -2,7 +2,7 @@
 CSR, and it talks mutual TLS to the shipped mosquitto configuration.
 
 Real parts throughout: the firmware under MicroPython (its own EC code, MicroPython's mbedTLS),
-the `safesignal` CLI over a pty, the tenant CA (`safesignal.ca`), mosquitto with
+the `safesignal` CLI over a pty, the tenant CA (`safesignal.pki.ca`), mosquitto with
 `require_certificate` and the per-device ACL.
 """
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from conftest import SecretGuard
-from safesignal.cli import build_parser
+from safesignal.cli.commands import build_parser
 from safesignal.sim import module
 from safesignal.sim.supervisor import SimConfig
 from test_board import flash_size, sdkconfig_defaults

@@ -1,4 +1,4 @@
-"""The shipped mutual-TLS mosquitto configuration (broker/mosquitto/, rendered by safesignal.ca)
+"""The shipped mutual-TLS mosquitto configuration (broker/mosquitto/, rendered by safesignal.pki.ca)
 against a real mosquitto: who may connect, and who may write and read which topics.
 
 A denied PUBLISH is dropped silently on MQTT 3.1.1 (mosquitto still sends PUBACK), so denials
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SecretGuard
-from safesignal import ca as tenant_ca
+from safesignal.pki import ca as tenant_ca
 from tlsutil import MtlsSite, TlsClient, plain_mqtt_connect, running_site
 
 WAIT = 5.0  # seconds for anything that must happen

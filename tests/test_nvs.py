@@ -1,4 +1,4 @@
-"""Tests for safesignal.nvs against Espressif's own NVS partition generator.
+"""Tests for safesignal.nvs.format against Espressif's own NVS partition generator.
 
 The reference images come from ``python -m esp_idf_nvs_partition_gen generate`` (package
 esp-idf-nvs-partition-gen 0.3.0), run as a subprocess with the test interpreter.
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from safesignal.errors import SafeSignalError
-from safesignal.nvs import (
+from safesignal.nvs.format import (
     PAGE_SIZE,
     NvsEntry,
     NvsFormatError,

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from conftest import SecretGuard, flash_partition
-from safesignal.nvs import derive_hmac_keys, parse_partition
+from safesignal.nvs.format import derive_hmac_keys, parse_partition
 from safesignal.sim import efuse
 from test_e2e_serial import IDENT, SSID, boot_log, run_cli, seed_args
 

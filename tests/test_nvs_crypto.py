@@ -1,8 +1,8 @@
-"""NVS encryption in safesignal.nvs against Espressif's own tool, both directions.
+"""NVS encryption in safesignal.nvs.format against Espressif's own tool, both directions.
 
 Espressif's ``esp-idf-nvs-partition-gen`` 0.3.0 runs through its real command line
 (``python -m esp_idf_nvs_partition_gen ...``) as a subprocess; its exit codes are unreliable, so
-every run is judged by the files it leaves.  Facts pinned here (see safesignal/nvs.py for the
+every run is judged by the files it leaves.  Facts pinned here (see safesignal/nvs/format.py for the
 upstream sources): XTS-AES-256 per written 32-byte entry, tweak = partition-relative address
 little-endian; the nvs_keys file layout; the HMAC scheme's seeds and byte order; what
 ``nvs_flash_init`` (Page::load) does with entries it cannot read.
@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from safesignal.nvs import (
+from safesignal.nvs.format import (
     KEYS_PARTITION_SIZE,
     PAGE_SIZE,
     NvsEntry,

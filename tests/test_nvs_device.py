@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from conftest import FIRMWARE, SecretGuard
-from safesignal.nvs import build_partition, derive_hmac_keys, keys_partition, parse_partition
+from safesignal.nvs.format import build_partition, derive_hmac_keys, keys_partition, parse_partition
 from safesignal.sim import efuse
 
 sys.path.insert(0, str(FIRMWARE / "lib"))

@@ -1,7 +1,7 @@
 """``safesignal nvs dump``: plain and encrypted images (ours and Espressif's tool's), whole-flash
 dumps with a partition table, masking, integrity findings and exit codes.
 
-Run through :func:`safesignal.nvs_cli.main` (the same argparse registration the CLI uses) and
+Run through :func:`safesignal.cli.nvs.main` (the same argparse registration the CLI uses) and
 through ``python -m safesignal nvs dump``.
 """
 
@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 
-from safesignal.nvs import (
+from safesignal.cli.nvs import main
+from safesignal.nvs.dump import MASK, classify
+from safesignal.nvs.format import (
     PAGE_SIZE,
     NvsEntry,
     NvsKeys,
@@ -29,8 +31,6 @@ from safesignal.nvs import (
     derive_hmac_keys,
     keys_partition,
 )
-from safesignal.nvs_cli import main
-from safesignal.nvs_dump import MASK, classify
 
 PASSWORD = "hunter2-Pa55-DUMPTEST"
 URI_PASSWORD = "mqtt-pw-DUMPTEST"

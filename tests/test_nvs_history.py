@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from safesignal.nvs import (
+from safesignal.nvs.format import (
     NvsKeys,
     derive_hmac_keys,
     keys_partition,

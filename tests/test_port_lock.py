@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO, SecretGuard
 from safesignal.errors import PortError
-from safesignal.link import open_port
+from safesignal.link.serial import open_port
 from test_e2e_serial import run_cli
 
 

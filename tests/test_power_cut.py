@@ -8,7 +8,7 @@ import threading
 import time
 
 from conftest import SecretGuard, Sim
-from safesignal.session import DeviceSession
+from safesignal.link.session import DeviceSession
 
 OLD = {"wifi_ssid": "Old-Net", "device_id": "dev-old", "tenant": "t-old", "building": "b-old", "room": "r-old"}
 NEW = {"wifi_ssid": "New Net", "device_id": "dev-new", "tenant": "t-new", "building": "b-new", "room": "r-new"}

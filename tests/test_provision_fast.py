@@ -10,11 +10,12 @@ import pytest
 
 import ssproto
 from fakedevice import FakeDevice, Script
-from safesignal import cli
-from safesignal import provision as prov
-from safesignal import session as session_mod
-from safesignal.errors import DeviceError, DeviceTimeout, PortError, SafeSignalError, UsageError, VerifyError
-from safesignal.provision import (
+from safesignal.cli import commands as cli
+from safesignal.errors import DeviceError, DeviceTimeout, MismatchError, PortError, SafeSignalError, UsageError
+from safesignal.link import session as session_mod
+from safesignal.link.session import DeviceSession
+from safesignal.provisioning import flow as prov
+from safesignal.provisioning.flow import (
     Cancelled,
     CommitLost,
     ConnectTestError,
@@ -23,7 +24,6 @@ from safesignal.provision import (
     ProvisionRequest,
     provision,
 )
-from safesignal.session import DeviceSession
 
 PW = "fast-test-password"
 OLD = {"wifi_ssid": "Old-Net", "wifi_pass": "old-password-1", "device_id": "old-dev", "tenant": "t",
@@ -170,26 +170,26 @@ def test_restart_after_save_is_verified_success() -> None:
 
 def test_restart_into_something_else_is_exit_6() -> None:
     dev = FakeDevice(Script(complete="restart_after_save", saved_differs={"room": "elsewhere"}), config=OLD)
-    with pytest.raises(VerifyError, match="neither"):
+    with pytest.raises(MismatchError, match="neither"):
         provision(sess(dev), ProvisionRequest("New-Net", PW, "old-dev", "t", "b", "r"))
 
 
 def test_read_back_differs_exit_6() -> None:
     dev = FakeDevice(Script(saved_differs={"room": "elsewhere"}))
-    with pytest.raises(VerifyError, match="room") as e:
+    with pytest.raises(MismatchError, match="room") as e:
         provision(sess(dev), REQ)
     assert e.value.exit_code == 6
 
 
 def test_stored_password_differs_exit_6() -> None:
     dev = FakeDevice(Script(saved_differs={"wifi_pass": "not-what-was-sent"}))
-    with pytest.raises(VerifyError, match="password"):
+    with pytest.raises(MismatchError, match="password"):
         provision(sess(dev), REQ)
 
 
 def test_other_chip_after_reboot_exit_6() -> None:
     dev = FakeDevice(Script(new_chip_after_reboot="aa:bb:cc:00:00:99"))
-    with pytest.raises(VerifyError, match="different device"):
+    with pytest.raises(MismatchError, match="different device"):
         provision(sess(dev), REQ)
 
 
@@ -388,7 +388,7 @@ def test_cli_status_json_numbers(port: dict[str, FakeDevice], capsys: pytest.Cap
 
 def test_cli_verify_refuses_a_disconnected_device(port: dict[str, FakeDevice], capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from safesignal import verify
+    from safesignal.provisioning import verify
 
     monkeypatch.setattr(verify, "CONNECT_WAIT", 0.6)
     port["fake:1"] = dev = FakeDevice(config=OLD, alerts_pending=5)
@@ -401,6 +401,6 @@ def test_cli_verify_refuses_a_disconnected_device(port: dict[str, FakeDevice], c
 
 
 def test_parse_seq() -> None:
-    from safesignal.verify import parse_seq
+    from safesignal.provisioning.verify import parse_seq
 
     assert (parse_seq("seq 17"), parse_seq("seq x"), parse_seq("")) == (17, None, None)

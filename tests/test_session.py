@@ -15,7 +15,7 @@ import pytest
 
 import ssproto
 from safesignal.errors import DeviceError, DeviceTimeout, PortError, SafeSignalError
-from safesignal.session import SEND_TRIES, DeviceSession
+from safesignal.link.session import SEND_TRIES, DeviceSession
 
 
 class FakeConsole:

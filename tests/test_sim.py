@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SecretGuard, Sim, flash_partition, terminate
-from safesignal.cli import main as cli_main
+from safesignal.cli.commands import main as cli_main
 from safesignal.errors import SafeSignalError, UsageError
-from safesignal.nvs import parse_partition
-from safesignal.session import DeviceSession
+from safesignal.link.session import DeviceSession
+from safesignal.nvs.format import parse_partition
 from safesignal.sim import supervisor as supervisor_mod
 from safesignal.sim.air import Air
 from safesignal.sim.control import SimControl

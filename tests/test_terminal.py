@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SecretGuard, Sim, need
-from safesignal.terminal import LineEditor, secrets_of, shown, token_spans
+from safesignal.link.terminal import LineEditor, secrets_of, shown, token_spans
 
 SSID = "Site Net"
 RIGHT = "right-password-1"

@@ -25,7 +25,7 @@ import pytest
 
 import ssproto
 from conftest import REPO, SecretGuard, terminate
-from safesignal.session import DeviceSession
+from safesignal.link.session import DeviceSession
 from safesignal.sim.control import SimControl
 from test_e2e_serial import SSID, run_cli
 from tlsutil import running_site

@@ -1,6 +1,6 @@
 """Helpers for tests against the tenant's mutual-TLS broker (reusable by device end-to-end tests).
 
-:class:`MtlsSite` makes a tenant CA (``safesignal.ca``), renders the shipped mosquitto
+:class:`MtlsSite` makes a tenant CA (``safesignal.pki.ca``), renders the shipped mosquitto
 configuration (broker/mosquitto/) into its own directory, starts mosquitto on a loopback
 address of its own (127.x.y.z) at port 8883, and hands out credentials:
 
@@ -42,8 +42,8 @@ from cryptography.x509.oid import NameOID
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from safesignal import ca as tenant_ca
-from safesignal.mosquitto import MTLS_PORT, Mosquitto, find_mosquitto
+from safesignal.alerts.mosquitto import MTLS_PORT, Mosquitto, find_mosquitto
+from safesignal.pki import ca as tenant_ca
 
 if TYPE_CHECKING:  # conftest may import this module (for the fixture): no import of it at load time
     from conftest import SecretGuard
@@ -54,7 +54,7 @@ ROOM = "room-1"
 
 
 @dataclass(frozen=True)
-class TlsIdentity:
+class TlsFiles:
     """The files a TLS client presents: ``tls_set(ca_certs=ca, certfile=cert, keyfile=key,
     keyfile_password=key_password)``.  ``cert``/``key`` None: no client certificate."""
 
@@ -77,7 +77,7 @@ def make_csr(device_id: str, key: ec.EllipticCurvePrivateKey | None = None, *,
 
 
 def _write_identity(directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert_der: bytes,
-                    ca: Path, username: str) -> TlsIdentity:
+                    ca: Path, username: str) -> TlsFiles:
     directory.mkdir(parents=True, exist_ok=True)
     cert = x509.load_der_x509_certificate(cert_der)
     cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
@@ -87,7 +87,7 @@ def _write_identity(directory: Path, name: str, key: ec.EllipticCurvePrivateKey,
     key_path.chmod(0o600)
     key_der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
-    return TlsIdentity(username, ca, cert_path, key_path, None, cert_der, key_der)
+    return TlsFiles(username, ca, cert_path, key_path, None, cert_der, key_der)
 
 
 class MtlsSite:
@@ -121,7 +121,7 @@ class MtlsSite:
             self.broker.start()
 
     # --- credentials ----------------------------------------------------------------------
-    def operator(self, name: str = "monitor", *, reload: bool = True) -> TlsIdentity:
+    def operator(self, name: str = "monitor", *, reload: bool = True) -> TlsFiles:
         """An operator's files; a new operator is issued, the ACL rendered again and (if the
         broker runs and ``reload``) mosquitto sent SIGHUP."""
         if name not in self.ca.operators():
@@ -130,37 +130,37 @@ class MtlsSite:
             if reload and self.broker.proc is not None:
                 self.broker.reload()
         op = self.ca.operator(name)
-        return TlsIdentity(op.username, op.ca, op.cert, op.key, self.passphrase,
+        return TlsFiles(op.username, op.ca, op.cert, op.key, self.passphrase,
                            x509.load_pem_x509_certificate(op.cert.read_bytes()).public_bytes(
                                serialization.Encoding.DER))
 
     def device(self, device_id: str, *, days: int = 30, not_before: dt.datetime | None = None,
-               not_after: dt.datetime | None = None) -> TlsIdentity:
+               not_after: dt.datetime | None = None) -> TlsFiles:
         """A device key made here, its CSR signed by the tenant CA (as provisioning does)."""
         key, csr = make_csr(device_id)
         cert_der = self.ca.sign_device_csr(csr, device_id, days, not_before=not_before, not_after=not_after)
         return _write_identity(self.dir / "devices", device_id, key, cert_der, self.ca_file, device_id)
 
-    def expired_device(self, device_id: str) -> TlsIdentity:
+    def expired_device(self, device_id: str) -> TlsFiles:
         now = dt.datetime.now(dt.UTC)
         return self.device(device_id, not_before=now - dt.timedelta(days=10), not_after=now - dt.timedelta(days=1))
 
-    def foreign_device(self, device_id: str) -> TlsIdentity:
+    def foreign_device(self, device_id: str) -> TlsFiles:
         """A certificate with the right CN from ANOTHER CA (same tenant name)."""
         other = tenant_ca.init(self.dir / f"other-ca-{secrets.token_hex(4)}", self.tenant, self.passphrase)
         key, csr = make_csr(device_id)
         cert_der = other.sign_device_csr(csr, device_id, 30)
         return _write_identity(self.dir / "foreign", device_id, key, cert_der, self.ca_file, device_id)
 
-    def anonymous(self) -> TlsIdentity:
+    def anonymous(self) -> TlsFiles:
         """Trusts the broker but presents no certificate."""
-        return TlsIdentity("", self.ca_file)
+        return TlsFiles("", self.ca_file)
 
     # --- topics and clients ----------------------------------------------------------------
     def topic(self, device: str, kind: str, building: str = BUILDING, room: str = ROOM) -> str:
         return f"safesignal/{self.tenant}/{building}/{room}/{device}/{kind}"
 
-    def client(self, ident: TlsIdentity, client_id: str = "", **kw: Any) -> TlsClient:
+    def client(self, ident: TlsFiles, client_id: str = "", **kw: Any) -> TlsClient:
         c = TlsClient(self.host, self.port, ident, client_id, **kw)
         self._clients.append(c)
         return c
@@ -182,7 +182,7 @@ class TlsClient:
     """A paho client (MQTT 3.1.1, background network thread) over TLS with ``ident``'s files;
     received messages queue up in order."""
 
-    def __init__(self, host: str, port: int, ident: TlsIdentity, client_id: str = "", *,
+    def __init__(self, host: str, port: int, ident: TlsFiles, client_id: str = "", *,
                  username: str | None = None) -> None:
         self.host, self.port, self.ident = host, port, ident
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from .parts import HwOp
+from safesignal.errors import UsageError
+from safesignal.sim.parts import HwOp
 
 # network.WLAN status codes, MicroPython ports/esp32/network_wlan.c
 STAT_IDLE = 1000

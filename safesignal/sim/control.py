@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from ..errors import SafeSignalError
+from safesignal.errors import SafeSignalError
 
 
 class SimControl:

@@ -21,7 +21,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import UsageError
+from safesignal.errors import UsageError
 
 VERSION = 1
 FILE_MODE = 0o600  # the HMAC key is the chip's secret

@@ -33,7 +33,7 @@ powers up (:meth:`FlashNvs.create`).
 
 With ``keys`` the partition is encrypted as ESP-IDF's NVS encryption does it (XTS-AES per
 entry, tweak = the entry's address, keys derived from the chip's eFuse HMAC key;
-safesignal/nvs.py); page headers and bitmaps are written raw.  At power-up, entries the chip
+safesignal/nvs/format.py); page headers and bitmaps are written raw.  At power-up, entries the chip
 cannot decrypt (an image written by another chip) fail their CRC and are marked erased, as
 ``nvs_flash_init`` does; their bytes stay in the flash.
 
@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..nvs import (
+from safesignal.errors import UsageError
+from safesignal.nvs.format import (
     _INT_TYPES,
     _T_BLOB,
     _T_BLOB_DATA,
@@ -78,7 +78,7 @@ from ..nvs import (
     _crc32,
     _entry_crc,
 )
-from .parts import HwOp
+from safesignal.sim.parts import HwOp
 
 log = logging.getLogger(__name__)
 

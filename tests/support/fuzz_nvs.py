@@ -1,4 +1,4 @@
-"""The fuzz rig for the NVS reader (safesignal.nvs) and ``safesignal nvs dump`` (safesignal.nvs_dump):
+"""The fuzz rig for the NVS reader (safesignal.nvs.format) and ``safesignal nvs dump`` (safesignal.nvs.dump):
 inputs, properties and the run loop.  tests/test_fuzz_nvs.py draws inputs with hypothesis;
 bench/fuzz_nvs.py runs many more and prints JSON.
 
@@ -23,7 +23,7 @@ keys, through strict parsing, ``erase_unreadable`` (no keys and right keys), ``b
 ``render_text`` + ``render_json`` (no keys, right keys, wrong keys), and, for structured inputs,
 ``parse_partition(encrypt_image(plain), keys)`` against ``parse_partition(plain)``.  Properties:
 
-1. only the documented errors: ``NvsFormatError`` from safesignal.nvs (and only for an image
+1. only the documented errors: ``NvsFormatError`` from safesignal.nvs.format (and only for an image
    that is not a whole number of 4096-byte pages), ``UsageError`` from build_report; the
    renderers never raise and the JSON parses;
 2. parse results are consistent: unique keys, value types match item types, finding kinds known,
@@ -54,7 +54,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safesignal.errors import UsageError
-from safesignal.nvs import (
+from safesignal.nvs.dump import MASK, build_report, classify, render_json, render_text
+from safesignal.nvs.format import (
     FINDING_KINDS,
     PAGE_SIZE,
     NvsEntry,
@@ -67,7 +68,6 @@ from safesignal.nvs import (
     erase_unreadable,
     parse_partition,
 )
-from safesignal.nvs_dump import MASK, build_report, classify, render_json, render_text
 from ssproto import records
 
 KEYS = derive_hmac_keys(b"fuzz-hmac-key-0123456789abcdef!!")

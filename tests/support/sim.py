@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from safesignal.nvs import NvsPartition, derive_hmac_keys, parse_partition
-from safesignal.session import DeviceSession
+from safesignal.link.session import DeviceSession
+from safesignal.nvs.format import NvsPartition, derive_hmac_keys, parse_partition
 from safesignal.sim import efuse as sim_efuse
 from safesignal.sim.control import SimControl
 

@@ -13,7 +13,7 @@ from _bootstrap import ensure_importable
 
 ensure_importable()
 
-from safesignal.cli import script_main  # noqa: E402
+from safesignal.cli.commands import script_main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(script_main("factory-reset", "factory_reset.py", sys.argv[1:]))

@@ -11,7 +11,7 @@ import getpass
 import os
 import sys
 
-from .errors import UsageError
+from safesignal.errors import UsageError
 
 
 def secret(env: str, what: str, *, confirm: bool = False, prompt: str = "", differ: str = "nothing was written",

@@ -28,9 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 import ssproto
+from safesignal.errors import SafeSignalError, UsageError
 from ssproto import msg
-
-from .errors import SafeSignalError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ class BrokerError(SafeSignalError, ConnectionError):
 
 
 @dataclass(frozen=True)
-class TlsIdentity:
+class TlsFiles:
     """What a host client needs for an mqtts:// broker: the tenant CA certificate (verifies the
     broker, host name included) and an operator certificate with its key (our identity; the
     key file is encrypted with ``key_password``)."""
@@ -156,7 +155,7 @@ class AlertReceiver:
     """
 
     def __init__(self, uri: str, topic_filter: str, *, client_id: str | None = None, persistent: bool = False,
-                 on_event: Callable[[Event], None] | None = None, tls: TlsIdentity | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, tls: TlsFiles | None = None) -> None:
         try:
             scheme, self.host, self.port = ssproto.parse_mqtt_uri(uri)
         except ssproto.ProtocolError as e:

@@ -5,16 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from safesignal.errors import UsageError
+from safesignal.nvs.dump.masking import MASK, classify, mask_json
+from safesignal.nvs.dump.partition_table import locate
+from safesignal.nvs.dump.records import CONFIG, OUTBOX, certificate_info, decode_record
+from safesignal.nvs.format import (
+    FINDING_KINDS,
+    PAGE_SIZE,
+    NvsEntry,
+    NvsFormatError,
+    NvsKeys,
+    NvsPartition,
+    parse_partition,
+)
 from ssproto import records as codec
 
-from ..errors import UsageError
-from ..nvs import FINDING_KINDS, PAGE_SIZE, NvsEntry, NvsFormatError, NvsKeys, NvsPartition, parse_partition
-from .masking import MASK, classify, mask_json
-from .partition_table import locate
-from .records import CONFIG, OUTBOX, certificate_info, decode_record
-
 EXIT_CLEAN = 0
-EXIT_PROBLEMS = 6  # as VerifyError: what was read does not check out
+EXIT_PROBLEMS = 6  # as MismatchError: what was read does not check out
 EXIT_UNUSABLE = 2  # as UsageError
 JSON_HEX_BYTES = 512
 

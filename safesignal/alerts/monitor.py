@@ -17,10 +17,9 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 import ssproto
+from safesignal.alerts.receiver import Alert, AlertReceiver, Event, Status, TlsFiles
+from safesignal.errors import UsageError
 from ssproto import msg
-
-from .alerts import Alert, AlertReceiver, Event, Status, TlsIdentity
-from .errors import UsageError
 
 # Column widths of the table; longer values push the rest of the line right.
 _W_TIME = 12
@@ -157,11 +156,11 @@ def _check_scope(name: str, value: str) -> None:
 
 def run_monitor(uri: str, *, tenant: str, building: str = "+", room: str = "+", json_lines: bool, out: TextIO,
                 duration: float | None = None, stop_event: threading.Event | None = None,
-                tls: TlsIdentity | None = None) -> int:
+                tls: TlsFiles | None = None) -> int:
     """Show alerts and presence for ``tenant`` (optionally one building / room; ``"+"`` = all)
     until ``duration`` seconds have passed, ``stop_event`` is set or Ctrl-C.  Returns 0.
 
-    Raises :class:`~safesignal.alerts.BrokerError` if the broker cannot be reached and
+    Raises :class:`~safesignal.alerts.receiver.BrokerError` if the broker cannot be reached and
     :class:`~safesignal.errors.UsageError` for a malformed scope or URI.
     """
     for name, value in (("tenant", tenant), ("building", building), ("room", room)):

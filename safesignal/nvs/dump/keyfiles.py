@@ -13,8 +13,8 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import UsageError
-from ..nvs import NvsFormatError, NvsKeys, derive_hmac_keys, read_keys_partition
+from safesignal.errors import UsageError
+from safesignal.nvs.format import NvsFormatError, NvsKeys, derive_hmac_keys, read_keys_partition
 
 
 def read_file(path: Path, what: str) -> bytes:

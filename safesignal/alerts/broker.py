@@ -11,7 +11,7 @@ import logging
 import socket
 import threading
 
-from .errors import SafeSignalError
+from safesignal.errors import SafeSignalError
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from .errors import SafeSignalError
+from safesignal.errors import SafeSignalError
 
 EXIT_INTERRUPTED = 130
 EXIT_PIPE = 141  # 128 + SIGPIPE: what a tool killed by a closed pipe reports
@@ -160,14 +160,3 @@ def _stdout_gone() -> bool:
         return any(ev & select.POLLERR for _, ev in p.poll(0))
     except (AttributeError, OSError, ValueError):  # no poll (Windows), or no real stdout
         return True
-
-
-def entry() -> None:
-    """The ``safesignal`` console script and ``python -m safesignal``."""
-
-    def main() -> int:
-        from .cli import main as cli_main
-
-        return cli_main()
-
-    sys.exit(guarded(main))

@@ -29,9 +29,8 @@ from types import FrameType
 from typing import TextIO
 
 import ssproto
-
-from .errors import DeviceTimeout, PortError, UsageError
-from .session import MASK, DeviceSession
+from safesignal.errors import DeviceTimeout, PortError, UsageError
+from safesignal.link.session import MASK, DeviceSession
 
 QUIT_KEY = "\x1d"  # Ctrl-]
 CTRL_C = "\x03"

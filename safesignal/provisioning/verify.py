@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING
 
 import ssproto
 import ssproto.msg as msg
-
-from .alerts import Alert, AlertReceiver, Status, TlsIdentity
-from .errors import SafeSignalError, UsageError
+from safesignal.alerts.receiver import Alert, AlertReceiver, Status, TlsFiles
+from safesignal.errors import SafeSignalError, UsageError
 
 if TYPE_CHECKING:
-    from .session import DeviceSession
+    from safesignal.link.session import DeviceSession
 
 
 class AlertMissing(SafeSignalError):
@@ -30,7 +29,7 @@ class AlertMissing(SafeSignalError):
 
 
 @dataclass(frozen=True)
-class Identity:
+class TopicScope:
     device_id: str
     tenant: str
     building: str
@@ -44,12 +43,12 @@ class Verified:
     online: Status | None  # the device's presence as the broker holds it
 
 
-def receiver_for(broker_uri: str, ident: Identity, tls: TlsIdentity | None = None) -> AlertReceiver:
+def receiver_for(broker_uri: str, ident: TopicScope, tls: TlsFiles | None = None) -> AlertReceiver:
     return AlertReceiver(broker_uri, msg.subscription(ident.tenant, ident.building, ident.room, ident.device_id),
                          tls=tls)
 
 
-def wait_test_alert(rx: AlertReceiver, ident: Identity, since: float, timeout: float,
+def wait_test_alert(rx: AlertReceiver, ident: TopicScope, since: float, timeout: float,
                     min_seq: int | None = None) -> Verified:
     """Wait for a test alert from ``ident`` received after ``since`` (Unix time)."""
     alert = rx.wait_alert(ident.device_id, type="test", min_seq=min_seq, after=since, timeout=timeout)
@@ -65,7 +64,7 @@ def _online(st: Status | None) -> bool:
     return st is not None and st.online
 
 
-def _what_was_seen(rx: AlertReceiver, ident: Identity, status: Status | None, timeout: float) -> str:
+def _what_was_seen(rx: AlertReceiver, ident: TopicScope, status: Status | None, timeout: float) -> str:
     seen = [a for a in rx.alerts if a.device == ident.device_id]
     parts = [f"no test alert from {ident.device_id} within {timeout:g} s on {rx.uri}"]
     if status is None:
@@ -95,12 +94,12 @@ def parse_seq(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def identity_of(status: dict[str, str], given: Identity | None = None, port: str = "") -> Identity:
+def scope_of(status: dict[str, str], given: TopicScope | None = None, port: str = "") -> TopicScope:
     """The identity a provisioned device reports; UsageError if it differs from ``given``
     (fields left empty in ``given`` are not compared)."""
     if status.get("provisioned") != "yes":
         raise UsageError("the device is not provisioned: provision it first")
-    ident = Identity(status["device_id"], status["tenant"], status["building"], status["room"])
+    ident = TopicScope(status["device_id"], status["tenant"], status["building"], status["room"])
     if given is not None:
         flags = ("--device-id", "--tenant", "--building", "--room")
         mine = (given.device_id, given.tenant, given.building, given.room)
@@ -136,21 +135,21 @@ def request_test_alert(session: DeviceSession) -> int | None:
 
 @dataclass
 class DeviceCheck:
-    ident: Identity
+    ident: TopicScope
     broker: str
     seq: int | None  # of the test alert the device stored
     verified: Verified
 
 
-def verify_device(session: DeviceSession, *, broker: str | None, given: Identity | None, wait: float,
-                  tls_for: Callable[[str], TlsIdentity | None],
+def verify_device(session: DeviceSession, *, broker: str | None, given: TopicScope | None, wait: float,
+                  tls_for: Callable[[str], TlsFiles | None],
                   requested: Callable[[int | None], None] | None = None,
                   connect_wait: float = CONNECT_WAIT) -> DeviceCheck:
     """``safesignal verify --port``: read the device's identity and broker, make sure it is
     connected, subscribe, ask it for a test alert, wait for exactly that alert."""
     session.sync()
     st = session.last_status if session.last_status is not None else session.status()
-    ident = identity_of(st, given, session.url)
+    ident = scope_of(st, given, session.url)
     uri = check_uri("--broker", broker or st["mqtt_uri"])
     wait_connected(session, st, min(connect_wait, wait))
     with receiver_for(uri, ident, tls_for(uri)) as rx:

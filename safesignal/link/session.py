@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 import serial
 
 import ssproto
-
-from .errors import DeviceError, DeviceTimeout, PortError, SafeSignalError
-from .link import open_port, reopen
+from safesignal.errors import DeviceError, DeviceTimeout, PortError, SafeSignalError
+from safesignal.link.serial import open_port, reopen
 
 log = logging.getLogger(__name__)
 

@@ -44,8 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import ssproto
-
-from .errors import SafeSignalError
+from safesignal.errors import SafeSignalError
 
 CA_KEY = "ca-key.pem"
 CA_CERT = "ca.pem"
@@ -66,7 +65,7 @@ OPERATOR_PREFIX = "op:"
 MTLS_PORT = 8883
 
 # The shipped templates (this checkout's broker/mosquitto/).
-TEMPLATES = Path(__file__).resolve().parents[1] / "broker" / "mosquitto"
+TEMPLATES = Path(__file__).resolve().parents[2] / "broker" / "mosquitto"
 CONF_TEMPLATE = "mosquitto-mtls.conf.in"
 ACL_TEMPLATE = "acl.in"
 ACL_OPERATOR_TEMPLATE = "acl-operator.in"
@@ -738,7 +737,7 @@ def write_broker_config(ca: TenantCA, out_dir: str | os.PathLike[str], listen_ho
 
 
 @dataclass(frozen=True)
-class OperatorIdentity:
+class OperatorTlsFiles:
     """An operator's TLS files and the passphrase that opens its key (checked)."""
 
     ca: Path
@@ -777,7 +776,7 @@ class CaAccess:
 
         return sign
 
-    def operator_identity(self, name: str | None) -> OperatorIdentity:
+    def operator_identity(self, name: str | None) -> OperatorTlsFiles:
         """The operator certificate ``name`` (default: the only one issued) with the passphrase
         that opens its key.  A passphrase that does not open it raises :class:`CaError` here,
         not as an OpenSSL error at the first TLS connection."""
@@ -798,4 +797,4 @@ class CaAccess:
             which = "its own passphrase ($SAFESIGNAL_OPERATOR_PASS)" if own else "the CA passphrase"
             raise CaError(f"wrong passphrase for the key of operator {name} ({op.key}): tried {which} "
                           "(or the key file is damaged)") from None
-        return OperatorIdentity(op.ca, op.cert, op.key, password)
+        return OperatorTlsFiles(op.ca, op.cert, op.key, password)

@@ -1,7 +1,7 @@
 """``safesignal nvs dump IMAGE [--key F | --hmac-key F | --efuse F] [--partition L] [--json] [--show-secrets]``.
 
 ``register(subparsers)`` adds the command to the ``safesignal`` parser; :func:`main` runs it on its
-own.  The work is :mod:`safesignal.nvs_dump`'s; this module parses and prints.
+own.  The work is :mod:`safesignal.nvs.dump`'s; this module parses and prints.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import SafeSignalError
-from .nvs_dump import build_report, load_keys, read_file, render_json, render_text
+from safesignal.errors import SafeSignalError
+from safesignal.nvs.dump import build_report, load_keys, read_file, render_json, render_text
 
 
 def register(subparsers: Any) -> None:

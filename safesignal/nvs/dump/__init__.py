@@ -4,12 +4,12 @@ Input: an NVS partition image (the virtual device's flash file, or a real device
 with ``esptool.py read_flash 0x9000 0x6000 nvs.bin``), or a whole-flash dump: when the file holds an
 ESP partition table (:mod:`.partition_table`), the data partition labelled ``--partition`` (default
 ``nvs``) is dumped.  Keys for an encrypted partition (ESP-IDF NVS encryption, see
-:mod:`safesignal.nvs`): :mod:`.keyfiles`.  Without keys an encrypted image still shows its pages and
+:mod:`safesignal.nvs.format`): :mod:`.keyfiles`.  Without keys an encrypted image still shows its pages and
 entry states, and says that its entries cannot be read.
 
 Checks: page-header CRCs, item CRCs (after decryption), entry-state bitmaps, spans, string/blob
 data CRCs, blob indexes against their chunks, duplicate keys, namespace references (all from
-:func:`safesignal.nvs.parse_partition`), and the SafeSignal records, decoded with the firmware's own
+:func:`safesignal.nvs.format.parse_partition`), and the SafeSignal records, decoded with the firmware's own
 codec (``ssproto.records``): the configuration records ``provision/cfg0|cfg1`` (SHA-256, and the one
 ``provision/active`` names) and the outbox entries ``outbox/qNN`` (SHA-256, first 8 bytes).
 
@@ -40,16 +40,21 @@ readable, not a whole number of 4 KiB pages, partition not found, bad key file).
 
 Modules: :mod:`.partition_table`, :mod:`.keyfiles`, :mod:`.masking`, :mod:`.records` (decoding),
 :mod:`.report` (the document), :mod:`.render` (text and JSON).  The command line is
-:mod:`safesignal.nvs_cli`.
+:mod:`safesignal.cli.nvs`.
 """
 
 from __future__ import annotations
 
-from .keyfiles import load_keys, read_file
-from .masking import MASK, classify
-from .partition_table import FlashPartition, PartitionTable, find_partition_table, read_partition_table
-from .render import render_json, render_text
-from .report import EXIT_CLEAN, EXIT_PROBLEMS, EXIT_UNUSABLE, DumpReport, build_report
+from safesignal.nvs.dump.keyfiles import load_keys, read_file
+from safesignal.nvs.dump.masking import MASK, classify
+from safesignal.nvs.dump.partition_table import (
+    FlashPartition,
+    PartitionTable,
+    find_partition_table,
+    read_partition_table,
+)
+from safesignal.nvs.dump.render import render_json, render_text
+from safesignal.nvs.dump.report import EXIT_CLEAN, EXIT_PROBLEMS, EXIT_UNUSABLE, DumpReport, build_report
 
 __all__ = [
     "EXIT_CLEAN",

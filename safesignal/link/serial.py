@@ -11,7 +11,7 @@ from typing import IO
 
 import serial
 
-from .errors import PortError
+from safesignal.errors import PortError
 
 log = logging.getLogger(__name__)
 

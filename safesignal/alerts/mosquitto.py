@@ -7,7 +7,7 @@ Persistence is on: a restart keeps persistent sessions and their queued QoS 1 me
 production broker does.
 
 :meth:`Mosquitto.mtls` starts the same broker with the tenant's mutual-TLS configuration,
-rendered from the shipped templates in ``broker/mosquitto/`` (:func:`safesignal.ca.write_broker_config`):
+rendered from the shipped templates in ``broker/mosquitto/`` (:func:`safesignal.pki.ca.write_broker_config`):
 port 8883, client certificates from the tenant CA required, the ACL applied.
 """
 
@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import SafeSignalError
+from safesignal.errors import SafeSignalError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .ca import BrokerFiles, TenantCA
+    from safesignal.pki.ca import BrokerFiles, TenantCA
 
 MQTT_PORT = 1883
 MTLS_PORT = 8883
@@ -136,7 +136,7 @@ class Mosquitto:
         of the shipped ones: everything logged, persistence saved at exit (as the plain
         broker), and ``user root`` when run as root (mosquitto would otherwise drop to its own
         user, which cannot read the 0600 key)."""
-        from .ca import write_broker_config
+        from safesignal.pki.ca import write_broker_config
 
         host = host or site_address(port)
         extra = ["log_type all"] + (["user root"] if os.geteuid() == 0 else [])

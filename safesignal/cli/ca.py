@@ -10,7 +10,7 @@
 The CA passphrase comes from ``SAFESIGNAL_CA_PASS`` (empty = unset), else a prompt that does
 not echo (asked twice by ``init``).  It is never printed, logged or written anywhere; neither
 is any private key.  ``register(subparsers)`` adds the commands to the ``safesignal`` parser;
-``python -m safesignal.ca_cli SUBCOMMAND …`` runs them on their own.
+``python -m safesignal.cli.ca SUBCOMMAND …`` runs them on their own.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
-from .prompt import CA_PASS_ENV, OPERATOR_PASS_ENV, ca_passphrase, operator_passphrase
+from safesignal.cli.prompt import CA_PASS_ENV, OPERATOR_PASS_ENV, ca_passphrase, operator_passphrase
+from safesignal.errors import UsageError
 
 if TYPE_CHECKING:
-    from .ca import TenantCA
+    from safesignal.pki.ca import TenantCA
 
 PASS_ENV = CA_PASS_ENV
 
@@ -38,7 +38,7 @@ def out(text: str = "") -> None:
 
 
 def _open(args: argparse.Namespace) -> TenantCA:
-    from . import ca as tenant_ca
+    from safesignal.pki import ca as tenant_ca
 
     return tenant_ca.open(args.dir)
 
@@ -50,7 +50,7 @@ def _unlocked(args: argparse.Namespace) -> TenantCA:
 
 # --- commands ------------------------------------------------------------------------------
 def cmd_ca_init(args: argparse.Namespace) -> int:
-    from . import ca as tenant_ca
+    from safesignal.pki import ca as tenant_ca
 
     tenant_ca.check_name("tenant", args.tenant)  # bad input is reported before the passphrase is asked
     d = Path(args.dir)
@@ -93,7 +93,7 @@ def cmd_ca_show(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_sign(args: argparse.Namespace) -> int:
-    from . import ca as tenant_ca
+    from safesignal.pki import ca as tenant_ca
 
     tenant_ca.check_name("device id", args.device_id)
     try:
@@ -124,7 +124,7 @@ def cmd_ca_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_broker(args: argparse.Namespace) -> int:
-    from . import ca as tenant_ca
+    from safesignal.pki import ca as tenant_ca
 
     ca = _open(args)
     hosts = list(args.host)
@@ -175,7 +175,7 @@ def start_hint(config_dir: Path, rendered_here: bool) -> list[str]:
 
 
 def cmd_ca_operator(args: argparse.Namespace) -> int:
-    from . import ca as tenant_ca
+    from safesignal.pki import ca as tenant_ca
 
     tenant_ca.check_name("operator name", args.name)
     ca = _unlocked(args)
@@ -220,7 +220,7 @@ def _port(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add ``ca`` and its subcommands to the ``safesignal`` command line."""
-    from .ca import CA_DAYS, DEVICE_DAYS, MTLS_PORT, OPERATOR_DAYS, SERVER_DAYS
+    from safesignal.pki.ca import CA_DAYS, DEVICE_DAYS, MTLS_PORT, OPERATOR_DAYS, SERVER_DAYS
 
     ca = subparsers.add_parser(
         "ca", help="the tenant certificate authority and the mutual-TLS broker configuration",
@@ -272,10 +272,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m safesignal.ca_cli SUBCOMMAND …``: the ``safesignal ca`` commands on their own,
+    """``python -m safesignal.cli.ca SUBCOMMAND …``: the ``safesignal ca`` commands on their own,
     with the same error handling (``✗ Error: …`` and the exit code)."""
-    from .cli_base import Parser as _Parser
-    from .cli_base import run as _run
+    from safesignal.cli.base import Parser as _Parser
+    from safesignal.cli.base import run as _run
 
     ap = _Parser(prog="safesignal")
     ap.add_argument("-v", "--verbose", action="store_true", help="log details and show tracebacks")

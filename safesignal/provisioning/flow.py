@@ -10,13 +10,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import ssproto
-
-from .errors import DeviceError, DeviceTimeout, SafeSignalError, UsageError, VerifyError
-from .session import BOOT_LINE, DeviceSession, Reply
+from safesignal.errors import DeviceError, DeviceTimeout, MismatchError, SafeSignalError, UsageError
+from safesignal.link.session import BOOT_LINE, DeviceSession, Reply
 
 if TYPE_CHECKING:
-    from .alerts import AlertReceiver, TlsIdentity
-    from .verify import AlertMissing, Verified
+    from safesignal.alerts.receiver import AlertReceiver, TlsFiles
+    from safesignal.provisioning.verify import AlertMissing, Verified
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +219,7 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
     """Provision the device and return its status as read back after the reboot.
 
     Raises DeviceError if the device refuses a step (nothing is committed then: values are
-    held in the device's RAM until provision_complete), VerifyError if what it reports after
+    held in the device's RAM until provision_complete), MismatchError if what it reports after
     the reboot differs from what was sent, ConnectTestError if its connect test failed,
     CommitLost if it restarted during provision_complete before saving, Cancelled if
     ``events.confirm_replace`` said no, Interrupted on Ctrl-C (saying what the device may hold).
@@ -299,11 +298,11 @@ def _read_back(session: DeviceSession, req: ProvisionRequest, before: dict[str, 
     """The status wait_reboot's barrier read, checked against what was sent."""
     status = session.last_status if session.last_status is not None else session.status()
     if status["chip_id"] != before["chip_id"]:
-        raise VerifyError(f"a different device answered after the reboot (chip {status['chip_id']}, "
+        raise MismatchError(f"a different device answered after the reboot (chip {status['chip_id']}, "
                           f"expected {before['chip_id']}): were ports swapped?")
-    verify(session, req, status)
+    check_read_back(session, req, status)
     if cert_sha256 is not None and status.get("certificate_sha256") != cert_sha256:
-        raise VerifyError("the device does not report the certificate that was installed")
+        raise MismatchError("the device does not report the certificate that was installed")
     return status
 
 
@@ -317,7 +316,7 @@ def _after_restart(session: DeviceSession, req: ProvisionRequest, ev: ProvisionE
     status = session.last_status if session.last_status is not None else session.status()
     try:
         status = _read_back(session, req, before, cert_sha256)
-    except VerifyError:
+    except MismatchError:
         if status["chip_id"] != before["chip_id"]:
             raise
         same = ("provisioned",) + SHOWN_FIELDS
@@ -326,7 +325,7 @@ def _after_restart(session: DeviceSession, req: ProvisionRequest, ev: ProvisionE
                    else "no settings: it is still blank, in provisioning mode")
             raise CommitLost(f"the device restarted during provision_complete (power loss or reset) before it "
                              f"saved: it holds {was}. Nothing was changed; run the command again") from None
-        raise VerifyError("the device restarted during provision_complete and now holds neither its previous "
+        raise MismatchError("the device restarted during provision_complete and now holds neither its previous "
                           "settings nor the new ones: check it with `safesignal status` and provision it again"
                           ) from None
     ev.restarted(saved=True)
@@ -405,7 +404,7 @@ def _discard_quietly(session: DeviceSession) -> None:
         log.debug("could not discard staged values", exc_info=True)
 
 
-def verify(session: DeviceSession, req: ProvisionRequest, status: dict[str, str]) -> None:
+def check_read_back(session: DeviceSession, req: ProvisionRequest, status: dict[str, str]) -> None:
     want = {
         "provisioned": "yes",
         "wifi_ssid": req.wifi_ssid,
@@ -418,9 +417,9 @@ def verify(session: DeviceSession, req: ProvisionRequest, status: dict[str, str]
         want["mqtt_uri"] = req.mqtt_uri
     wrong = [k for k, v in want.items() if status.get(k) != v]
     if wrong:
-        raise VerifyError(f"device reports different values after reboot for: {', '.join(wrong)}")
+        raise MismatchError(f"device reports different values after reboot for: {', '.join(wrong)}")
     if not session.secret_matches(req.wifi_ssid, req.wifi_pass):
-        raise VerifyError("device's stored WiFi password does not match what was sent")
+        raise MismatchError("device's stored WiFi password does not match what was sent")
 
 
 def factory_reset(session: DeviceSession, events: ProvisionEvents | None = None,
@@ -442,9 +441,9 @@ def factory_reset(session: DeviceSession, events: ProvisionEvents | None = None,
     session.wait_reboot(before["boot_id"], boot_timeout)
     status = session.last_status if session.last_status is not None else session.status()
     if status["chip_id"] != before["chip_id"]:
-        raise VerifyError(f"a different device answered after the reboot (chip {status['chip_id']}): ports swapped?")
+        raise MismatchError(f"a different device answered after the reboot (chip {status['chip_id']}): ports swapped?")
     if status.get("provisioned") != "no" or status.get("wifi_ssid"):
-        raise VerifyError("device still reports a configuration after the factory reset")
+        raise MismatchError("device still reports a configuration after the factory reset")
     return status
 
 
@@ -463,7 +462,7 @@ class VerifyPlan:
 
     broker: str | None  # as this computer reaches it; None: the request's, else the device's stored one
     timeout: float
-    tls_for: Callable[[str], TlsIdentity | None] = field(repr=False, default=lambda uri: None)
+    tls_for: Callable[[str], TlsFiles | None] = field(repr=False, default=lambda uri: None)
 
 
 @dataclass
@@ -526,9 +525,9 @@ def run_provision(session: DeviceSession, req: ProvisionRequest, events: Provisi
         seen["before"] = before
         if verify_plan is None:
             return
-        from .verify import Identity, receiver_for
+        from safesignal.provisioning.verify import TopicScope, receiver_for
 
-        ident = Identity(req.device_id, req.tenant, req.building, req.room)
+        ident = TopicScope(req.device_id, req.tenant, req.building, req.room)
         uri = verify_plan.broker or req.mqtt_uri
         if uri is None:  # the device keeps its stored broker (or gets the default)
             uri = before["mqtt_uri"] if before["provisioned"] == "yes" else ssproto.DEFAULT_MQTT_URI
@@ -543,7 +542,7 @@ def run_provision(session: DeviceSession, req: ProvisionRequest, events: Provisi
         result = ProvisionResult(status, seen["before"], restarted[0], broker,
                                  changes=changes_for(seen["before"], req))
         if rx is not None and ident is not None and verify_plan is not None:
-            from .verify import AlertMissing, wait_test_alert
+            from safesignal.provisioning.verify import AlertMissing, wait_test_alert
 
             # After a restart mid-commit there was no answer to time: count from the start.
             since = committed_at[0] or started

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..nvs import FINDING_KINDS
-from .masking import MASK
-from .report import EXTRA_KINDS, FLAGS, DumpReport
+from safesignal.nvs.dump.masking import MASK
+from safesignal.nvs.dump.report import EXTRA_KINDS, FLAGS, DumpReport
+from safesignal.nvs.format import FINDING_KINDS
 
 TEXT_HEX_BYTES = 32
 TEXT_STRING_CHARS = 200

@@ -1,0 +1,1 @@
+"""nvs: see README, Architecture."""

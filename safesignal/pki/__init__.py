@@ -1,0 +1,1 @@
+"""pki: see README, Architecture."""

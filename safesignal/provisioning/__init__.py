@@ -1,0 +1,1 @@
+"""provisioning: see README, Architecture."""
