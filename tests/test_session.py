@@ -23,7 +23,8 @@ class FakeConsole:
 
     def __init__(self, eol: bytes = b"\r\n", echo: bool = True, boot_delay: float = 0.0,
                  reply: Callable[[str], list[str]] | None = None, drop: list[bytes] | None = None,
-                 checked: bool = True, always_drop: bytes | None = None) -> None:
+                 checked: bool = True, always_drop: bytes | None = None,
+                 busy: Callable[[str], float] | None = None) -> None:
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.port = os.ttyname(self.slave)
@@ -35,6 +36,7 @@ class FakeConsole:
         self.checked = ssproto.Checked() if checked else None  # None: firmware without checked lines
         self.drop = list(drop or [])  # each: the byte after its first appearance on the wire is lost
         self.always_drop = always_drop  # the byte after every appearance of this is lost
+        self.busy = busy  # seconds the device is blocked (in a lookup, say) before it answers a line
         self.dropped = 0
         self._dropped_at = -1
         self.wire = b""  # what arrived (after losses)
@@ -89,6 +91,8 @@ class FakeConsole:
                 line = raw.decode()
                 self.seen.append(line)
                 self.send("[WIFI] Connecting to 'x'...")  # a log line before the reply
+                if self.busy is not None:
+                    time.sleep(self.busy(line))
                 if line.startswith("ping "):
                     self.send("OK pong " + line[5:])
                 elif self.reply is not None:
@@ -170,6 +174,18 @@ def test_sync_waits_for_a_booting_device_and_drains_stale_replies(console) -> No
         s.sync()
         assert time.monotonic() - t >= 0.9
         assert s.command(["provision_status"]).lines[0] == "Provisioned: yes"
+
+
+def test_sync_leaves_no_answer_to_a_ping_on_its_way(console) -> None:
+    """The device blocks (a name lookup) just as the barrier's final ping arrives, so the host
+    pings again; the answer to that second ping comes after the barrier's.  It must not pass for
+    the reply to the next command (it did: "provision_status lacks …", a flaky UART test)."""
+    c = console(reply=status_reply, busy=lambda line: 1.2 if line.endswith("-f0") else 0.0)
+    with DeviceSession(c.port, timeout=10) as s:
+        s.sync()
+        assert sum(1 for x in c.seen if x.startswith("ping ") and "-f" in x) >= 2, c.seen
+        assert s.command(["provision_status"]).lines[0] == "Provisioned: yes"
+        assert s.status()["wifi_ssid"] == "My Net"
 
 
 def test_echo_of_a_secret_is_masked(console) -> None:

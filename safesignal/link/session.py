@@ -228,7 +228,10 @@ class DeviceSession:
     def _barrier(self, total: float) -> None:
         """Ping until a ping is answered, then once more ("final"): every line before that
         answer is stale.  Pings go out further and further apart (at most PING_WAIT_MAX): a
-        device blocked for seconds must not find its receive buffer filled with them."""
+        device blocked for seconds must not find its receive buffer filled with them.  The
+        final stage ends only at the answer to its latest ping: the device answers in order, so
+        no answer to an earlier ping can still be on its way (it would pass for the reply to the
+        next command)."""
         deadline = time.monotonic() + total
         nonce = secrets.token_hex(4)
         for stage in ("", "f"):
@@ -248,8 +251,11 @@ class DeviceSession:
                 wait = min(wait * 2, PING_WAIT_MAX)
                 answered = False
                 while (got := self.read_line(step)) is not None:
-                    if got.startswith(f"OK pong {nonce}-{stage}") and (stage or "-f" not in got):
-                        answered = True
+                    if stage:
+                        answered = got == f"OK pong {nonce}-{stage}{k - 1}"
+                    else:
+                        answered = got.startswith(f"OK pong {nonce}-") and "-f" not in got
+                    if answered:
                         break
                 if answered:
                     break
