@@ -84,7 +84,7 @@ def test_stale_staged_values_are_discarded_first() -> None:
     assert dev.commands()[:5].count("provision_discard") == 1
 
 
-def test_reprovision_shows_what_it_replaces_and_asks_for_identity() -> None:
+def test_reprovision_shows_what_it_replaces_and_asks_for_a_new_scope() -> None:
     dev = FakeDevice(config=OLD)
     ev = Record(answer=False)
     with pytest.raises(Cancelled) as e:
@@ -100,7 +100,7 @@ def test_reprovision_shows_what_it_replaces_and_asks_for_identity() -> None:
     assert dev.config == OLD
 
 
-def test_reprovision_same_identity_does_not_ask() -> None:
+def test_reprovision_same_scope_does_not_ask() -> None:
     dev = FakeDevice(config=OLD)
     ev = Record(answer=False)
     req = ProvisionRequest("Other-Net", PW, "old-dev", "t", "b", "r")

@@ -28,7 +28,7 @@ from safesignal.cli.prompt import ca_passphrase, operator_passphrase, secret
 from safesignal.errors import PortError, UsageError
 from safesignal.link.session import DeviceSession
 from safesignal.provisioning.flow import (
-    IDENTITY_FIELDS,
+    SCOPE_FIELDS,
     SHOWN_FIELDS,
     Change,
     ProvisionEvents,
@@ -123,7 +123,7 @@ def _broker_tls(uri: str, args: argparse.Namespace, access: CaAccess | None = No
         access = _CaAccess(args.ca)
     from safesignal.alerts.receiver import TlsFiles
 
-    op = access.operator_identity(getattr(args, "operator", None))
+    op = access.operator_tls_files(getattr(args, "operator", None))
     return TlsFiles(op.ca, op.cert, op.key, op.key_password)
 
 
@@ -190,7 +190,7 @@ class _ProvisionView(_Printer):
     def confirm_replace(self, status: dict[str, str], changes: list[Change]) -> bool:
         if not self.ask:
             return True
-        which = ", ".join(c.field.replace("_", " ") for c in changes if c.field in IDENTITY_FIELDS)
+        which = ", ".join(c.field.replace("_", " ") for c in changes if c.field in SCOPE_FIELDS)
         return _ask(f"This changes the device's {which}: its alerts will name the new identity. Go on?")
 
     def restarted(self, saved: bool) -> None:

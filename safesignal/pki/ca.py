@@ -776,7 +776,7 @@ class CaAccess:
 
         return sign
 
-    def operator_identity(self, name: str | None) -> OperatorTlsFiles:
+    def operator_tls_files(self, name: str | None) -> OperatorTlsFiles:
         """The operator certificate ``name`` (default: the only one issued) with the passphrase
         that opens its key.  A passphrase that does not open it raises :class:`CaError` here,
         not as an OpenSSL error at the first TLS connection."""

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 MASK = "********"
 
 # What a re-provisioning shows it replaces (and, for the identity, asks about on a terminal).
-IDENTITY_FIELDS = ("device_id", "tenant", "building", "room")
-SHOWN_FIELDS = ("wifi_ssid",) + IDENTITY_FIELDS + ("mqtt_uri",)
+SCOPE_FIELDS = ("device_id", "tenant", "building", "room")
+SHOWN_FIELDS = ("wifi_ssid",) + SCOPE_FIELDS + ("mqtt_uri",)
 
 
 class Cancelled(SafeSignalError):
@@ -234,7 +234,7 @@ def provision(session: DeviceSession, req: ProvisionRequest, events: ProvisionEv
     if before["provisioned"] == "yes":
         changes = changes_for(before, req)
         ev.current(before, changes)
-        if any(c.field in IDENTITY_FIELDS for c in changes) and not ev.confirm_replace(before, changes):
+        if any(c.field in SCOPE_FIELDS for c in changes) and not ev.confirm_replace(before, changes):
             raise Cancelled("nothing was changed: the device keeps its identity")
     if before_commit is not None:
         before_commit(before)
