@@ -17,11 +17,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from power_cut import Scenario  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from safesignal.nvs.format import derive_hmac_keys  # noqa: E402
+from support.power_cut import Scenario  # noqa: E402
 
 
 def measure(alerts: int, provisionings: int, encrypted: bool, seed: int = 7) -> dict[str, object]:

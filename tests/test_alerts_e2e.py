@@ -65,7 +65,7 @@ def test_connect_test_refuses_bad_settings_and_commits_nothing(
     write_air(air, [{"ssid": SSID, "passphrase": good, "connect_ms": 50},
                     {"ssid": "No-DHCP", "passphrase": good, "fail": "dhcp_timeout"}], mosquitto.hosts)
     sim: Sim = make_sim(air=air, hosts=mosquitto.hosts)
-    blank = sim.flash.read_bytes()
+    blank = sim.booted_flash()
     cases = [
         (["--wifi-pass", bad], "WIFI_AUTH", "rejected the WiFi password"),
         (["--wifi-pass", good, "--wifi-ssid", "Nobody-Here"], "WIFI_NO_AP", "no access point with that SSID"),

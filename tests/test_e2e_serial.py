@@ -273,7 +273,7 @@ BAD_INPUTS = [
 
 def test_bad_values_rejected_nothing_saved(make_sim, guard: SecretGuard) -> None:
     sim = make_sim()
-    before = sim.flash.read_bytes()
+    before = sim.booted_flash()
     with sim.session() as s:
         s.sync()
         for args, code in BAD_INPUTS:
@@ -322,7 +322,7 @@ def test_wrong_wifi_password_then_fix_without_factory_reset(
 ) -> None:
     good, bad = guard.secret("the-right-password"), guard.secret("the-wrong-password")
     sim = make_sim(aps=[(SSID, good)])
-    before = sim.flash.read_bytes()
+    before = sim.booted_flash()
     r = run_cli(guard, "provision", *seed_args(sim.port, bad, "--mqtt-uri", mosquitto.uri))
     assert r.returncode == 9, r.stderr  # the connect test failed
     assert "connect test failed (WIFI_AUTH)" in r.stderr and "Nothing was saved" in r.stderr

@@ -123,7 +123,7 @@ def test_device_refuses_a_broker_whose_certificate_does_not_match(make_sim, guar
         # (1) a name the broker's certificate does not carry; (2) a broker of another CA.
         hosts = {**site.hosts, "wrong-name.local": site.host, "other-broker.local": other.host}
         sim = make_sim(aps=[(SSID, pw)], hosts=hosts)
-        blank = sim.flash.read_bytes()
+        blank = sim.booted_flash()
         env = {"SAFESIGNAL_CA_PASS": site.passphrase}
         for uri in ("mqtts://wrong-name.local:8883", "mqtts://other-broker.local:8883"):
             p = run_cli(guard, *provision_args(sim, site, pw, uri=uri), env=env)

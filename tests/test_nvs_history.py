@@ -26,9 +26,7 @@ from safesignal.nvs.format import (
     parse_partition,
 )
 from safesignal.sim.flash import FlashNvs, PowerCut
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from power_cut import Scenario  # noqa: E402
+from support.power_cut import Scenario
 
 KEYS = derive_hmac_keys(bytes(range(1, 33)))
 PAGE = 4096
@@ -204,6 +202,30 @@ def test_namespace_entries_are_never_erased(tmp_path: Path) -> None:
                 assert entry(image, p, n)[0] != 0, "an erased namespace entry"
     part = parse_partition(image, strict=True)
     assert part.namespaces == {"ns": 1, "other": 2}
+
+
+@pytest.mark.parametrize("write_through", [False, True])
+def test_nvs_open_writes_a_new_namespace_at_once(tmp_path: Path, write_through: bool) -> None:
+    """esp32.NVS(ns) is nvs_open(NVS_READWRITE): a new namespace's entry reaches the flash at
+    once, whatever the write model, and a power cut before it leaves no namespace
+    (nvs_storage.cpp Storage::createOrOpenNamespace).  The earlier model wrote it only with the
+    namespace's first item, so a device that booted once left a blank chip's flash blank."""
+    f = flash(tmp_path)
+    f.set_write_through(write_through)
+    blank = f.path.read_bytes()
+    f.open_rw("provision")
+    f.open_rw("provision")  # opening again writes nothing
+    image = f.path.read_bytes()
+    assert image != blank and not f.pending
+    assert parse_partition(image, strict=True).namespaces == {"provision": 1}
+    assert parse_partition(image, strict=True).entries == []
+    writes = f.flash_writes
+    f.cut_after_flash_writes(1)
+    with pytest.raises(PowerCut):
+        f.open_rw("outbox")
+    assert f.flash_writes == writes
+    f.power_up()
+    assert parse_partition(f.path.read_bytes(), strict=True).namespaces == {"provision": 1}
 
 
 @pytest.mark.parametrize("cut", range(1, 12))

@@ -1140,14 +1140,19 @@ class FlashNvs:
 
     # --- the esp32.NVS operations ------------------------------------------------------
     def open(self, ns: str) -> None:
-        """nvs_open(ns, NVS_READWRITE).  Deviation: ESP-IDF writes a new namespace's entry here
-        (Storage::createOrOpenNamespace); the model writes it just before the namespace's first
-        item, so a device that never saves anything leaves a blank chip's flash blank (the same
-        entry, one write later; tests compare such flash images byte for byte)."""
+        """The name check of nvs_open; the namespace's entry is written by :meth:`open_rw`
+        (the device) or with the namespace's first item (library use)."""
         if not ns or len(ns.encode()) > MAX_KEY_BYTES:
             raise NvsOpError(ESP_ERR_NVS_KEY_TOO_LONG)
         if ns not in self._opened:
             self._opened.append(ns)
+
+    def open_rw(self, ns: str) -> None:
+        """nvs_open(ns, NVS_READWRITE), what MicroPython's esp32.NVS(ns) does: a new namespace's
+        entry is written at once, whatever the write model (Storage::createOrOpenNamespace), so a
+        blank chip's flash changes at the firmware's first boot."""
+        self.open(ns)
+        self.storage.open_namespace(ns)
 
     def _lookup(self, ns: str, key: str, type_: str) -> int | bytes:
         v = self.pending.get((ns, key), _MISSING)
@@ -1220,7 +1225,7 @@ class FlashNvs:
                 "nvs_erase": self._hw_erase, "nvs_commit": self._hw_commit, "part_read": self._hw_part_read}
 
     def _hw_open(self, req: dict[str, Any]) -> Any:
-        self.open(req["ns"])
+        self.open_rw(req["ns"])
         return None
 
     def _hw_get(self, req: dict[str, Any]) -> Any:

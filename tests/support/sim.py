@@ -99,6 +99,14 @@ class Sim:
     def session(self, timeout: float = 10.0) -> DeviceSession:
         return DeviceSession(self.port, timeout=timeout)
 
+    def booted_flash(self) -> bytes:
+        """The flash image once the device has booted and answers its console.  Its boot opens
+        its NVS namespaces, and nvs_open writes a new namespace's entry (as on a chip), so a
+        blank chip's image is compared from here on, not from before the first boot."""
+        with self.session() as s:
+            s.sync()
+        return self.flash.read_bytes()
+
     def wait_boot(self, after: int, timeout: float = 15.0) -> None:
         """Wait until the device has booted again since state()["boots"] was ``after``."""
         deadline = time.monotonic() + timeout
