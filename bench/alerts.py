@@ -51,6 +51,7 @@ from safesignal.link.serial import open_port
 from safesignal.link.session import DeviceSession
 from safesignal.provisioning.flow import ProvisionRequest, provision
 from safesignal.sim.control import SimControl
+from safesignal.tools import die_with_parent
 
 REPO = Path(__file__).resolve().parents[1]
 SSID, WIFI_PASS = "Bench-Net", "bench-wifi-pass"
@@ -89,7 +90,8 @@ class VirtualDevice:
         # TMPDIR: `sim --mpy` compiles the firmware into a mkdtemp directory; keep it in ours.
         env = {**os.environ, "TMPDIR": str(workdir)}
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
         deadline = time.monotonic() + 120  # --mpy compiles the firmware first
         while not self.out_path.read_bytes().startswith(b"ready "):
             if self.proc.poll() is not None or time.monotonic() > deadline:

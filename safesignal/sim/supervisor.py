@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import array
 import asyncio
-import ctypes
 import fcntl
 import json
 import logging
@@ -65,7 +64,6 @@ import shutil
 import signal
 import socket
 import stat
-import sys
 import termios
 import time
 import tty
@@ -83,7 +81,7 @@ from safesignal.sim.flash import FlashNvs, NvsOpError, PowerCut, check_flash_pat
 from safesignal.sim.gpio import Button
 from safesignal.sim.partitions import PartitionTable
 from safesignal.sim.parts import Chip, HwOp, HwPart, NoReply, dispatch_table
-from safesignal.tools import find_tool
+from safesignal.tools import die_with_parent, find_tool
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +99,6 @@ RX_RING_HOLDS = RX_RING_SIZE - 1
 UART_BYTES_PER_S = 115200 // 10  # 8N1: ten bits on the wire per byte
 USB_PACKET = 64  # a full-speed bulk packet: what the chip's USB side holds beyond the ring
 RX_TICK = 0.004  # seconds between deliveries into the ring while input is on its way
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def find_micropython() -> str:
@@ -116,26 +113,6 @@ def parse_mac(s: str) -> bytes:
         return bytes(int(p, 16) for p in parts)
     except ValueError:
         raise UsageError(f"--mac must look like AA:BB:CC:DD:EE:FF, not {s!r}") from None
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes the child get SIGKILL when this process ends, however it
-    ends (Linux ``prctl(PR_SET_PDEATHSIG)``); None where there is no such thing.  libc is
-    loaded here, before the fork, not in the child."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the supervisor died before the signal was armed
-            os._exit(1)
-
-    return arm
 
 
 def catches_sigint(pid: int) -> bool:
@@ -428,7 +405,7 @@ class Supervisor:
                 cwd=str(self.cfg.firmware),
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
         except BaseException:
             os.close(ring_w)

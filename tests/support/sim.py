@@ -12,6 +12,7 @@ from safesignal.link.session import DeviceSession
 from safesignal.nvs.format import NvsPartition, derive_hmac_keys, parse_partition
 from safesignal.sim import efuse as sim_efuse
 from safesignal.sim.control import SimControl
+from safesignal.tools import die_with_parent
 
 from .env import REPO
 from .guard import SecretGuard
@@ -82,7 +83,8 @@ class Sim:
             cmd += ["--mpy"]
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO,
+                                     preexec_fn=die_with_parent(signal.SIGTERM))
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         self._out.write(line)
