@@ -5,27 +5,17 @@ meant for people goes to stderr."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import REPO, Mosquitto, SecretGuard
+from conftest import Mosquitto, SecretGuard
+from support.cli import run_cli as cli
 
 SSID = "SafeSignal-Edge"
 IDENT = ["json-dev-1", "tenant-j", "building-j", "room-j"]
-
-
-def cli(guard: SecretGuard, *args: str, env: dict[str, str] | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "safesignal", *args], capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, cwd=REPO)
-    guard.output(f"{args[0]} stdout", p.stdout)
-    guard.output(f"{args[0]} stderr", p.stderr)
-    return p
 
 
 def one_doc(p: subprocess.CompletedProcess[str]) -> Any:

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import FIRMWARE, SEED_BOOT_LOG, Mosquitto, SecretGuard, Sim
 from safesignal.link.session import BOOT_LINE, DeviceSession
+from support.cli import run_cli
 
 SSID = "SafeSignal-Edge"
 IDENT = ["esp32-prod-001", "tenant-a", "building-a", "room-1"]
@@ -65,14 +66,6 @@ def run_script(guard: SecretGuard, name: str, *args: str, env: dict[str, str] | 
                        timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
     guard.output(f"{name} stdout", p.stdout)
     guard.output(f"{name} stderr", p.stderr)
-    return p
-
-
-def run_cli(guard: SecretGuard, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "safesignal", *args], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
-    guard.output(f"safesignal {args[0]} stdout", p.stdout)
-    guard.output(f"safesignal {args[0]} stderr", p.stderr)
     return p
 
 

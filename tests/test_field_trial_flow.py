@@ -4,7 +4,6 @@ virtual device, and where a person types, in a real terminal (tmux)."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -17,17 +16,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SecretGuard, Sim, need
+from support.cli import run_cli
 
 SSID = "SafeSignal-Edge"
-
-
-def run_cli(guard: SecretGuard, *args: str, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([sys.executable, "-m", "safesignal", *args], capture_output=True, text=True, timeout=timeout,
-                       env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, cwd=REPO)
-    guard.output(f"safesignal {args[0]} stdout", p.stdout)
-    guard.output(f"safesignal {args[0]} stderr", p.stderr)
-    return p
 
 
 def prov(port: str, dev: str, room: str, *extra: str) -> list[str]:

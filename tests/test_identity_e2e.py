@@ -18,7 +18,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from conftest import SecretGuard, Sim
-from test_e2e_serial import SSID, run_cli
+from support.cli import run_cli
+from test_e2e_serial import SSID
 from tlsutil import MtlsSite, running_site
 
 URI = "mqtts://safesignal-edge.local:8883"

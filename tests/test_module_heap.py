@@ -11,8 +11,9 @@ from conftest import SecretGuard
 from safesignal.cli.commands import build_parser
 from safesignal.sim import module
 from safesignal.sim.supervisor import SimConfig
+from support.cli import run_cli
 from test_board import flash_size, sdkconfig_defaults
-from test_e2e_serial import SSID, run_cli
+from test_e2e_serial import SSID
 from test_identity_e2e import provision_args
 from tlsutil import running_site
 

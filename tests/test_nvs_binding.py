@@ -15,7 +15,8 @@ from pathlib import Path
 from conftest import SecretGuard, flash_partition
 from safesignal.nvs.format import derive_hmac_keys, parse_partition
 from safesignal.sim import efuse
-from test_e2e_serial import IDENT, SSID, boot_log, run_cli, seed_args
+from support.cli import run_cli
+from test_e2e_serial import IDENT, SSID, boot_log, seed_args
 
 PROVISIONING_MODE = "[PROVISION] Provisioning mode: waiting for commands on the console (type help)"
 

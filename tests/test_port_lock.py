@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO, SecretGuard
 from safesignal.errors import PortError
 from safesignal.link.serial import open_port
-from test_e2e_serial import run_cli
+from support.cli import run_cli
 
 
 def _console(port: str, seconds: float) -> subprocess.Popen[str]:

@@ -29,7 +29,8 @@ from conftest import REPO, SecretGuard, terminate
 from safesignal.link.session import DeviceSession
 from safesignal.sim.control import SimControl
 from safesignal.tools import die_with_parent
-from test_e2e_serial import SSID, run_cli
+from support.cli import run_cli
+from test_e2e_serial import SSID
 from tlsutil import running_site
 
 DNS_DELAY = 3.0  # seconds each lookup blocks the device
