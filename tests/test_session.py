@@ -119,6 +119,8 @@ class FakeConsole:
         return out
 
     def close(self) -> None:
+        if self._stop:
+            return
         self._stop = True
         os.close(self.master)
         os.close(self.slave)
@@ -186,6 +188,19 @@ def test_sync_leaves_no_answer_to_a_ping_on_its_way(console) -> None:
         assert sum(1 for x in c.seen if x.startswith("ping ") and "-f" in x) >= 2, c.seen
         assert s.command(["provision_status"]).lines[0] == "Provisioned: yes"
         assert s.status()["wifi_ssid"] == "My Net"
+
+
+def test_a_port_that_stays_gone_is_a_port_error_every_time(console) -> None:
+    """After a reopen that ran out of time the session holds a closed port; using it again is
+    a PortError again (it was a TypeError from pyserial's in_waiting on a closed port)."""
+    c = console(reply=status_reply)
+    with DeviceSession(c.port, timeout=1) as s:
+        s.sync()
+        c.close()  # the device is unplugged: the pty goes away ...
+        s._ser.close()  # ... and the session's reopen of it ran out of time
+        for _ in range(2):
+            with pytest.raises(PortError):
+                s.read_line(time.monotonic() + 0.5)
 
 
 def test_echo_of_a_secret_is_masked(console) -> None:
