@@ -18,6 +18,7 @@ import pytest
 from conftest import REPO, SecretGuard, Sim, need
 from support.cli import run_cli
 
+SCRIPTS = REPO / "firmware" / "esp32-button"
 SSID = "SafeSignal-Edge"
 
 
@@ -222,6 +223,19 @@ def test_factory_reset_asks_before_erasing_undelivered_alerts(make_sim, guard: S
     t.keys("y", "Enter")
     screen = t.wait_for("[exit 0]")
     assert "✓ Factory reset complete" in screen
+    assert status(guard, sim)["provisioned"] is False
+    # The seed's script, without a terminal: refuses as above, and --force erases.
+    r = run_cli(guard, *prov(sim.port, "dev-g", "rg", "--mqtt-uri", "mqtt://127.0.0.1:9", "--offline"),
+                env={"SAFESIGNAL_WIFI_PASS": pw})
+    assert r.returncode == 0 and status(guard, sim)["alerts_pending"] == 1, r.stderr
+    script = [sys.executable, "scripts/factory_reset.py", "--port", sim.port]
+    r = subprocess.run(script, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=SCRIPTS)
+    guard.output("factory_reset.py", r.stdout + r.stderr)
+    assert r.returncode == 2 and "--force" in r.stderr, r.stderr
+    r = subprocess.run(script + ["--force"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       cwd=SCRIPTS)
+    guard.output("factory_reset.py --force", r.stdout + r.stderr)
+    assert r.returncode == 0 and "✓ Factory reset complete" in r.stdout, r.stderr
     assert status(guard, sim)["provisioned"] is False
 
 
