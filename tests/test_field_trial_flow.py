@@ -17,6 +17,7 @@ import pytest
 
 from conftest import REPO, SecretGuard, Sim, need
 from support.cli import run_cli
+from support.env import tmux_dies_with_this_process
 
 SCRIPTS = REPO / "firmware" / "esp32-button"
 SSID = "SafeSignal-Edge"
@@ -83,6 +84,7 @@ class Terminal:
         script = (f"cd {shlex.quote(str(REPO))}; {exports} {command}; echo \"[exit $?]\"; sleep 600")
         subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-x", "200", "-y", "50", "bash", "-c", script],
                        check=True)
+        tmux_dies_with_this_process(self.sock)
 
     def screen(self) -> str:
         return subprocess.run(["tmux", "-L", self.sock, "capture-pane", "-p", "-J", "-S", "-200"], capture_output=True,

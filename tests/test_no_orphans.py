@@ -1,7 +1,8 @@
 """Tests leave nothing running, even when the test process itself is killed (SIGKILL: no
 teardown runs).  The processes tests start — a virtual device (`safesignal sim`, and its
 MicroPython interpreter) and mosquitto (the library's runner, which the demo uses too) — get a
-parent-death signal (safesignal.tools.die_with_parent).  Here a stand-in for a test process
+parent-death signal (safesignal.tools.die_with_parent); a tmux server (the terminal tests)
+watches the test process and ends with it (tests/support/env.py).  Here a stand-in for a test process
 starts both the way the tests do, is SIGKILLed, and nothing of them may remain."""
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ if find_mosquitto() is not None:
     broker = Mosquitto(tmp / "broker")
     broker.start()
     pids.append(broker.proc.pid)
+import subprocess
+from support.env import tmux_dies_with_this_process
+subprocess.run(["tmux", "-L", {sock!r}, "new-session", "-d", "sleep 600"], check=True)
+tmux_dies_with_this_process({sock!r})
 print(" ".join(map(str, pids)), flush=True)
 time.sleep(600)
 """
@@ -61,7 +66,8 @@ def test_a_killed_test_process_leaves_no_device_and_no_broker(tmp_path: Path) ->
 
     if find_mosquitto() is None:
         need("mosquitto", "apt-get install mosquitto")
-    code = CHILD.format(tests=str(REPO / "tests"), tmp=str(tmp_path))
+    sock = f"safesignal-orphan-{os.getpid()}"
+    code = CHILD.format(tests=str(REPO / "tests"), tmp=str(tmp_path), sock=sock)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, cwd=REPO)
     started: list[int] = []
     try:
@@ -80,7 +86,11 @@ def test_a_killed_test_process_leaves_no_device_and_no_broker(tmp_path: Path) ->
         while time.monotonic() < deadline and any(_alive(p) for p in started):
             time.sleep(0.05)
         assert not [p for p in started if _alive(p)], "left running after the test process was killed"
+        while time.monotonic() < deadline and _tmux_alive(sock):
+            time.sleep(0.1)
+        assert not _tmux_alive(sock), "the test's tmux server was left running"
     finally:
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
         child.kill()
         child.wait(10)
         for p in started:
@@ -94,3 +104,7 @@ def _cmd(pid: int) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _tmux_alive(sock: str) -> bool:
+    return subprocess.run(["tmux", "-L", sock, "has-session"], capture_output=True).returncode == 0

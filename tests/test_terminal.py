@@ -16,6 +16,7 @@ import pytest
 
 from conftest import SecretGuard, Sim, need
 from safesignal.link.terminal import LineEditor, secrets_of, shown, token_spans
+from support.env import tmux_dies_with_this_process
 
 SSID = "Site Net"
 RIGHT = "right-password-1"
@@ -66,6 +67,7 @@ class Tmux:
         self.sock = f"safesignal-test-{uuid.uuid4().hex[:12]}"
         subprocess.run(["tmux", "-L", self.sock, "new-session", "-d", "-x", "200", "-y", "50",
                         "bash --norc --noprofile"], check=True, cwd=cwd)
+        tmux_dies_with_this_process(self.sock)
         self.run("export PS1='$ '; clear")
 
     def tmux(self, *args: str) -> str:

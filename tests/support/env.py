@@ -26,3 +26,12 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def tmux_dies_with_this_process(sock: str) -> None:
+    """A tmux server outlives whoever started it; make the one on socket ``sock`` end with this
+    test process, even when the process is killed and no teardown runs."""
+    import subprocess
+
+    watch = f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; tmux -L {sock} kill-server"
+    subprocess.run(["tmux", "-L", sock, "run-shell", "-b", watch], check=True)
