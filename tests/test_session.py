@@ -196,7 +196,8 @@ def test_a_port_that_stays_gone_is_a_port_error_every_time(console) -> None:
     c = console(reply=status_reply)
     with DeviceSession(c.port, timeout=1) as s:
         s.sync()
-        c.close()  # the device is unplugged: the pty goes away ...
+        c.close()  # the device is unplugged ...
+        s.url = "/nonexistent/ttyUSB-gone"  # ... for good (a freed pty's name can come back)
         s._ser.close()  # ... and the session's reopen of it ran out of time
         for _ in range(2):
             with pytest.raises(PortError):

@@ -134,7 +134,7 @@ class DeviceSession:
             if time.monotonic() >= deadline:
                 return None
             try:
-                if not self._ser.is_open:  # left closed by a reopen that ran out of time
+                if not getattr(self._ser, "is_open", True):  # left closed by a reopen that ran out of time
                     raise serial.SerialException("port closed")
                 n = getattr(self._ser, "in_waiting", 0)
                 chunk = self._ser.read(n if n > 0 else 1)
