@@ -73,11 +73,13 @@ def test_unknown_ssid_dhcp_timeout_and_live_air_changes(make_sim, guard: SecretG
         write_air(air, [{"ssid": "Late-AP", "passphrase": pw, "fail": "down"}])
         s.wait_for_line("[WIFI] Disconnected from AP", 10)
         # Back, but its DHCP server is broken: associated, no address, so it times out (20 s).
-        # The station still answers an earlier attempt's reason (ports/esp32/network_wlan.c keeps
-        # it until the next WiFi event, and none comes): the firmware says so.
+        # An access point that never gives an address: a DHCP timeout.
         write_air(air, [{"ssid": "Late-AP", "passphrase": pw, "fail": "dhcp_timeout"}])
-        s.wait_for_line("[WIFI] Connection failed: no IP address in time (DHCP?) (status 20", 40, prefix=True)
-        assert s.received[-1].rstrip().endswith(" is from the previous attempt)"), s.received[-1]
+        # The status it names is the previous attempt's reason if no WiFi event came since, or a
+        # newer one (a slow machine lets the driver's own retry land first): both are a DHCP
+        # timeout.  Reading a stale code as no news is tested in tests/mpy/check_wifi.py and
+        # test_connect_test_passes_after_a_wrong_password_in_the_same_boot.
+        s.wait_for_line("[WIFI] Connection failed: no IP address in time (DHCP?) (status ", 40, prefix=True)
         assert s.status()["provisioned"] == "yes"  # the console answered throughout
         guard.output("console", "\n".join(s.received))
 
