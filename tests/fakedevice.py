@@ -10,7 +10,6 @@ reset between two steps, a different chip or different values after the reboot, 
 
 from __future__ import annotations
 
-import binascii
 import hashlib
 import itertools
 import time
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 
 import ssproto
 from safesignal.link.session import BOOT_LINE
+from support.checked import take_piece
 
 _boot_ids = itertools.count(0x1000)
 
@@ -65,13 +65,8 @@ class FakeDevice:
             raw, _, rest = bytes(self._in).partition(b"\r\n")
             self._in = bytearray(rest)
             if ssproto.is_checked(raw) and not (self.down or self.script.silent):
-                try:
-                    whole = self._checked.feed(raw, binascii.crc32)
-                except ssproto.ProtocolError as e:
-                    self._print(ssproto.err_line(e.code, e.message))
-                    continue
+                whole = take_piece(self._checked, raw, self._print)
                 if whole is None:
-                    self._print(ssproto.ok_line(f"+{self._checked.got()}"))
                     continue
                 raw = whole
             line = raw.decode()

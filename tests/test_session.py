@@ -4,7 +4,6 @@ link that loses bytes (checked lines: acknowledged pieces, damaged lines sent ag
 
 from __future__ import annotations
 
-import binascii
 import os
 import threading
 import time
@@ -16,6 +15,7 @@ import pytest
 import ssproto
 from safesignal.errors import DeviceError, DeviceTimeout, PortError, SafeSignalError
 from safesignal.link.session import SEND_TRIES, DeviceSession
+from support.checked import take_piece
 
 
 class FakeConsole:
@@ -71,13 +71,8 @@ class FakeConsole:
                 if b"\x03" in raw:
                     raw = raw.rsplit(b"\x03", 1)[1]  # Ctrl-C discards the line so far
                 if self.checked is not None and ssproto.is_checked(raw):
-                    try:
-                        whole = self.checked.feed(raw, binascii.crc32)
-                    except ssproto.ProtocolError as e:
-                        self.send(ssproto.err_line(e.code, e.message))
-                        continue
+                    whole = take_piece(self.checked, raw, self.send)
                     if whole is None:
-                        self.send(ssproto.ok_line(f"+{self.checked.got()}"))
                         continue
                     raw = whole
                 elif self.checked is not None:
