@@ -72,6 +72,8 @@ class Alert:
     dup: bool = False  # (device, seq) had already been received
     retained: bool = False  # delivered as a retained message (alerts should never be retained)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    epoch: int | None = None  # the device's sequence epoch (None: firmware that sends none)
+    chip_id: str | None = None  # the publishing chip (machine.unique_id()); None: older firmware
 
     @property
     def latency(self) -> float | None:
@@ -93,6 +95,7 @@ class Status:
     received_at: float
     retained: bool  # True: the broker's stored last-known state, not a live change
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    chip_id: str | None = None  # the publishing chip (machine.unique_id()); None: older firmware
 
 
 Event = Alert | Status
@@ -139,9 +142,9 @@ def event_from_message(topic: str, payload: bytes | bytearray, *, received_at: f
             dup = key in seen
             seen.add(key)
         return Alert(t, b, r, dev, seq, str(d["type"]), _number(d.get("ts")), _int(d.get("uptime_ms")),
-                     received_at, dup, retained, d)
+                     received_at, dup, retained, d, _int(d.get("epoch")), _str(d.get("chip_id")))
     return Status(t, b, r, dev, bool(d["online"]), _str(d.get("firmware")), _str(d.get("boot_id")),
-                  received_at, retained, d)
+                  received_at, retained, d, _str(d.get("chip_id")))
 
 
 class AlertReceiver:

@@ -30,7 +30,7 @@ async def _reset_soon(machine):
 class App:
     """Owns the network services and the alert path; the console drives it."""
 
-    def __init__(self, store, outbox, wlan_factory, firmware, boot_id, machine=None):
+    def __init__(self, store, outbox, wlan_factory, firmware, boot_id, machine=None, chip_id=""):
         import time
 
         from ss_time import Uptime
@@ -42,6 +42,7 @@ class App:
         self._wlan_factory = wlan_factory
         self.firmware = firmware
         self.boot_id = boot_id
+        self.chip_id = chip_id  # carried by the status message and every alert
         self.wifi = None
         self.mqtt = None
         self._tasks = []
@@ -58,7 +59,7 @@ class App:
             self.wifi = Wifi(self._wlan_factory())
         self.wifi.configure(cfg["wifi_ssid"], cfg["wifi_pass"])
         self.mqtt = Mqtt(cfg["device_id"], cfg["mqtt_uri"], msg.cfg_prefix(cfg), self.outbox,
-                         self.firmware, self.boot_id, _tls_identity(cfg, self.store.identity()))
+                         self.firmware, self.boot_id, _tls_identity(cfg, self.store.identity()), self.chip_id)
         self._tasks = [asyncio.create_task(self.wifi.run()), asyncio.create_task(self.mqtt.run(self.wifi))]
         if self.machine is not None:
             import time
@@ -200,7 +201,8 @@ async def _main():
         import ss_identity  # noqa: F401
         gc.collect()
 
-    print("[BOOT] %s, chip %s" % (FIRMWARE, _chip_id(machine)))
+    chip_id = _chip_id(machine)
+    print("[BOOT] %s, chip %s" % (FIRMWARE, chip_id))
     if tuple(sys.implementation.version[:3]) < REQUIRES_MICROPYTHON:
         print("[BOOT] Warning: MicroPython %d.%d.%d is older than the supported %d.%d.%d"
               % (tuple(sys.implementation.version[:3]) + REQUIRES_MICROPYTHON))
@@ -217,7 +219,7 @@ async def _main():
     # os.urandom with the radio still off is only pseudo-random on the ESP32: mix in the
     # microsecond counter too.  A repeat would only cost a tool a timeout, never a false success.
     boot_id = "%08x" % ((int.from_bytes(os.urandom(4), "big") ^ time.ticks_us()) & 0xFFFFFFFF)
-    app = App(store, outbox, lambda: network.WLAN(network.STA_IF), FIRMWARE, boot_id, machine)
+    app = App(store, outbox, lambda: network.WLAN(network.STA_IF), FIRMWARE, boot_id, machine, chip_id)
 
     print("[WIFI] Loading credentials from NVS...")
     if store.provision_is_provisioned():
@@ -246,7 +248,7 @@ async def _main():
     async def reset():
         await _reset_soon(machine)
 
-    console = Console(store, _chip_id(machine), FIRMWARE, reset, boot_id=boot_id, app=app)
+    console = Console(store, chip_id, FIRMWARE, reset, boot_id=boot_id, app=app)
     await console.run(asyncio.StreamReader(sys.stdin.buffer))
 
 

@@ -125,7 +125,7 @@ class ProbeError(Exception):
 
 
 class Mqtt:
-    def __init__(self, client_id, uri, pfx=None, outbox=None, firmware="", boot_id="", tls=None):
+    def __init__(self, client_id, uri, pfx=None, outbox=None, firmware="", boot_id="", tls=None, chip_id=""):
         self.client_id = client_id
         self.uri = uri
         self.tls = tls  # mqtts://: the device identity {"key", "cert", "ca"} (ss_identity)
@@ -133,6 +133,7 @@ class Mqtt:
         self.outbox = outbox
         self.firmware = firmware
         self.boot_id = boot_id
+        self.chip_id = chip_id  # machine.unique_id() as "aa:bb:..": in the status and every alert
         self.state = "idle"
         self.attempts = 0
         self._addr = None  # resolved broker address, kept until connecting to it fails
@@ -261,7 +262,7 @@ class Mqtt:
         self.state = "connecting"
         will = None
         if self.pfx is not None:
-            will = (self.pfx + "/" + msg.STATUS, msg.status_payload(self.pfx, False), 1, True)
+            will = (self.pfx + "/" + msg.STATUS, msg.status_payload(self.pfx, False, chip_id=self.chip_id), 1, True)
         reader, writer = await self._open(host, port, will)
         self.state = "connected"
         print("[MQTT] Connected to broker")
@@ -310,7 +311,7 @@ class Mqtt:
     async def _sender(self, writer):
         # The only task that writes to the connection (MicroPython streams allow one drain).
         if self.pfx is not None:
-            online = msg.status_payload(self.pfx, True, self.firmware, self.boot_id)
+            online = msg.status_payload(self.pfx, True, self.firmware, self.boot_id, self.chip_id)
             writer.write(encode_publish(self.pfx + "/" + msg.STATUS, online, _STATUS_PID, 1, True))
             self._inflight[_STATUS_PID] = -1
             self._sent_at[_STATUS_PID] = ticks_ms()
@@ -327,7 +328,7 @@ class Mqtt:
                         break
                     if seq in sent:
                         continue
-                    e = ob.entry(seq)
+                    e = ob.entry(seq, self.chip_id)
                     if e is None:
                         gone.append(seq)
                         continue

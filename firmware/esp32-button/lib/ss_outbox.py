@@ -173,15 +173,17 @@ class Outbox:
             return tests[0] if len(tests) >= TEST_MAX else None
         return tests[0] if full else None
 
-    def entry(self, seq):
-        """(topic, payload bytes) of a pending alert, read from flash; None if it is gone."""
+    def entry(self, seq, chip_id=""):
+        """(topic, payload bytes) of a pending alert, read from flash; None if it is gone.  The
+        chip id is added here, at publish, not stored: entries written by older firmware carry
+        none and still publish, and the alert names the chip that actually sends it."""
         if seq not in self._slot:
             return None
         raw = self._get_blob(_key(self._slot[seq]))
         e = decode_entry(raw) if raw is not None else None
         if e is None or e[1] != seq:
             return None
-        return e[0] + "/" + msg.ALERT, msg.alert_payload(e[0], e[1], e[2], e[3], e[4], self.epoch)
+        return e[0] + "/" + msg.ALERT, msg.alert_payload(e[0], e[1], e[2], e[3], e[4], self.epoch, chip_id)
 
     def ack(self, seq):
         """The broker has the alert: remove it from flash."""

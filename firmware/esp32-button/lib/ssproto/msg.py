@@ -19,6 +19,7 @@ STATUS = "status"
 MSG_VERSION = 1
 KINDS = ("panic", "test")
 _IDENT_KEYS = ("tenant", "building", "room", "device")
+CHIP_ID_MAX = 47  # 16 bytes as "aa:bb:..": room for any port's unique_id (the ESP32's is 6 bytes)
 
 
 def prefix(tenant, building, room, device):
@@ -50,12 +51,14 @@ def _ident(pfx):
     return {"tenant": t, "building": b, "room": r, "device": d}
 
 
-def alert_payload(pfx, seq, kind, ts, uptime_ms, epoch=None):
+def alert_payload(pfx, seq, kind, ts, uptime_ms, epoch=None, chip_id=""):
     """JSON bytes of one alert.  ``ts`` is Unix time in seconds (None if the device clock is not
     set), ``uptime_ms`` the device's uptime when the button was pressed.  ``epoch`` names the
     sequence: a random number the device drew when its outbox was created; a new one (after a
     flash erase or a board swap) restarts seq at 0.  Receivers de-duplicate by
-    (topic prefix, epoch, seq)."""
+    (topic prefix, epoch, seq).  ``chip_id`` is the publishing chip's hardware identity
+    (machine.unique_id() as "aa:bb:cc:dd:ee:ff"), added at publish: it is not stored with the
+    alert."""
     if kind not in KINDS:
         raise ValueError("alert kind")
     d = _ident(pfx)
@@ -66,18 +69,37 @@ def alert_payload(pfx, seq, kind, ts, uptime_ms, epoch=None):
     d["type"] = kind
     d["ts"] = ts
     d["uptime_ms"] = uptime_ms
+    if chip_id:
+        d["chip_id"] = check_chip_id(chip_id)
     return json.dumps(d).encode()
 
 
-def status_payload(pfx, online, firmware="", boot_id=""):
+def status_payload(pfx, online, firmware="", boot_id="", chip_id=""):
     d = _ident(pfx)
     d["v"] = MSG_VERSION
     d["online"] = bool(online)
+    if chip_id:
+        d["chip_id"] = check_chip_id(chip_id)
     if firmware:
         d["firmware"] = firmware
     if boot_id:
         d["boot_id"] = boot_id
     return json.dumps(d).encode()
+
+
+def check_chip_id(chip_id):
+    """A chip id as the firmware writes it: lower-case hex bytes joined by ":" (the ESP32's
+    machine.unique_id() is the 6-byte eFuse base MAC); ProtocolError otherwise."""
+    ok = isinstance(chip_id, str) and 2 <= len(chip_id) <= CHIP_ID_MAX and len(chip_id) % 3 == 2
+    if ok:
+        for i in range(len(chip_id)):
+            c = chip_id[i]
+            if (c != ":") if i % 3 == 2 else (c not in "0123456789abcdef"):
+                ok = False
+                break
+    if not ok:
+        raise ssproto.ProtocolError(ssproto.E_INVALID, "invalid chip_id")
+    return chip_id
 
 
 def parse_message(topic, payload):
@@ -106,5 +128,7 @@ def parse_message(topic, payload):
             raise ssproto.ProtocolError(ssproto.E_INVALID, "alert with an invalid epoch")
     elif not isinstance(d.get("online"), bool):
         raise ssproto.ProtocolError(ssproto.E_INVALID, "status without online flag")
+    if "chip_id" in d:  # absent from firmware before it was added: still a valid message
+        check_chip_id(d["chip_id"])
     d["kind"] = kind
     return d
