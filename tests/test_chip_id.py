@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -231,7 +232,8 @@ def _provision(guard: SecretGuard, sim: Sim, device: str, pw: str) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def test_two_virtual_chips_send_their_own_chip_ids(make_sim, guard: SecretGuard, mosquitto: Mosquitto) -> None:
+def test_two_virtual_chips_send_their_own_chip_ids(make_sim: Callable[..., Sim], guard: SecretGuard,
+        mosquitto: Mosquitto) -> None:
     pw = guard.secret("chip-id-pw-123")
     a: Sim = make_sim(name="a", aps=[(SSID, pw)], hosts=mosquitto.hosts, mac="02:11:22:33:44:55")
     b: Sim = make_sim(name="b", aps=[(SSID, pw)], hosts=mosquitto.hosts)  # the default: from its flash path

@@ -5,6 +5,17 @@ summary per device on exit.  JSON mode is for scripts: exactly one JSON object p
 event (``"event": "alert"`` or ``"event": "status"``), flushed, nothing else.
 
 The formatting functions are pure so they can be tested without a broker.
+
+Anomalies (``safesignal.alerts.anomaly``): every alert is checked against what this monitor has
+seen of its (tenant, device id) since it started, and shown with its flags (a table line's
+detail, ``"anomalies"`` in JSON); nothing is dropped.  The monitor has no registry, so it flags
+only what the wire shows: ``chip-mismatch`` (the id sent from another chip than its last alert),
+``chip-missing`` (no chip id after alerts that had one), ``location-mismatch`` (another
+building or room than where the monitor first saw the id: its first alert or live status,
+not a retained one, which may be stale), ``epoch-change`` and ``seq-jump``.  It cannot tell
+``unprovisioned`` (it knows no provisioning records, so that flag is never shown) and cannot
+tell a legitimate re-provisioning (a new board, a move to another room) during its run from an
+impostor: both are flagged.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 import ssproto
+from safesignal.alerts import anomaly
 from safesignal.alerts.receiver import Alert, AlertReceiver, Event, Status, TlsFiles
 from safesignal.errors import UsageError
 from ssproto import msg
@@ -66,8 +78,9 @@ def format_header() -> str:
     return _row("TIME", "DEVICE", "TENANT/BUILDING/ROOM", "EVENT", "SEQ", "DETAIL")
 
 
-def format_event(ev: Event, duplicate: bool | None = None) -> str:
-    """One table line for an alert or status.  ``duplicate`` defaults to the alert's own ``dup``."""
+def format_event(ev: Event, duplicate: bool | None = None, anomalies: list[str] | None = None) -> str:
+    """One table line for an alert or status.  ``duplicate`` defaults to the alert's own ``dup``;
+    ``anomalies`` (flags of :mod:`safesignal.alerts.anomaly`) end the line, each after ``!!``."""
     where = f"{ev.tenant}/{ev.building}/{ev.room}"
     detail: list[str] = []
     if isinstance(ev, Alert):
@@ -90,19 +103,26 @@ def format_event(ev: Event, duplicate: bool | None = None) -> str:
             detail.append(f"firmware {_clean(ev.firmware)}")
         if ev.boot_id:
             detail.append(f"boot {_clean(ev.boot_id)}")
+        if ev.chip_id:
+            detail.append(f"chip {_clean(ev.chip_id)}")
         if ev.retained:
             detail.append("(last known)")
+    for flag in anomalies or []:
+        detail.append("!! " + _clean(flag, 2 * _MAX_TEXT))
     return _row(_clock(ev.received_at), ev.device, where, event, seq, "  ".join(detail))
 
 
-def json_event(ev: Event, duplicate: bool | None = None) -> str:
-    """One JSON line (no newline) for an alert or status: our fields first, then the payload's."""
+def json_event(ev: Event, duplicate: bool | None = None, anomalies: list[str] | None = None) -> str:
+    """One JSON line (no newline) for an alert or status: our fields first, then the payload's.
+    ``anomalies`` (a list, empty when nothing is wrong) is added to an alert when given."""
     d: dict[str, Any]
     if isinstance(ev, Alert):
         d = {"event": "alert", "received_at": ev.received_at,
              "duplicate": ev.dup if duplicate is None else duplicate}
         if ev.retained:
             d["retained"] = True
+        if anomalies is not None:
+            d["anomalies"] = list(anomalies)
     else:
         d = {"event": "status", "received_at": ev.received_at, "retained": ev.retained}
     for k, v in ev.raw.items():
@@ -111,8 +131,11 @@ def json_event(ev: Event, duplicate: bool | None = None) -> str:
     return json.dumps(d, separators=(", ", ": "))
 
 
-def summary_lines(alerts: Iterable[Alert], status: dict[str, Status], invalid: int = 0) -> list[str]:
-    """One line per device seen (presence, alerts, last seq), plus a count of malformed messages."""
+def summary_lines(alerts: Iterable[Alert], status: dict[str, Status], invalid: int = 0,
+                  flagged: dict[str, dict[str, int]] | None = None) -> list[str]:
+    """One line per device seen (presence, alerts, last seq, and the anomaly kinds flagged with
+    how many alerts each: ``flagged`` maps a device id to {kind: count}), plus a count of
+    malformed messages."""
     counts: dict[str, int] = {}
     dups: dict[str, int] = {}
     last: dict[str, int] = {}
@@ -139,10 +162,40 @@ def summary_lines(alerts: Iterable[Alert], status: dict[str, Status], invalid: i
         if dups.get(dev):
             text += f" (+{dups[dev]} duplicate{'s' if dups[dev] != 1 else ''})"
         seq = f"last seq {last[dev]}" if dev in last else "last seq -"
+        flags = (flagged or {}).get(dev)
+        if flags:
+            seq += "; flagged: " + ", ".join(f"{k} ×{n}" for k, n in sorted(flags.items()))
         lines.append(f"  {dev:<{_W_DEVICE}}  {where[dev]:<{_W_WHERE}}  {presence:<7}  {text}, {seq}")
     if invalid:
         lines.append(f"  {invalid} malformed message{'s' if invalid != 1 else ''} ignored")
     return lines
+
+
+class AnomalyWatch:
+    """What the monitor knows of each (tenant, device id), built from what it has seen (it has
+    no registry: no provisioning records), and the anomalies of each alert against it."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[str, str], anomaly.Known] = {}
+        self.flagged: dict[str, dict[str, int]] = {}  # device id -> {kind: alerts flagged}
+
+    def check(self, ev: Event) -> list[str] | None:
+        """The flags of an alert (None for a status, which only places a device seen first live)."""
+        key = (ev.tenant, ev.device)
+        k = self.known.get(key)
+        if k is None and not ev.retained:  # where it is first seen live is where it is expected
+            k = anomaly.Known(None, ev.building, ev.room, None, None, None, None)
+            self.known[key] = k
+        if not isinstance(ev, Alert):
+            return None
+        seen = anomaly.Seen(ev.tenant, ev.building, ev.room, ev.device, ev.chip_id, ev.epoch, ev.seq,
+                            ev.received_at)
+        flags = [f for f in anomaly.anomalies(k, seen) if anomaly.kind(f) != anomaly.UNPROVISIONED]
+        self.known[key] = anomaly.remember(k, seen)
+        counts = self.flagged.setdefault(ev.device, {}) if flags else {}
+        for f in flags:
+            counts[anomaly.kind(f)] = counts.get(anomaly.kind(f), 0) + 1
+        return flags
 
 
 def _check_scope(name: str, value: str) -> None:
@@ -173,9 +226,12 @@ def run_monitor(uri: str, *, tenant: str, building: str = "+", room: str = "+", 
         out.write(line + "\n")
         out.flush()
 
+    watch = AnomalyWatch()
+
     def show(ev: Event) -> None:
         dup = ev.dup if isinstance(ev, Alert) else None
-        emit(json_event(ev, dup) if json_lines else format_event(ev, dup))
+        flags = watch.check(ev)
+        emit(json_event(ev, dup, flags) if json_lines else format_event(ev, dup, flags))
 
     if not json_lines:
         emit(format_header())
@@ -208,6 +264,6 @@ def run_monitor(uri: str, *, tenant: str, building: str = "+", room: str = "+", 
             break
     if not json_lines:
         alerts, status, invalid = rx.snapshot()
-        for line in summary_lines(alerts, status, invalid):
+        for line in summary_lines(alerts, status, invalid, watch.flagged):
             emit(line)
     return 0
