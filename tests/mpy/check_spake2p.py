@@ -9,7 +9,7 @@ from mpyunit import eq, raises, run, test
 from rfc9383 import vectors
 
 from ssproto import p256, spake2p
-from ssproto.spake2p import PakeError, Prover, Verifier
+from ssproto.spake2p import PakeError, Prover, Verifier, VerifierKey
 
 V = vectors("tests/data/rfc9383-appendix-c-vectors.txt")[b"SPAKE2+-P256-SHA256-HKDF-SHA256-HMAC-SHA256 Test Vectors"]
 IDS = (V["Context"], V["idProver"], V["idVerifier"])
@@ -28,7 +28,7 @@ ADDR = b"\xaa\xbb\xcc\x00\x11\x22"
 def test_vector_messages():
     p = Prover(W0, W1, IDS[0], IDS[1], IDS[2], x=X)
     eq(p.share, V["shareP"], "shareP")
-    v = Verifier(W0, V["L"], IDS[0], IDS[1], IDS[2], y=Y)
+    v = Verifier(VerifierKey(W0, V["L"]), IDS[0], IDS[1], IDS[2], y=Y)
     r = v.respond(p.share)
     eq(r, V["shareV"] + V["HMAC(K_confirmV, shareP)"], "shareV || confirmV")
     cp = p.finish(r)
@@ -41,7 +41,7 @@ def test_vector_messages():
 def test_vector_intermediates():
     eq(p256.encode_point(*p256.mul_g(W1)), V["L"], "L = w1*G")
     eq(spake2p.prover_share(W0, X), V["shareP"], "shareP")
-    sv, z, vv = spake2p.verifier_points(W0, V["L"], Y, V["shareP"])
+    sv, z, vv = spake2p.verifier_points(VerifierKey(W0, V["L"]), Y, V["shareP"])
     eq((sv, z, vv), (V["shareV"], V["Z"], V["V"]), "verifier Y, Z, V")
     eq(spake2p.prover_points(W0, W1, X, V["shareV"]), (V["Z"], V["V"]), "prover Z, V")
     tt = spake2p.transcript(IDS[0], IDS[1], IDS[2], V["shareP"], V["shareV"], V["Z"], V["V"], W0)
@@ -76,7 +76,7 @@ def test_random_exchange_agrees():
     w0, w1 = p256.generate_private_key(), p256.generate_private_key()
     ctx = spake2p.context("SafeSignal-1A2B", ADDR, SALT, spake2p.ITERATIONS)
     p = Prover(w0, w1, ctx)
-    v = Verifier(w0, _record(w0, w1)[1], ctx)
+    v = Verifier(VerifierKey(*_record(w0, w1)), ctx)
     key = v.finish(p.finish(v.respond(p.share)))
     eq(len(key), 32, "key length")
     eq(key, p.key, "same key")
@@ -98,7 +98,7 @@ def test_wrong_secrets_fail_on_both_sides():
     for bw0, bw1 in ((w0 + 1, w1), (w0, w1 + 1), (w0 + 1, w1 + 1)):  # wrong w0, wrong w1 only, both
         x = p256.generate_private_key()
         p = Prover(bw0, bw1, ctx, x=x)
-        v = Verifier(w0, L, ctx)
+        v = Verifier(VerifierKey(w0, L), ctx)
         r = v.respond(p.share)
         e = raises(PakeError, p.finish, r)
         assert "device confirmation failed" in str(e)
@@ -118,7 +118,7 @@ def test_context_mismatch_fails():
               spake2p.context("SafeSignal-1A2B", ADDR, SALT, spake2p.ITERATIONS, b"v2")):
         assert a != b
         p = Prover(w0, w1, b)
-        v = Verifier(w0, _record(w0, w1)[1], a)
+        v = Verifier(VerifierKey(*_record(w0, w1)), a)
         raises(PakeError, p.finish, v.respond(p.share))
 
 
@@ -136,12 +136,12 @@ def test_invalid_shares_refused():
     w0, w1 = p256.generate_private_key(), p256.generate_private_key()
     L = _record(w0, w1)[1]
     for bad in _bad_points():
-        e = raises(PakeError, Verifier(w0, L, b"c").respond, bad)
+        e = raises(PakeError, Verifier(VerifierKey(w0, L), b"c").respond, bad)
         assert "invalid share" in str(e)
         raises(PakeError, Prover(w0, w1, b"c").finish, bad[:65] + bytes(97 - len(bad[:65])))
     # X = w0*M makes X - w0*M the point at infinity: refused, not computed with
     wm = p256.encode_point(*p256.mul(w0, (spake2p.MX, spake2p.MY)))
-    raises(PakeError, Verifier(w0, L, b"c").respond, wm)
+    raises(PakeError, Verifier(VerifierKey(w0, L), b"c").respond, wm)
     wn = p256.encode_point(*p256.mul(w0, (spake2p.NX, spake2p.NY)))
     raises(PakeError, Prover(w0, w1, b"c").finish, wn + bytes(32))
     raises(PakeError, Prover(w0, w1, b"c").finish, bytes(96))  # wrong length
@@ -152,7 +152,7 @@ def test_one_exchange_per_object():
     w0, w1 = p256.generate_private_key(), p256.generate_private_key()
     L = _record(w0, w1)[1]
     p = Prover(w0, w1, b"c")
-    v = Verifier(w0, L, b"c")
+    v = Verifier(VerifierKey(w0, L), b"c")
     raises(PakeError, v.finish, bytes(32))
     r = v.respond(p.share)
     raises(PakeError, v.respond, p.share)
@@ -180,6 +180,13 @@ def test_record_and_context():
     rec = w0.to_bytes(32, "big") + _record(w0, w1)[1] + SALT + spake2p.ITERATIONS.to_bytes(4, "big")
     eq(len(rec), spake2p.RECORD_LEN, "record length")
     eq(spake2p.parse_record(rec), (w0, _record(w0, w1)[1], SALT, spake2p.ITERATIONS), "parsed")
+    vk, salt, it = spake2p.verifier_key(rec)
+    eq((vk.w0, vk.L, salt, it), (w0, _record(w0, w1)[1], SALT, spake2p.ITERATIONS), "verifier key")
+    eq(vk.ltab, bytes(p256.comb_table(4, 64, p256.mul_g(w1))), "L table")
+    eq(vk.wm, p256.mul(w0, (spake2p.MX, spake2p.MY)), "w0*M")
+    eq(vk.wn, p256.mul(w0, (spake2p.NX, spake2p.NY)), "w0*N")
+    raises(ValueError, VerifierKey, 0, _record(w0, w1)[1])
+    raises(ValueError, VerifierKey, w0, bytes(65))
     raises(ValueError, spake2p.parse_record, rec[:-1])
     raises(ValueError, spake2p.parse_record, bytes(32) + rec[32:])  # w0 = 0
     raises(ValueError, spake2p.parse_record, rec[:33] + bytes(64) + rec[97:])  # L not on the curve
@@ -206,7 +213,7 @@ def test_pin_derivation_host_only():
     w0p, w1p = spake2p.derive_w("123456", salt, it)
     eq(w0p, w0, "w0")
     p = Prover(w0p, w1p, ctx)
-    v = Verifier(w0, L, ctx)
+    v = Verifier(VerifierKey(w0, L), ctx)
     v.finish(p.finish(v.respond(p.share)))
 
 

@@ -16,6 +16,9 @@
 # The device stores only the verifier record (make_record, written at the factory):
 #   w0 (32, big-endian) || L = w1*G (65) || salt (16) || iterations (4, big-endian) = 117 bytes
 # The PIN never exists on the device.  The host derives w0 and w1 from the PIN (derive_w).
+# From the record the device makes a VerifierKey once per boot (verifier_key: w0*M, w0*N
+# and a comb table for L, ~7 ms on the unix port), then one Verifier per session (~7 ms:
+# y*G, y*L by comb, y*(X - w0*M) by wNAF); bench/ble.py measures both.
 #
 # PBKDF2 iterations: ITERATIONS = 600000 (PBKDF2-HMAC-SHA256; OWASP's 2023 figure for it).
 # The host pays it once per session: 3 output blocks of 600000 rounds, about 0.2-0.5 s of
@@ -222,19 +225,43 @@ def prover_share(w0, x):
     return _enc(p256._affine(*p256._add(g[0], g[1], g[2], m[0], m[1], m[2])))
 
 
-def verifier_points(w0, L, y, share_p):
-    """The Verifier's work: (shareV, Z, V), encoded, for scalar y and the Prover's share:
-    Y = y*G + w0*N, Z = y*(X - w0*M), V = y*L.  PakeError for an invalid share."""
+class VerifierKey:
+    """The device's fixed part, computed once per boot (or BLE window) from its record: w0,
+    L, and what depends only on them: w0*M, w0*N (affine) and a comb table for L (960 bytes),
+    so that a session costs one variable-base multiplication (Z) and three combs.
+    VerifierKey(w0, L): L as 65 bytes or (x, y); ValueError if it is not on the curve."""
+
+    def __init__(self, w0, L):
+        if not 0 < w0 < p256.N:
+            raise ValueError("w0 out of range")
+        self.w0 = w0
+        pt = p256.as_point(L)
+        self.L = p256.encode_point(pt[0], pt[1])
+        self.wm = p256._affine(*_mul_m(w0))
+        self.wn = p256._affine(*_mul_n(w0))
+        self.ltab = bytes(p256.comb_table(_MN_W, _MN_D, pt))
+
+
+def verifier_key(rec):
+    """(VerifierKey, salt, iterations) from a verifier record (see parse_record)."""
+    w0, L, salt, iterations = parse_record(rec)
+    return VerifierKey(w0, L), salt, iterations
+
+
+def verifier_points(key, y, share_p):
+    """The Verifier's work: (shareV, Z, V), encoded, for a VerifierKey, scalar y and the
+    Prover's share: Y = y*G + w0*N, Z = y*(X - w0*M), V = y*L.  PakeError for an invalid
+    share."""
     X = _point(share_p)
-    Lp = p256.decode_point(L) if not isinstance(L, tuple) else L
     g = p256._mul_g(y)
-    n = _mul_n(w0)
-    Y = p256._affine(*p256._add(g[0], g[1], g[2], n[0], n[1], n[2]))
-    Xm = _sub_affine(X, _mul_m(w0))
+    wn = key.wn
+    Y = p256._affine(*p256._madd(g[0], g[1], g[2], wn[0], wn[1]))
+    wm = key.wm
+    Xm = p256._affine(*p256._madd(X[0], X[1], 1, wm[0], p256.P - wm[1]))
     if Xm is None:
         raise PakeError("invalid share (X = w0*M)")
     Z = p256._affine(*p256._mul(y, Xm[0], Xm[1]))
-    V = p256._affine(*p256._mul(y, Lp[0], Lp[1]))
+    V = p256._affine(*p256._comb(y, key.ltab, _MN_W, _MN_D, _MN_NB))
     return _enc(Y), _enc(Z), _enc(V)
 
 
@@ -293,30 +320,29 @@ class Prover:
 
 
 class Verifier:
-    """The device's side, from its record: v = Verifier(w0, L, ctx); response =
-    v.respond(share_p) (PakeError for an invalid share); key = v.finish(confirm_p) (PakeError
-    if the host's confirmation is wrong: a wrong PIN).  One exchange per object.  y: the
-    random scalar (tests only)."""
+    """The device's side, one per session, from the VerifierKey made once from its record:
+    v = Verifier(key, ctx); response = v.respond(share_p) (PakeError for an invalid share);
+    k_shared = v.finish(confirm_p) (PakeError if the host's confirmation is wrong: a wrong
+    PIN).  One exchange per object.  y: the random scalar (tests only)."""
 
-    def __init__(self, w0, L, ctx, id_prover=b"", id_verifier=b"", y=None):
-        self._w0 = w0
-        self._L = L
+    def __init__(self, key, ctx, id_prover=b"", id_verifier=b"", y=None):
+        self._vk = key
         self._ids = (ctx, id_prover, id_verifier)
         self._y = y
         self._expect = None
         self._key = None
 
     def respond(self, share_p):
-        if self._L is None:
+        vk = self._vk
+        if vk is None:
             raise PakeError("exchange already used")
-        L = self._L
-        self._L = None
+        self._vk = None
         y = self._y or p256.generate_private_key()
         self._y = None
         share_p = bytes(share_p)
-        share_v, Z, V = verifier_points(self._w0, L, y, share_p)
+        share_v, Z, V = verifier_points(vk, y, share_p)
         ctx, idp, idv = self._ids
-        _, kcp, kcv, ks = key_schedule(transcript(ctx, idp, idv, share_p, share_v, Z, V, self._w0))
+        _, kcp, kcv, ks = key_schedule(transcript(ctx, idp, idv, share_p, share_v, Z, V, vk.w0))
         self._expect = p256.hmac_sha256(kcp, share_v)
         self._key = ks
         return share_v + p256.hmac_sha256(kcv, share_p)
