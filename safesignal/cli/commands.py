@@ -2,7 +2,9 @@
 
 Exit codes: 0 success; 1 other error; 2 bad usage or input; 3 serial port; 4 device timeout;
 5 device refused a command; 6 verification failed (nvs dump: integrity problems); 7 MQTT broker
-unreachable; 8 test alert not confirmed; 9 connect test failed (nothing saved); 130 interrupted.
+unreachable; 8 test alert not confirmed; 9 connect test failed (nothing saved); 10 the dashboard did not take the
+provisioning record (provision --dashboard: the device is provisioned); 11 wrong BLE PIN;
+12 BLE locked out (too many wrong PINs); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from typing import TYPE_CHECKING
 
 import ssproto
 from safesignal import __version__, extras
+from safesignal.cli import dashboard as dashboard_cli
 from safesignal.cli.base import Parser as _Parser
 from safesignal.cli.base import Reported as _Reported
 from safesignal.cli.base import err, out
 from safesignal.cli.base import run as _run
+from safesignal.cli.ble import register as register_ble
 from safesignal.cli.ca import register as register_ca
 from safesignal.cli.nvs import register as register_nvs
 from safesignal.cli.prompt import ca_passphrase, operator_passphrase, secret
@@ -199,6 +203,10 @@ class _ProvisionView(_Printer):
 
 
 def _provision_request(args: argparse.Namespace, access: CaAccess | None) -> ProvisionRequest:
+    if (args.port is None) == (args.ble is None):
+        raise UsageError("give the device's serial port (--port PORT) or provision over Bluetooth (--ble [NAME])")
+    if args.ble is None and (args.pin is not None or args.ble_transport or args.btsnoop):
+        raise UsageError("--pin, --ble-transport and --btsnoop go with --ble")
     if access is not None:
         if access.ca.tenant != args.tenant:
             raise UsageError(f"--tenant {args.tenant}: the CA in {args.ca} is tenant {access.ca.tenant}'s; its "
@@ -233,12 +241,19 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def _provision(args: argparse.Namespace) -> int:
     access = _CaAccess(args.ca) if args.ca else None
     req = _provision_request(args, access)
+    token = dashboard_cli.dashboard_token(args)
     view = _ProvisionView(args)
     say = view.say
+    ble_session = None
+    if args.ble is not None:
+        from safesignal.cli.ble import open_ble
+
+        ble_session = open_ble(args, say)  # before the header: its Port line names the button
     say(RULE)
     say("SafeSignal ESP32 Device Provisioning")
     say(RULE)
-    for label, value in (("Port", args.port), ("WiFi SSID", req.wifi_ssid), ("Device ID", req.device_id),
+    port_label = ble_session.url if ble_session is not None else args.port
+    for label, value in (("Port", port_label), ("WiFi SSID", req.wifi_ssid), ("Device ID", req.device_id),
                          ("Tenant", req.tenant), ("Building", req.building), ("Room", req.room)):
         say(f"{label}: {value}")
     if req.mqtt_uri is not None:
@@ -250,7 +265,9 @@ def _provision(args: argparse.Namespace) -> int:
         say("Mode: offline (no connect test; the device tries its network after the reboot)")
     say(RULE)
     say("")
-    if args.json:
+    if ble_session is not None:
+        session = ble_session
+    elif args.json:
         say(f"Opening serial port {args.port}...")
         session = DeviceSession(args.port, timeout=args.timeout, on_log=_log_sink(args))
         say("Serial port opened successfully")
@@ -263,7 +280,11 @@ def _provision(args: argparse.Namespace) -> int:
         say("")
         say("Sending provisioning commands...")
         say("")
+        started = time.time()
         result = run_provision(session, req, view, boot_timeout=args.boot_timeout, verify_plan=plan)
+        if ble_session is not None and (result.verified is not None or plan is None):
+            session.command(["ble_done"])  # verified: the button turns Bluetooth off
+            say("Bluetooth off on the device (until a long press at power-on)")
     doc: dict[str, object] = dict(_status_json(result.status))
     if result.restarted:
         doc["restarted_during_commit"] = True
@@ -276,6 +297,8 @@ def _provision(args: argparse.Namespace) -> int:
     if plan is not None:
         rc = _report_verify(result.verified, result.verify_error, req.device_id, result.broker or "",
                             "after provisioning", args.json, doc)
+    if token is not None:
+        rc = dashboard_cli.post_record(args, token, result, view.committed_at or started, doc, rc)
     if args.json:
         _json_doc(doc)
     return rc
@@ -435,7 +458,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         return _sim_control(args)
 
     def ready(cfg: SimConfig) -> None:
-        out(f"ready {cfg.port_link} control={cfg.control} mac={cfg.mac.hex(':')}")
+        ble = f" ble={cfg.ble_spec}" if cfg.ble_spec else ""
+        out(f"ready {cfg.port_link} control={cfg.control} mac={cfg.mac.hex(':')}{ble}")
 
     launch.run(launch.SimOptions.from_namespace(args), ready)
     return 0
@@ -476,7 +500,11 @@ def _add_port(p: argparse.ArgumentParser) -> None:
 
 
 def add_provision_args(p: argparse.ArgumentParser) -> None:
-    _add_port(p)
+    from safesignal.cli.ble import add_provision_flags
+
+    p.add_argument("--port", help="serial port: /dev/ttyUSB0, COM3, socket://host:port, rfc2217://… (or --ble)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)")
+    add_provision_flags(p)
     p.add_argument("--wifi-ssid", required=True, help="WiFi network name (1-32 bytes)")
     p.add_argument(
         "--wifi-pass",
@@ -505,6 +533,7 @@ def add_provision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--show-log", action="store_true", help="show the device's log lines on stderr")
     p.add_argument("--yes", action="store_true", help="do not ask before changing a provisioned device's "
                    "device id, tenant, building or room (only asked on a terminal)")
+    dashboard_cli.add_provision_args(p)
 
 
 def _add_factory_reset_args(p: argparse.ArgumentParser) -> None:
@@ -595,6 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
     p.add_argument("--mpy", action="store_true",
                    help="run the firmware compiled with mpy-cross, as deployed (needs less heap than source)")
+    p.add_argument("--ble", action="store_true",
+                   help="the Bluetooth LE radio on a virtual air this device hosts; the ready line gives "
+                   "ble=SPEC, the bumble transport spec a host opens to reach that air")
+    p.add_argument("--ble-air", metavar="SPEC",
+                   help="the radio on the air another virtual device hosts (its ready line's ble=SPEC); implies --ble")
     p.set_defaults(func=cmd_sim)
     for action, what in (("press", "press a running virtual device's panic button"),
                          ("state", "print a running virtual device's hardware state as JSON")):
@@ -615,6 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_ca(sub)
     register_nvs(sub)
+    dashboard_cli.register(sub)
+    register_ble(sub)
     return ap
 
 

@@ -103,6 +103,10 @@ class DeviceSession:
     # --- raw line I/O ------------------------------------------------------------------
     def _recover(self, deadline: float) -> None:
         log.debug("port %s failed; reopening", self.url)
+        again = getattr(self._ser, "reopen", None)
+        if again is not None:  # a link that reconnects itself (BLE: link/ble.BlePort)
+            self._ser = again(deadline)
+            return
         self.close()
         self._ser = reopen(self.url, deadline)
 

@@ -46,6 +46,8 @@ class App:
         self.wifi = None
         self.mqtt = None
         self._tasks = []
+        self.ble_state = None  # ss_bleauth.BleState: the PIN's verifier and lockout count
+        self.ble = None  # ss_ble.Ble while the BLE window is (or was) open this boot
 
     def start(self, cfg):
         """Join WiFi and keep an MQTT session with the stored configuration."""
@@ -154,6 +156,38 @@ class App:
             await sleep_ms(3600000)
             self.uptime.ms()
 
+    def ble_boot(self, held, make_console):
+        """Open the BLE window if this boot should: the device is not provisioned, a provisioning
+        over BLE rebooted it (the host reads back), or the button was held at power-on."""
+        import ssproto.ble as P
+
+        st = self.ble_state
+        prov = self.store.provision_is_provisioned()
+        again = st.open_next_boot()
+        if again:
+            st.set_open_next_boot(False)
+        if prov and not (held or again):
+            print("[BLE] Off: provisioned (hold the button at power-on for %d s to re-open)" % (P.HOLD_MS // 1000))
+            return
+        fails = st.fails()
+        if fails >= P.HARD_LOCK:
+            print("[BLE] Locked after %d wrong PINs: hold the button at power-on for %d s to re-open"
+                  % (fails, P.HOLD_MS // 1000))
+            return
+        if st.verifier() is None:
+            print("[BLE] No PIN set (factory step: safesignal pin): provisioning over BLE unavailable")
+            return
+        try:
+            import ss_ble
+
+            self.ble = ss_ble.Ble(st, make_console)
+            self.ble.open_window(prov)
+        except (ImportError, OSError) as e:
+            print("[BLE] Bluetooth unavailable (%s)" % e)
+            self.ble = None
+            return
+        asyncio.create_task(self.ble.run())
+
     def on_press(self):
         from ss_outbox import OutboxError
 
@@ -242,14 +276,48 @@ async def _main():
         print("[PROVISION] Provisioning mode: waiting for commands on the console (type help)")
 
     asyncio.create_task(app.keep_uptime())
-    pin = machine.Pin(BUTTON_GPIO, machine.Pin.IN, machine.Pin.PULL_UP)
-    asyncio.create_task(Button(pin, app.on_press, machine.Pin.IRQ_FALLING).run())
+    import ss_bleauth
+
+    app.ble_state = ss_bleauth.BleState(esp32.NVS(ss_bleauth.NAMESPACE))
 
     async def reset():
         await _reset_soon(machine)
 
+    async def ble_reset():
+        app.ble_state.set_open_next_boot(True)  # the host reconnects to read back
+        await _reset_soon(machine)
+
+    def ble_console():
+        return Console(store, chip_id, FIRMWARE, ble_reset, boot_id=boot_id, app=app)
+
+    pin = machine.Pin(BUTTON_GPIO, machine.Pin.IN, machine.Pin.PULL_UP)
+    asyncio.create_task(_button_and_ble(app, pin, machine, Button, ble_console))
     console = Console(store, chip_id, FIRMWARE, reset, boot_id=boot_id, app=app)
     await console.run(asyncio.StreamReader(sys.stdin.buffer))
+
+
+async def _button_and_ble(app, pin, machine, Button, ble_console):
+    """The button task, after a look at whether it is held at power-on: held for HOLD_MS it
+    is the long press (BLE opens, the PIN lockout is cleared) and raises no alert; released
+    sooner it is a press like any other."""
+    import ssproto.ble as P
+    from ss_compat import ticks_diff, ticks_ms
+
+    held = False
+    if pin.value() == 0:
+        t0 = ticks_ms()
+        while pin.value() == 0 and ticks_diff(ticks_ms(), t0) < P.HOLD_MS:
+            await sleep_ms(20)
+        if pin.value() == 0:
+            held = True
+            print("[BLE] Long press at power-on: Bluetooth opens and the PIN lockout is cleared")
+            app.ble_state.clear_fails()
+            while pin.value() == 0:
+                await sleep_ms(20)
+        else:
+            app.on_press()
+    asyncio.create_task(Button(pin, app.on_press, machine.Pin.IRQ_FALLING).run())
+    app.ble_boot(held, ble_console)
 
 
 def main():

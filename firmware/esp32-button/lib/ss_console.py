@@ -121,6 +121,7 @@ class Console:
         self.ident = {}  # staged identity: "key" (made here, never printed), "cert", "ca" (RAM only)
         self.app = app  # ss_app.App: connect test, alerts; None only in unit tests
         self._checked = ssproto.Checked()  # a checked line being received (tools)
+        self.remote = False  # True for a BLE session: factory-only commands are refused
 
     def _links(self):
         if self.app is not None and self.wifi is None:
@@ -128,14 +129,19 @@ class Console:
         return self.wifi, self.mqtt
 
     # --- output ---------------------------------------------------------------------
+    def out(self, text):
+        # Every line goes out here: the serial console (print), or, for a BLE session, the
+        # encrypted channel (ss_ble sets the instance's own ``out``).
+        print(text)
+
     def ok(self, text=""):
-        print(ssproto.ok_line(text))
+        self.out(ssproto.ok_line(text))
 
     def err(self, code, message):
-        print(ssproto.err_line(code, message))
+        self.out(ssproto.err_line(code, message))
 
     def info(self, text):
-        print(text)
+        self.out(text)
 
     # --- loop -----------------------------------------------------------------------
     async def run(self, stream):
@@ -221,7 +227,7 @@ class Console:
         from ss_help import HELP  # loaded when asked for: its text would cost heap all the time
 
         for line in HELP:
-            print(line)
+            self.out(line)
         self.ok()
 
     async def cmd_ping(self, a):
@@ -235,7 +241,7 @@ class Console:
         password = ssproto.check_passphrase(a[1])
         self.staged["wifi_ssid"] = ssid
         self.staged["wifi_pass"] = password
-        print("WiFi credentials saved: SSID='%s'" % ssid)
+        self.out("WiFi credentials saved: SSID='%s'" % ssid)
         self._hint()
         self.ok()
 
@@ -248,14 +254,14 @@ class Console:
             ssproto.check_ident("room", a[3]),
         )
         self.staged["device_id"], self.staged["tenant"], self.staged["building"], self.staged["room"] = vals
-        print("Device configuration saved")
+        self.out("Device configuration saved")
         self._hint()
         self.ok()
 
     async def cmd_provision_set_mqtt(self, a):
         _expect(a, 1, "usage: provision_set_mqtt <mqtt[s]://host[:port]>")
         self.staged["mqtt_uri"] = ssproto.check_mqtt_uri(a[0])
-        print("MQTT broker saved: %s" % a[0])
+        self.out("MQTT broker saved: %s" % a[0])
         self._hint()
         self.ok()
 
@@ -275,6 +281,22 @@ class Console:
 
         await ss_identity.cmd_set_ca(self, a)
 
+    # The BLE PIN (ss_bleauth, loaded when used).
+    async def cmd_ble_set_pin(self, a):
+        import ss_bleauth
+
+        await ss_bleauth.cmd_set_pin(self, a)
+
+    async def cmd_ble_status(self, a):
+        import ss_bleauth
+
+        await ss_bleauth.cmd_status(self, a)
+
+    async def cmd_ble_done(self, a):
+        import ss_bleauth
+
+        await ss_bleauth.cmd_done(self, a)
+
     def _identity_for(self, cfg):
         """The identity provision_complete saves: the staged one (checked), else the stored
         one if it still names this device, else None."""
@@ -285,7 +307,7 @@ class Console:
         return ss_identity.identity_for(self, cfg)
 
     def _hint(self):
-        print("(held in RAM until provision_complete writes it to NVS)")
+        self.out("(held in RAM until provision_complete writes it to NVS)")
 
     def merged(self):
         cfg = {}
@@ -314,7 +336,7 @@ class Console:
         if self.app is None:
             raise ssproto.ProtocolError(ssproto.E_STATE, "no network on this device")
         if offline:
-            print("[PROVISION] Offline: saving without a connect test")
+            self.out("[PROVISION] Offline: saving without a connect test")
             await self.app.stop()  # nothing may go out through the old settings any more
         else:
             try:
@@ -323,7 +345,7 @@ class Console:
                 code = getattr(e, "code", None)
                 if code not in ssproto.CONNECT_TEST_CODES:
                     raise
-                print("[PROVISION] Connect test failed: nothing was saved; the previous settings stay")
+                self.out("[PROVISION] Connect test failed: nothing was saved; the previous settings stay")
                 raise ssproto.ProtocolError(code, e.message)
         try:
             self.store.provision_save_config(cfg, ident)  # atomic, read back and compared
@@ -335,11 +357,11 @@ class Console:
         try:
             # Stored only; sent after the reboot, through the new settings.
             seq = self.app.alert("test", cfg)
-            print("[ALERT] Test alert %d stored; it is sent after the reboot" % seq)
+            self.out("[ALERT] Test alert %d stored; it is sent after the reboot" % seq)
         except Exception as e:  # the configuration is saved: report, do not fail the command
-            print("[ALERT] Test alert not stored: %s" % getattr(e, "message", e))
-        print("Device Provisioning Complete!")
-        print("Rebooting...")
+            self.out("[ALERT] Test alert not stored: %s" % getattr(e, "message", e))
+        self.out("Device Provisioning Complete!")
+        self.out("Rebooting...")
         self.ok()
         await self._reset()
 
@@ -351,14 +373,14 @@ class Console:
             seq = self.app.alert("test")
         except Exception as e:
             raise ssproto.ProtocolError(ssproto.E_OUTBOX, getattr(e, "message", "alert not stored"))
-        print("[ALERT] Test alert %d stored; sending" % seq)
+        self.out("[ALERT] Test alert %d stored; sending" % seq)
         self.ok("seq %d" % seq)
 
     async def cmd_provision_discard(self, a):
         _expect(a, 0, "usage: provision_discard")
         self.staged = {}
         self.ident = {}
-        print("Staged changes discarded")
+        self.out("Staged changes discarded")
         self.ok()
 
     async def cmd_provision_status(self, a):
@@ -393,7 +415,7 @@ class Console:
         if self.ident:
             vals["pending"] = ",".join(sorted(list(self.staged) + ["identity"]))
         for label, name in ssproto.STATUS_FIELDS:
-            print(ssproto.status_line(label, vals[name]))
+            self.out(ssproto.status_line(label, vals[name]))
         self.ok()
 
     async def cmd_provision_verify(self, a):
@@ -404,7 +426,7 @@ class Console:
         cfg = self.store.provision_load_config()
         psk = ssproto.wpa_psk(hashlib.sha1, cfg["wifi_pass"], cfg["wifi_ssid"])
         check = ssproto.secret_check(hashlib.sha256, nonce, cfg["wifi_ssid"], psk)
-        print(ssproto.CHECK_LABEL + ": " + check)
+        self.out(ssproto.CHECK_LABEL + ": " + check)
         self.ok()
 
     async def cmd_provision_reset(self, a):
@@ -423,16 +445,18 @@ class Console:
         self.store.provision_clear()  # verified erase (the device key and certificates too)
         if self.app is not None:
             self.app.outbox.clear()  # undelivered alerts name the old identity
+            if getattr(self.app, "ble_state", None) is not None:
+                self.app.ble_state.factory_reset()  # the PIN's verifier stays (it is on the label)
         self.staged = {}
         self.ident = {}
-        print("Provisioning data erased")
-        print("Rebooting into provisioning mode...")
+        self.out("Provisioning data erased")
+        self.out("Rebooting into provisioning mode...")
         self.ok()
         await self._reset()
 
     async def cmd_reboot(self, a):
         _expect(a, 0, "usage: reboot")
-        print("Rebooting...")
+        self.out("Rebooting...")
         self.ok()
         await self._reset()
 
