@@ -52,7 +52,7 @@ def test_appendix_c_p256_sha256() -> None:
     v = vectors(str(VEC))[SUITE]
     ids = (v["Context"], v["idProver"], v["idVerifier"])
     p = Prover(_i(v["w0"]), _i(v["w1"]), *ids, x=_i(v["x"]))
-    ver = Verifier(VerifierKey(_i(v["w0"]), v["L"]), *ids, y=_i(v["y"]))
+    ver = Verifier(_i(v["w0"]), v["L"], *ids, y=_i(v["y"]))
     assert p.share == v["shareP"]
     r = ver.respond(p.share)
     assert r == v["shareV"] + v["HMAC(K_confirmV, shareP)"]
@@ -202,7 +202,7 @@ def test_host_pake_in_the_base_package_install(base_venv: Path) -> None:  # noqa
         "vk, salt, it = spake2p.verifier_key(rec)\n"
         "ctx = spake2p.context('SafeSignal-1', bytes(6), salt, it)\n"
         "p = spake2p.Prover(*spake2p.derive_w('135790', salt, it), ctx)\n"
-        "v = spake2p.Verifier(vk, ctx)\n"
+        "v = spake2p.Verifier(vk, None, ctx)\n"
         "k = v.finish(p.finish(v.respond(p.share)))\n"
         "a, b = channel.Channel(p.key, False), channel.Channel(k, True)\n"
         "assert b.open(a.seal(b'hi')) == b'hi'\n"

@@ -28,7 +28,7 @@ ADDR = b"\xaa\xbb\xcc\x00\x11\x22"
 def test_vector_messages():
     p = Prover(W0, W1, IDS[0], IDS[1], IDS[2], x=X)
     eq(p.share, V["shareP"], "shareP")
-    v = Verifier(VerifierKey(W0, V["L"]), IDS[0], IDS[1], IDS[2], y=Y)
+    v = Verifier(VerifierKey(W0, V["L"]), None, IDS[0], IDS[1], IDS[2], y=Y)
     r = v.respond(p.share)
     eq(r, V["shareV"] + V["HMAC(K_confirmV, shareP)"], "shareV || confirmV")
     cp = p.finish(r)
@@ -72,11 +72,34 @@ def _record(w0, w1):
 
 
 @test
+def test_verifier_from_w0_and_L_caches_its_key():
+    spake2p.forget()
+    w0, w1 = p256.generate_private_key(), p256.generate_private_key()
+    L = _record(w0, w1)[1]
+    for _ in range(2):
+        p = Prover(w0, w1, b"ctx")
+        v = Verifier(w0, L, b"ctx")
+        eq(v.finish(p.finish(v.respond(p.share))), p.key, "key")
+    k = spake2p._KEY
+    eq((k.w0, k.L), (w0, L), "cached")
+    v = Verifier(w0, L, b"ctx")
+    assert v._vk is k  # the same record: the same key, not recomputed
+    w0b = w0 + 1
+    v = Verifier(w0b, L, b"ctx")
+    eq(spake2p._KEY.w0, w0b, "another record replaces it")
+    p = Prover(w0, w1, b"ctx")
+    raises(PakeError, p.finish, v.respond(p.share))
+    spake2p.forget()
+    eq(spake2p._KEY, None, "forgotten")
+    raises(ValueError, Verifier, w0, bytes(65), b"ctx")
+
+
+@test
 def test_random_exchange_agrees():
     w0, w1 = p256.generate_private_key(), p256.generate_private_key()
     ctx = spake2p.context("SafeSignal-1A2B", ADDR, SALT, spake2p.ITERATIONS)
     p = Prover(w0, w1, ctx)
-    v = Verifier(VerifierKey(*_record(w0, w1)), ctx)
+    v = Verifier(VerifierKey(*_record(w0, w1)), None, ctx)
     key = v.finish(p.finish(v.respond(p.share)))
     eq(len(key), 32, "key length")
     eq(key, p.key, "same key")
@@ -98,7 +121,7 @@ def test_wrong_secrets_fail_on_both_sides():
     for bw0, bw1 in ((w0 + 1, w1), (w0, w1 + 1), (w0 + 1, w1 + 1)):  # wrong w0, wrong w1 only, both
         x = p256.generate_private_key()
         p = Prover(bw0, bw1, ctx, x=x)
-        v = Verifier(VerifierKey(w0, L), ctx)
+        v = Verifier(VerifierKey(w0, L), None, ctx)
         r = v.respond(p.share)
         e = raises(PakeError, p.finish, r)
         assert "device confirmation failed" in str(e)
@@ -118,7 +141,7 @@ def test_context_mismatch_fails():
               spake2p.context("SafeSignal-1A2B", ADDR, SALT, spake2p.ITERATIONS, b"v2")):
         assert a != b
         p = Prover(w0, w1, b)
-        v = Verifier(VerifierKey(*_record(w0, w1)), a)
+        v = Verifier(VerifierKey(*_record(w0, w1)), None, a)
         raises(PakeError, p.finish, v.respond(p.share))
 
 
@@ -136,12 +159,12 @@ def test_invalid_shares_refused():
     w0, w1 = p256.generate_private_key(), p256.generate_private_key()
     L = _record(w0, w1)[1]
     for bad in _bad_points():
-        e = raises(PakeError, Verifier(VerifierKey(w0, L), b"c").respond, bad)
+        e = raises(PakeError, Verifier(VerifierKey(w0, L), None, b"c").respond, bad)
         assert "invalid share" in str(e)
         raises(PakeError, Prover(w0, w1, b"c").finish, bad[:65] + bytes(97 - len(bad[:65])))
     # X = w0*M makes X - w0*M the point at infinity: refused, not computed with
     wm = p256.encode_point(*p256.mul(w0, (spake2p.MX, spake2p.MY)))
-    raises(PakeError, Verifier(VerifierKey(w0, L), b"c").respond, wm)
+    raises(PakeError, Verifier(VerifierKey(w0, L), None, b"c").respond, wm)
     wn = p256.encode_point(*p256.mul(w0, (spake2p.NX, spake2p.NY)))
     raises(PakeError, Prover(w0, w1, b"c").finish, wn + bytes(32))
     raises(PakeError, Prover(w0, w1, b"c").finish, bytes(96))  # wrong length
@@ -152,7 +175,7 @@ def test_one_exchange_per_object():
     w0, w1 = p256.generate_private_key(), p256.generate_private_key()
     L = _record(w0, w1)[1]
     p = Prover(w0, w1, b"c")
-    v = Verifier(VerifierKey(w0, L), b"c")
+    v = Verifier(VerifierKey(w0, L), None, b"c")
     raises(PakeError, v.finish, bytes(32))
     r = v.respond(p.share)
     raises(PakeError, v.respond, p.share)
@@ -213,7 +236,7 @@ def test_pin_derivation_host_only():
     w0p, w1p = spake2p.derive_w("123456", salt, it)
     eq(w0p, w0, "w0")
     p = Prover(w0p, w1p, ctx)
-    v = Verifier(VerifierKey(w0, L), ctx)
+    v = Verifier(VerifierKey(w0, L), None, ctx)
     v.finish(p.finish(v.respond(p.share)))
 
 

@@ -35,7 +35,7 @@ def main():
                 key = spake2p.verifier_key(arg)[0]
                 out("ok")
             elif cmd == "new":
-                ver = spake2p.Verifier(key, arg)
+                ver = spake2p.Verifier(key, None, arg)
                 ch = None
                 out("ok")
             elif cmd == "respond":

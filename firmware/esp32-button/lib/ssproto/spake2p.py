@@ -16,8 +16,8 @@
 # The device stores only the verifier record (make_record, written at the factory):
 #   w0 (32, big-endian) || L = w1*G (65) || salt (16) || iterations (4, big-endian) = 117 bytes
 # The PIN never exists on the device.  The host derives w0 and w1 from the PIN (derive_w).
-# From the record the device makes a VerifierKey once per boot (verifier_key: w0*M, w0*N
-# and a comb table for L, ~7 ms on the unix port), then one Verifier per session (~7 ms:
+# From the record the device makes a VerifierKey once (w0*M, w0*N and a comb table for L,
+# ~7 ms on the unix port; Verifier caches the last one), then one Verifier per session (~7 ms:
 # y*G, y*L by comb, y*(X - w0*M) by wNAF); bench/ble.py measures both.
 #
 # PBKDF2 iterations: ITERATIONS = 600000 (PBKDF2-HMAC-SHA256; OWASP's 2023 figure for it).
@@ -319,14 +319,35 @@ class Prover:
         return p256.hmac_sha256(kcp, share_v)
 
 
-class Verifier:
-    """The device's side, one per session, from the VerifierKey made once from its record:
-    v = Verifier(key, ctx); response = v.respond(share_p) (PakeError for an invalid share);
-    k_shared = v.finish(confirm_p) (PakeError if the host's confirmation is wrong: a wrong
-    PIN).  One exchange per object.  y: the random scalar (tests only)."""
+_KEY = None  # the last VerifierKey Verifier made (one device has one record)
 
-    def __init__(self, key, ctx, id_prover=b"", id_verifier=b"", y=None):
-        self._vk = key
+
+def forget():
+    """Drop the cached VerifierKey (when BLE is turned off: its ~1.2 kB go back to the heap)."""
+    global _KEY
+    _KEY = None
+
+
+def _key_for(w0, L):
+    global _KEY
+    if isinstance(w0, VerifierKey):
+        return w0
+    k = _KEY
+    if k is None or k.w0 != w0 or k.L != p256.encode_point(*p256.as_point(L)):
+        k = _KEY = VerifierKey(w0, L)
+    return k
+
+
+class Verifier:
+    """The device's side, one per session: v = Verifier(w0, L, ctx) from the record's w0 and L
+    (65 bytes), or Verifier(key, None, ctx) with a VerifierKey; response = v.respond(share_p)
+    (PakeError for an invalid share); k_shared = v.finish(confirm_p) (PakeError if the host's
+    confirmation is wrong: a wrong PIN).  One exchange per object.  The VerifierKey of the last
+    (w0, L) is kept (module-level) so that only the first session pays for it; forget() drops
+    it.  y: the random scalar (tests only)."""
+
+    def __init__(self, w0, L, ctx, id_prover=b"", id_verifier=b"", y=None):
+        self._vk = _key_for(w0, L)
         self._ids = (ctx, id_prover, id_verifier)
         self._y = y
         self._expect = None
