@@ -6,6 +6,9 @@
     safesignal ca broker   --dir D --host NAME [--host NAME]… --listen ADDR [--port 8883] --out DIR
                            [--config-dir DIR] [--days N]
     safesignal ca operator --dir D --name NAME [--days N] [--broker DIR] [--own-passphrase]
+    safesignal ca revoke   --dir D (--device ID | --serial HEX | --cert FILE) [--reason R] [--broker DIR]
+                           [--json]
+    safesignal ca crl      --dir D [--out FILE] [--renew] [--days N]
 
 The CA passphrase comes from ``SAFESIGNAL_CA_PASS`` (empty = unset), else a prompt that does
 not echo (asked twice by ``init``).  It is never printed, logged or written anywhere; neither
@@ -75,6 +78,10 @@ def cmd_ca_show(args: argparse.Namespace) -> int:
     s = ca.summary()
     if args.json:
         s["issued_certificates"] = [vars(r) for r in ca.issued()]
+        s["revoked_certificates"] = [vars(r) for r in ca.revoked()]
+        crl = ca.crl()
+        s["crl_next_update"] = (crl.next_update_utc.isoformat() if crl is not None and crl.next_update_utc
+                                else None)
         out(json.dumps(s, ensure_ascii=False))
         return 0
     out(f"Tenant:        {s['tenant']}")
@@ -87,8 +94,14 @@ def cmd_ca_show(args: argparse.Namespace) -> int:
     out(f"Private key:   {s['key_file']} ({enc}, mode {s['key_mode']})")
     out(f"Operators:     {', '.join(s['operators']) or '(none)'}")
     out(f"Issued:        {s['issued']} certificate(s)")
+    revoked = {r.serial for r in ca.revoked()}
     for r in ca.issued():
-        out(f"  {r.kind:8} {r.name:24} serial {r.serial[:16]}…  valid until {r.not_after}")
+        out(f"  {r.kind:8} {r.name:24} serial {r.serial[:16]}…  valid until {r.not_after}"
+            + ("  REVOKED" if r.serial in revoked else ""))
+    crl = ca.crl()
+    out(f"CRL:           {len(revoked)} revoked; "
+        + (f"{ca.crl_path}, renew before {crl.next_update_utc:%Y-%m-%d}" if crl is not None and crl.next_update_utc
+           else "none signed yet (or out of date): safesignal ca crl"))
     return 0
 
 
@@ -128,7 +141,7 @@ def cmd_ca_broker(args: argparse.Namespace) -> int:
 
     ca = _open(args)
     hosts = list(args.host)
-    if not tenant_ca.server_cert_current(ca, args.out, hosts):
+    if not tenant_ca.server_cert_current(ca, args.out, hosts) or not ca.crl_current():
         ca.unlock(ca_passphrase())
     try:
         files = tenant_ca.write_broker_config(ca, args.out, args.listen, args.port, hosts,
@@ -142,10 +155,76 @@ def cmd_ca_broker(args: argparse.Namespace) -> int:
     out(f"  Broker cert:  {files.cert} ({what}; names: {', '.join(files.host_names)})")
     out(f"  Broker key:   {files.key}  (unencrypted, mode 0600: readable only by the broker's account)")
     out(f"  CA cert:      {files.ca}")
+    out(f"  CRL:          {files.crl}  ({len(ca.revoked())} revoked certificate(s))")
     config_dir = Path(args.config_dir) if args.config_dir else files.dir
     for line in start_hint(config_dir, rendered_here=not args.config_dir):
         out(line)
-    out("After issuing an operator, render again and send the running broker SIGHUP (kill -HUP <pid>).")
+    out("After issuing an operator or revoking a certificate, render again and send the running broker SIGHUP "
+        "(kill -HUP <pid>).")
+    return 0
+
+
+def cmd_ca_revoke(args: argparse.Namespace) -> int:
+    from safesignal.pki import ca as tenant_ca
+
+    ca = _open(args)
+    cert = None
+    if args.cert is not None:
+        try:
+            cert = Path(args.cert).read_bytes()
+        except OSError as e:
+            raise UsageError(f"cannot read the certificate {args.cert}: {e.strerror or e}") from None
+    if args.reason not in tenant_ca.REASONS:
+        raise UsageError(f"--reason must be one of: {', '.join(tenant_ca.REASONS)}")
+    # What to revoke is found before the passphrase is asked: a typo costs no prompt.
+    records = ca.find_issued(device=args.device, serial=args.serial, cert=cert)
+    ca.unlock(ca_passphrase())
+    try:
+        new = ca.revoke(records, args.reason)
+        crl_file = tenant_ca.write_crl(ca, args.broker) if args.broker else None
+    finally:
+        ca.lock()
+    if args.json:
+        out(json.dumps({"revoked": [vars(r) for r in new], "already_revoked": len(records) - len(new),
+                        "crl": str(ca.crl_path), "broker_crl": str(crl_file) if crl_file else None}))
+        return 0
+    for r in new:
+        out(f"✓ Revoked {r.kind} {r.name} certificate, serial {r.serial} ({r.reason})")
+    if len(new) < len(records):
+        out(f"  {len(records) - len(new)} certificate(s) named were revoked already")
+    out(f"  CRL:          {ca.crl_path} ({len(ca.revoked())} revoked in all)")
+    if crl_file is not None:
+        out(f"✓ Broker CRL {crl_file} updated: send the running broker SIGHUP (kill -HUP <pid>) to apply it")
+    else:
+        out("Then copy the CRL to the broker (safesignal ca crl --dir D --out BROKER_DIR/crl.pem, or --broker DIR) "
+            "and send it SIGHUP.")
+    return 0
+
+
+def cmd_ca_crl(args: argparse.Namespace) -> int:
+    from safesignal.pki import ca as tenant_ca
+
+    ca = _open(args)
+    if args.renew or not ca.crl_current():
+        ca.unlock(ca_passphrase())
+    try:
+        pem = ca.issue_crl(args.days) if args.renew else ca.crl_pem()
+    finally:
+        ca.lock()
+    if args.out is None:
+        sys.stdout.write(pem.decode())
+        sys.stdout.flush()
+        return 0
+    dest = Path(args.out)
+    try:
+        tenant_ca._write_replace(dest, pem, 0o644)
+    except OSError as e:
+        raise UsageError(f"cannot write {dest}: {e.strerror or e}") from None
+    crl = ca.crl()
+    assert crl is not None
+    out(f"✓ CRL of the {ca.tenant} CA written to {dest}: {len(ca.revoked())} revoked certificate(s), "
+        f"valid until {crl.next_update_utc:%Y-%m-%d}")
+    out("A broker using it as its crlfile applies it on SIGHUP (kill -HUP <pid>).")
     return 0
 
 
@@ -269,6 +348,27 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                         "runs monitor/verify need not know the CA passphrase; give them ca.pem, ca.json and "
                         "operators/NAME.* without ca-key.pem")
     p.set_defaults(func=cmd_ca_operator)
+
+    from safesignal.pki.ca import CRL_DAYS, REASONS
+
+    p = sub.add_parser("revoke", help="revoke certificates: all of a device's, or one by serial or file")
+    p.add_argument("--dir", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--device", metavar="ID", help="every certificate issued to this device id (retire it)")
+    which.add_argument("--serial", metavar="HEX", help="one certificate by its serial (any kind; from `ca show`)")
+    which.add_argument("--cert", metavar="FILE", help="the certificate in this file (PEM or DER)")
+    p.add_argument("--reason", default="unspecified", choices=list(REASONS),
+                   help="RFC 5280 reason (default unspecified)")
+    p.add_argument("--broker", metavar="DIR", help="also write the new CRL into this broker directory (crl.pem)")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=cmd_ca_revoke)
+
+    p = sub.add_parser("crl", help="the CA's certificate revocation list (PEM), on stdout or in a file")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--out", metavar="FILE", help="write it here (e.g. the broker's crl.pem) instead of stdout")
+    p.add_argument("--renew", action="store_true", help="sign a new one even if the current one is valid")
+    p.add_argument("--days", type=_days, default=CRL_DAYS, help=f"validity of a new CRL (default {CRL_DAYS})")
+    p.set_defaults(func=cmd_ca_crl)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -286,6 +286,13 @@ def _provision(args: argparse.Namespace) -> int:
             session.command(["ble_done"])  # verified: the button turns Bluetooth off
             say("Bluetooth off on the device (until a long press at power-on)")
     doc: dict[str, object] = dict(_status_json(result.status))
+    if access is not None:  # re-keyed: the device's earlier certificates from this CA are revoked (ca.py)
+        gone = access.revoke_superseded(req.device_id, result.status.get("certificate_sha256"))
+        for r in gone:
+            say(f"Revoked the device's previous certificate (serial {r.serial}): copy the CRL to the broker "
+                f"(safesignal ca crl --dir {args.ca} --out BROKER_DIR/crl.pem) and send it SIGHUP")
+        if gone:
+            doc["revoked_serials"] = [r.serial for r in gone]
     if result.restarted:
         doc["restarted_during_commit"] = True
     if result.changes:

@@ -12,6 +12,9 @@ One CA per tenant, kept in a directory (mode 0700) on the site administrator's m
       all/<serial>.pem  every certificate ever issued (devices, operators, broker)
     operators/        operator certificates for the host tools, CN "op:<name>":
       <name>.pem, <name>.key (the key encrypted with the CA passphrase, mode 0600)
+    revoked.jsonl     one JSON line per revoked certificate: serial, kind, name, reason, time
+    crl.pem           the current certificate revocation list (CRL) signed by the CA, listing
+                      every revoked certificate; the broker's copy is its ``crlfile``
 
 Devices make their own key and send a certificate signing request (CSR); the CA checks it
 and issues a client certificate whose Common Name is the device id.  The broker
@@ -21,7 +24,12 @@ Operator CNs start with ``op:``; a colon cannot appear in a device id, so an ope
 device can never have the same identity.
 
 The broker's configuration is rendered from the templates shipped in ``broker/mosquitto/``
-(:func:`write_broker_config`, :func:`write_acl`).
+(:func:`write_broker_config`, :func:`write_acl`, :func:`write_crl`).
+
+Revocation: :meth:`TenantCA.revoke` adds certificates to ``revoked.jsonl`` and signs a new CRL;
+re-keying a device revokes the certificates it had before (:meth:`CaAccess.revoke_superseded`,
+called once the new certificate is installed and read back).  mosquitto checks client
+certificates against its ``crlfile`` and reads that file again on SIGHUP.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import ipaddress
 import json
 import os
 import string
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,12 +61,26 @@ CA_JSON = "ca.json"
 ISSUED = "issued"
 ISSUED_ALL = "all"
 INDEX = "index.jsonl"
+REVOKED = "revoked.jsonl"
+CRL = "crl.pem"
 OPERATORS = "operators"
 
 CA_DAYS = 7300  # 20 years: the CA outlives every device certificate it signs
 DEVICE_DAYS = 3650  # devices stay on the wall for years and have no renewal path yet
 OPERATOR_DAYS = 365
 SERVER_DAYS = 825
+# A CRL's nextUpdate: once it has passed, mosquitto (OpenSSL: X509_V_ERR_CRL_HAS_EXPIRED) refuses
+# every client, so the broker's copy must be renewed before then (`safesignal ca crl`, or
+# `ca broker`, which renews it within RENEW_BEFORE of that date).
+CRL_DAYS = 365
+# RFC 5280 5.3.1 reason codes a revocation may give (CLI names).
+REASONS = {
+    "unspecified": x509.ReasonFlags.unspecified,
+    "keyCompromise": x509.ReasonFlags.key_compromise,
+    "affiliationChanged": x509.ReasonFlags.affiliation_changed,
+    "superseded": x509.ReasonFlags.superseded,
+    "cessationOfOperation": x509.ReasonFlags.cessation_of_operation,
+}
 MIN_PASSPHRASE = 12
 BACKDATE = dt.timedelta(minutes=5)  # notBefore = now - 5 min: tolerate clocks a little behind
 RENEW_BEFORE = dt.timedelta(days=30)  # write_broker_config re-issues a broker cert this close to expiry
@@ -93,6 +116,18 @@ class IssuedRecord:
 
 
 @dataclass(frozen=True)
+class RevokedRecord:
+    """One line of ``revoked.jsonl``."""
+
+    serial: str  # hex, as in IssuedRecord
+    kind: str
+    name: str
+    reason: str  # a key of REASONS
+    revoked_at: str  # ISO 8601, UTC
+    sha256: str
+
+
+@dataclass(frozen=True)
 class OperatorCert:
     """An operator's credentials for paho's ``tls_set(ca_certs=ca, certfile=cert, keyfile=key,
     keyfile_password=<CA passphrase>)``."""
@@ -115,6 +150,7 @@ class BrokerFiles:
     ca: Path
     cert: Path
     key: Path
+    crl: Path
     log: Path
     data: Path
     listen: str
@@ -135,6 +171,11 @@ def _iso(t: dt.datetime) -> str:
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, as ``AB:CD:…`` (what ``openssl x509 -fingerprint -sha256`` shows)."""
     return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+
+
+def _hex(fp: str) -> str:
+    """A SHA-256 fingerprint as plain lower-case hex (index.jsonl writes "AB:CD:…", devices "abcd…")."""
+    return fp.replace(":", "").lower()
 
 
 def check_name(what: str, value: str) -> str:
@@ -338,6 +379,149 @@ class TenantCA:
             if line.strip():
                 out.append(IssuedRecord(**json.loads(line)))
         return out
+
+    def revoked(self) -> list[RevokedRecord]:
+        """Every certificate this CA revoked, in order (from ``revoked.jsonl``)."""
+        try:
+            lines = (self.dir / REVOKED).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        return [RevokedRecord(**json.loads(line)) for line in lines if line.strip()]
+
+    @property
+    def crl_path(self) -> Path:
+        return self.dir / CRL
+
+    def crl(self) -> x509.CertificateRevocationList | None:
+        """The CA's current CRL (``crl.pem``) if it is signed by this CA and lists exactly the
+        revoked certificates; None otherwise (missing, damaged, stale)."""
+        try:
+            crl = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+        except (OSError, ValueError):
+            return None
+        if not crl.is_signature_valid(self.cert.public_key()):  # type: ignore[arg-type]
+            return None
+        if {r.serial_number for r in crl} != {int(r.serial, 16) for r in self.revoked()}:
+            return None
+        return crl
+
+    def crl_current(self) -> bool:
+        """Whether ``crl.pem`` is valid (above) and more than 30 days from its nextUpdate."""
+        crl = self.crl()
+        nu = crl.next_update_utc if crl is not None else None
+        return nu is not None and nu - _now() > RENEW_BEFORE
+
+    def issue_crl(self, days: int = CRL_DAYS) -> bytes:
+        """Sign a new CRL listing every revoked certificate, write it to ``crl.pem``; returns it
+        (PEM).  Its lastUpdate is later than the previous CRL's, so a broker that holds both picks
+        the new one; its CRL number counts up."""
+        key = self._need_key()
+        _check_days(days)
+        old = self.crl()
+        if old is None:
+            try:
+                old = x509.load_pem_x509_crl(self.crl_path.read_bytes())
+            except (OSError, ValueError):
+                old = None
+        now = _now()
+        number = 1
+        if old is not None:
+            # A broker adds each CRL it reads on SIGHUP to its store and OpenSSL uses, of two
+            # from one issuer, the one with the later lastUpdate (and only one not dated in the
+            # future): so wait for the next whole second rather than date this one ahead.
+            while now <= old.last_update_utc:
+                time.sleep(0.05)
+                now = _now()
+            try:
+                number = old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+            except x509.ExtensionNotFound:
+                pass
+        ca_ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        b = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.cert.subject)
+            .last_update(now)
+            .next_update(min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc))
+            .add_extension(x509.CRLNumber(number), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
+        )
+        for r in self.revoked():
+            entry = (x509.RevokedCertificateBuilder().serial_number(int(r.serial, 16))
+                     .revocation_date(dt.datetime.fromisoformat(r.revoked_at)))
+            if r.reason != "unspecified":  # RFC 5280 5.3.1: omit the extension rather than say unspecified
+                entry = entry.add_extension(x509.CRLReason(REASONS[r.reason]), critical=False)
+            b = b.add_revoked_certificate(entry.build())
+        pem = b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+        _write_replace(self.crl_path, pem, 0o644)
+        return pem
+
+    def crl_pem(self) -> bytes:
+        """The current CRL (PEM), signing a new one first when ``crl.pem`` is missing, stale or
+        within 30 days of its nextUpdate (the CA must then be unlocked)."""
+        if not self.crl_current():
+            if not self.unlocked:
+                raise CaError("the CRL must be signed again: unlock the CA first")
+            return self.issue_crl()
+        return self.crl_path.read_bytes()
+
+    def find_issued(self, *, device: str | None = None, serial: str | None = None,
+                    cert: bytes | None = None) -> list[IssuedRecord]:
+        """The issued certificates named by a device id (all of that device's), a serial (hex,
+        any certificate kind) or a certificate (PEM or DER, which this CA must have issued)."""
+        if sum(x is not None for x in (device, serial, cert)) != 1:
+            raise CaError("name exactly one of: a device id, a serial, a certificate file")
+        issued = self.issued()
+        if device is not None:
+            check_name("device id", device)
+            found = [r for r in issued if r.kind == "device" and r.name == device]
+            if not found:
+                raise CaError(f"this CA issued no certificate to device {device!r}")
+            return found
+        if serial is not None:
+            s = serial.lower().removeprefix("0x").replace(":", "")
+            try:
+                want = int(s, 16)
+            except ValueError:
+                raise CaError(f"{serial[:80]!r} is not a certificate serial (hex)") from None
+            found = [r for r in issued if int(r.serial, 16) == want]
+            if not found:
+                raise CaError(f"this CA issued no certificate with serial {want:x}")
+            return found
+        assert cert is not None
+        try:
+            c = x509.load_pem_x509_certificate(cert) if b"-----BEGIN" in cert else x509.load_der_x509_certificate(cert)
+        except ValueError:
+            raise CaError("the file is not a certificate (PEM or DER)") from None
+        found = [r for r in issued if r.sha256 == fingerprint(c)]
+        if not found:
+            raise CaError(f"this CA did not issue that certificate (serial {c.serial_number:x})")
+        return found
+
+    def revoke(self, records: Sequence[IssuedRecord], reason: str = "unspecified") -> list[RevokedRecord]:
+        """Revoke these issued certificates (those not yet revoked) and sign a new CRL.  Returns
+        the newly revoked ones (empty if all were revoked already: no new CRL then)."""
+        if reason not in REASONS:
+            raise CaError(f"unknown revocation reason {reason!r} (one of: {', '.join(REASONS)})")
+        self._need_key()
+        done = {int(r.serial, 16) for r in self.revoked()}
+        new: list[RevokedRecord] = []
+        for r in records:
+            if int(r.serial, 16) in done:
+                continue
+            done.add(int(r.serial, 16))
+            new.append(RevokedRecord(serial=r.serial, kind=r.kind, name=r.name, reason=reason,
+                                     revoked_at=_iso(_now()), sha256=r.sha256))
+        if not new and self.crl() is not None:
+            return []
+        if new:
+            fd = os.open(self.dir / REVOKED, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                os.write(fd, "".join(json.dumps(asdict(x), sort_keys=True) + "\n" for x in new).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        self.issue_crl()
+        return new
 
     def operators(self) -> list[str]:
         """Names of the operators with a certificate on file (``operators/<name>.pem``)."""
@@ -640,6 +824,16 @@ def render_acl(ca: TenantCA, templates: Path | None = None) -> str:
     return _render(templates, ACL_TEMPLATE, tenant=check_name("tenant", ca.tenant), operators=ops.rstrip("\n"))
 
 
+def write_crl(ca: TenantCA, out_dir: str | os.PathLike[str]) -> Path:
+    """(Re)write ``out_dir/crl.pem`` (the broker's ``crlfile``) atomically from the CA's current
+    CRL (:meth:`TenantCA.crl_pem`); ``kill -HUP`` makes a running mosquitto use it."""
+    out = Path(out_dir)
+    _mkdir(out)
+    path = out / CRL
+    _write_replace(path, ca.crl_pem(), 0o644)
+    return path
+
+
 def write_acl(ca: TenantCA, out_dir: str | os.PathLike[str], templates: Path | None = None) -> Path:
     """(Re)write ``out_dir/acl`` atomically; ``kill -HUP`` makes a running mosquitto use it."""
     out = Path(out_dir)
@@ -716,6 +910,8 @@ def write_broker_config(ca: TenantCA, out_dir: str | os.PathLike[str], listen_ho
                         port=str(port), log_file=str(log), autosave_interval=str(autosave_interval),
                         extra="\n".join(extra))
     acl_text = render_acl(ca, templates)
+    if not ca.crl_current() and not ca.unlocked:
+        raise CaError("the CRL must be signed (again): unlock the CA first")
     issued = False
     if not server_cert_current(ca, out, host_names):
         if host_names is None:
@@ -728,11 +924,12 @@ def write_broker_config(ca: TenantCA, out_dir: str | os.PathLike[str], listen_ho
     _mkdir(out / "data")
     _write_replace(out / "ca.pem", ca.cert_pem(), 0o644)
     _write_replace(out / "acl", acl_text.encode(), 0o644)
+    write_crl(ca, out)
     _write_replace(out / "mosquitto.conf", conf_text.encode(), 0o644)
     cert = x509.load_pem_x509_certificate((out / "server.pem").read_bytes())
     names = tuple(sorted(_san_names(cert)))
     return BrokerFiles(dir=out, config=out / "mosquitto.conf", acl=out / "acl", ca=out / "ca.pem",
-                       cert=out / "server.pem", key=out / "server.key", log=log, data=out / "data",
+                       cert=out / "server.pem", key=out / "server.key", crl=out / CRL, log=log, data=out / "data",
                        listen=listen_host, port=port, host_names=names, issued_server_cert=issued)
 
 
@@ -767,6 +964,22 @@ class CaAccess:
 
     def unlock(self) -> TenantCA:
         return self.ca.unlock(self.passphrase())
+
+    def revoke_superseded(self, device_id: str, current_sha256: str | None) -> list[RevokedRecord]:
+        """Re-keying: revoke every certificate this CA issued to ``device_id`` except the one
+        the device now holds (SHA-256 ``current_sha256``, read back after the reboot), reason
+        superseded.  Call it only once the new certificate is installed: a provisioning that
+        fails keeps the device's old certificate working.  Returns what was revoked."""
+        if current_sha256 is None:
+            return []
+        keep = _hex(current_sha256)
+        old = [r for r in self.ca.issued() if r.kind == "device" and r.name == device_id and _hex(r.sha256) != keep]
+        revoked = {r.serial for r in self.ca.revoked()}
+        if not [r for r in old if r.serial not in revoked]:
+            return []
+        if not self.ca.unlocked:
+            self.unlock()
+        return self.ca.revoke(old, "superseded")
 
     def signer(self) -> Callable[[bytes, str], tuple[bytes, bytes]]:
         """Signs device CSRs with the CA, which the caller has unlocked (before anything was sent)."""
