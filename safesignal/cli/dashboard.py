@@ -110,7 +110,8 @@ def cmd_dashboard_serve(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         out(f"✓ Dashboard on {url} (database {shown_url(args.db)}, broker {broker}); Ctrl-C stops it")
 
-    serve(opts, ready)
+    stored, duplicates = serve(opts, ready)
+    err(f"Dashboard stopped: this instance stored {stored} alert(s) ({duplicates} duplicate(s) were stored already)")
     return 0
 
 

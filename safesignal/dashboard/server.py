@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -57,8 +59,9 @@ def add_user(db_url: str, name: str, role: str, password: str) -> str:
         engine.dispose()
 
 
-def serve(opts: ServeOptions, ready: Callable[[str], None]) -> None:
-    """Run until SIGINT or SIGTERM.  ``ready`` gets the app's URL once it accepts connections."""
+def serve(opts: ServeOptions, ready: Callable[[str], None]) -> tuple[int, int]:
+    """Run until SIGINT or SIGTERM.  ``ready`` gets the app's URL once it accepts connections.
+    Returns (alerts this instance stored, alerts it received that were stored already)."""
     host, port = parse_listen(opts.listen)
     engine = db.make_engine(opts.db_url)
     try:
@@ -94,8 +97,17 @@ def serve(opts: ServeOptions, ready: Callable[[str], None]) -> None:
         ingest.start()
         shown_host = f"[{host}]" if family == socket.AF_INET6 else host
         ready(f"http://{shown_host}:{port}")
-        server.run(sockets=[sock])
+        # uvicorn turns SIGTERM into a graceful shutdown, then raises it again once done: with this
+        # handler in place by then, a service manager's SIGTERM is a clean exit (0), not a kill.
+        on_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda sig, frame: None) if on_main else None
+        try:
+            server.run(sockets=[sock])
+        finally:
+            if on_main:
+                signal.signal(signal.SIGTERM, previous)
     finally:
         ingest.stop()
         sock.close()
         engine.dispose()
+    return ingest.stored, ingest.duplicates

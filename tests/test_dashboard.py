@@ -1,0 +1,384 @@
+"""Issue 12: the dashboard's registry, API and ingest, through the CLI as a user runs it.
+
+`safesignal dashboard user add` and `safesignal dashboard` run as subprocesses; the API is
+called over HTTP; alerts and presence come from a real mosquitto; the database is SQLite and a
+real PostgreSQL (tests/support/postgres.py, started in a temporary directory).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.publish as publish
+import pytest
+
+import ssproto.msg as msg
+from conftest import REPO, Mosquitto, SecretGuard, need
+from support.cli import run_cli
+from support.dashboard import Dashboard, add_user
+from support.postgres import Postgres, find_bindir, postgres_server  # noqa: F401 - the fixture
+
+TENANT, BUILDING, ROOM = "acme", "hq", "r101"
+CHIP = "aa:bb:cc:00:11:22"
+
+
+def database(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    pg: Postgres = request.getfixturevalue("postgres_server")
+    return pg.database()
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+def alert(broker: Mosquitto, device: str, seq: int, kind: str = "panic", *, epoch: int = 7, building: str = BUILDING,
+          room: str = ROOM, chip: str | None = CHIP, copies: int = 1) -> None:
+    """Publish one alert as the firmware does (QoS 1), ``copies`` times (a redelivery)."""
+    pfx = msg.prefix(TENANT, building, room, device)
+    d = json.loads(msg.alert_payload(pfx, seq, kind, time.time(), 1000 + seq, epoch))
+    if chip is not None:
+        d["chip_id"] = chip
+    publish.multiple([{"topic": pfx + "/alert", "payload": json.dumps(d), "qos": 1}] * copies,
+                     hostname=broker.host, port=broker.port)
+
+
+def status(broker: Mosquitto, device: str, online: bool) -> None:
+    pfx = msg.prefix(TENANT, BUILDING, ROOM, device)
+    d = json.loads(msg.status_payload(pfx, online, "ss-fw-test", "boot1"))
+    d["chip_id"] = CHIP
+    publish.single(pfx + "/status", json.dumps(d), qos=1, retain=True, hostname=broker.host, port=broker.port)
+
+
+def device(devices: list[dict[str, Any]], device_id: str) -> dict[str, Any] | None:
+    return next((d for d in devices if d["device_id"] == device_id), None)
+
+
+ROUTES = [("GET", "/api/devices"), ("GET", "/api/alerts"), ("GET", "/api/events"), ("GET", "/api/me"),
+          ("POST", f"/api/devices/{TENANT}/btn-1/confirm"), ("POST", "/api/provisionings")]
+
+
+# --- accounts ----------------------------------------------------------------------------------
+def test_user_add_asks_for_a_password_and_stores_only_hashes(guard: SecretGuard, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'users.db'}"
+    r = run_cli(guard, "dashboard", "user", "add", "nopass", "--role", "viewer", "--db", db)
+    assert r.returncode == 2 and "SAFESIGNAL_USER_PASS" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(guard, "dashboard", "user", "add", "x", "--role", "superuser", "--db", db,
+                env={"SAFESIGNAL_USER_PASS": "long enough pw"})
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    token = add_user(guard, db, "ada", "admin")
+    assert token.startswith("ssd_") and len(token) > 40
+    r = run_cli(guard, "dashboard", "user", "add", "ada", "--role", "viewer", "--db", db,
+                env={"SAFESIGNAL_USER_PASS": "another long pw"})
+    assert r.returncode == 2 and "exists already" in r.stderr
+    # The default database is safesignal.db in the current directory.
+    r = subprocess.run([sys.executable, "-m", "safesignal", "dashboard", "user", "add", "bob", "--role", "viewer"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path, stdin=subprocess.DEVNULL,
+                       env={**os.environ, "SAFESIGNAL_USER_PASS": guard.secret("bobs-password-1")})
+    assert r.returncode == 0 and (tmp_path / "safesignal.db").exists(), r.stderr
+    guard.output("user add", r.stdout + r.stderr)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "users.db") as c:
+        (hashed,) = c.execute("SELECT password_hash FROM users WHERE name = 'ada'").fetchone()
+        (stored,) = c.execute("SELECT token_sha256 FROM api_tokens").fetchone()
+    assert hashed.startswith("$argon2id$")
+    import hashlib
+
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+    # neither the passwords nor the token are anywhere in the database files (the WAL included)
+    files = sorted(tmp_path.glob("*.db*"))
+    assert len(files) >= 2
+    guard.binaries += files
+    assert all(token.encode() not in f.read_bytes() for f in files)
+
+
+# --- the API over HTTP, on both databases ----------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_api_ingest_and_confirmation(backend: str, request: pytest.FixtureRequest, guard: SecretGuard,
+                                     mosquitto: Mosquitto, tmp_path: Path) -> None:
+    db = database(backend, request, tmp_path)
+    installer = add_user(guard, db, "ivan", "installer")
+    viewer = add_user(guard, db, "vera", "viewer")
+    status(mosquitto, "btn-1", True)  # retained before the dashboard starts: its last-known presence
+    dash = Dashboard(guard, mosquitto.uri, db, tmp_path / "run")
+    try:
+        for method, path in ROUTES:
+            for token in (None, "ssd_not-a-token"):
+                code, body = dash.request(method, path, token, body={} if method == "POST" else None)
+                assert code == 401, (method, path, token, code, body)
+        assert dash.request("GET", "/", None)[0] == 401
+        assert dash.get("/api/me", viewer) == {"name": "vera", "role": "viewer"}
+
+        # presence from the retained status; a test alert delivered twice is stored once
+        before = now_iso()
+        alert(mosquitto, "btn-1", 0, "test", copies=2)
+        devs = dash.wait_for("/api/devices", viewer,
+                             lambda ds: (d := device(ds, "btn-1")) is not None and d["last_test_alert"] is not None)
+        d = device(devs, "btn-1")
+        assert d is not None
+        assert {"tenant", "building", "room", "device_id", "chip_id", "online", "last_seen", "last_test_alert",
+                "confirmed", "confirmed_by", "anomalies"} <= set(d)
+        assert (d["tenant"], d["building"], d["room"], d["chip_id"], d["online"], d["confirmed"], d["confirmed_by"],
+                d["anomalies"], d["firmware"]) == (TENANT, BUILDING, ROOM, CHIP, True, False, None, [], "ss-fw-test")
+        alerts = dash.get("/api/alerts?since=" + urllib.parse.quote(before), viewer)
+        assert [(a["device_id"], a["epoch"], a["seq"], a["type"], a["chip_id"]) for a in alerts] == [
+            ("btn-1", 7, 0, "test", CHIP)]
+        assert dash.get("/api/alerts?since=" + urllib.parse.quote(
+            (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()), viewer) == []
+        assert dash.request("GET", "/api/alerts?since=yesterday", viewer)[0] == 400
+
+        # confirmation: only after a test alert that arrived after the latest provisioning
+        code, body = dash.request("POST", f"/api/devices/{TENANT}/btn-1/confirm", installer, {"installer": "ivan"})
+        assert code == 409 and "no provisioning record" in body["reason"], body
+        record = {"tenant": TENANT, "building": BUILDING, "room": ROOM, "device_id": "btn-1", "chip_id": CHIP,
+                  "cert_sha256": "ab" * 32, "broker": mosquitto.uri, "time": now_iso(), "installer": "ivan"}
+        assert dash.request("POST", "/api/provisionings", viewer, record)[0] == 403
+        assert dash.request("POST", "/api/provisionings", installer, {**record, "tenant": "bad/tenant"})[0] == 400
+        code, body = dash.request("POST", "/api/provisionings", installer, record)
+        assert code == 201 and body["chip_id"] == CHIP and body["installer"] == "ivan", body
+        code, body = dash.request("POST", f"/api/devices/{TENANT}/btn-1/confirm", installer, {"installer": "ivan"})
+        assert code == 409 and "no test alert" in body["reason"], body  # the test alert came before it
+        alert(mosquitto, "btn-1", 1, "test")
+        dash.wait_for("/api/alerts?since=" + urllib.parse.quote(record["time"]), viewer, lambda a: len(a) == 1)
+        code, body = dash.request("POST", f"/api/devices/{TENANT}/btn-1/confirm", viewer, {"installer": "vera"})
+        assert code == 403, body
+        assert dash.request("POST", f"/api/devices/{TENANT}/btn-1/confirm", installer, {})[0] == 400
+        assert dash.request("POST", f"/api/devices/{TENANT}/no-such/confirm", installer, {"installer": "i"})[0] == 404
+        code, body = dash.request("POST", f"/api/devices/{TENANT}/btn-1/confirm", installer, {"installer": "ivan"})
+        assert code == 200 and body["confirmed_by"] == "ivan" and body["test_alert"]["seq"] == 1, body
+        d = device(dash.get("/api/devices", viewer), "btn-1")
+        assert d is not None and (d["confirmed"], d["confirmed_by"]) == (True, "ivan")
+
+        # a new provisioning needs a new confirmation
+        code, _ = dash.request("POST", "/api/provisionings", installer, {**record, "time": now_iso()})
+        assert code == 201
+        d = device(dash.get("/api/devices", viewer), "btn-1")
+        assert d is not None and (d["confirmed"], d["confirmed_by"]) == (False, None)
+
+        # presence follows the status messages (the last will says offline)
+        status(mosquitto, "btn-1", False)
+        dash.wait_for("/api/devices", viewer, lambda ds: device(ds, "btn-1")["online"] is False)  # type: ignore[index]
+
+        # the live stream: a panic appears as an SSE event
+        req = urllib.request.Request(dash.url + "/api/events", headers={"Authorization": f"Bearer {viewer}"})
+        with urllib.request.urlopen(req, timeout=20) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            assert stream.readline().startswith(b"retry:")
+            alert(mosquitto, "btn-2", 5, "panic", room="r102")
+            event = read_event(stream)
+        assert event["event"] == "alert"
+        data = json.loads(event["data"])
+        assert (data["device_id"], data["room"], data["seq"], data["type"]) == ("btn-2", "r102", 5, "panic")
+        assert int(event["id"]) == data["id"]
+    finally:
+        assert dash.stop() == 0, dash.stderr()
+    assert "Traceback" not in dash.stderr(), dash.stderr()
+    assert installer not in dash.stdout + dash.stderr() and viewer not in dash.stdout + dash.stderr()
+    if backend == "sqlite":  # no password, no token in the database files
+        files = sorted(tmp_path.glob("registry.db*"))
+        guard.binaries += files
+        assert all(t.encode() not in f.read_bytes() for f in files for t in (installer, viewer))
+
+
+def read_event(stream: Any) -> dict[str, str]:
+    """The next SSE event (comments skipped) as its fields."""
+    fields: dict[str, str] = {}
+    while True:
+        line = stream.readline().decode()
+        assert line, "the stream ended"
+        line = line.rstrip("\n")
+        if not line:
+            if fields:
+                return fields
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(": ")
+        fields[key] = value
+
+
+# --- browser session and CSRF --------------------------------------------------------------------------
+def test_pages_need_a_session_and_forms_a_csrf_token(guard: SecretGuard, mosquitto: Mosquitto,
+                                                    tmp_path: Path) -> None:
+    import http.cookiejar
+    import re
+
+    db = f"sqlite:///{tmp_path / 'registry.db'}"
+    installer = add_user(guard, db, "ivan", "installer")
+    pw = guard.secrets[-1]  # the password add_user registered
+    dash = Dashboard(guard, mosquitto.uri, db, tmp_path / "run")
+    try:
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+
+        def post(path: str, form: dict[str, str]) -> tuple[int, str]:
+            req = urllib.request.Request(dash.url + path, data=urllib.parse.urlencode(form).encode(), method="POST")
+            try:
+                with opener.open(req, timeout=30) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        def csrf_of(page: str) -> str:
+            m = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert m is not None, page
+            return m.group(1)
+
+        with opener.open(dash.url + "/login", timeout=30) as r:
+            page = r.read().decode()
+        code, page = post("/login", {"name": "ivan", "password": pw})
+        assert code == 403 and "Sign in" in page  # no CSRF value: refused (a new form comes back)
+        code, page = post("/login", {"name": "ivan", "password": pw, "csrf": "forged"})
+        assert code == 403
+        code, page = post("/login", {"name": "ivan", "password": "wrong password", "csrf": csrf_of(page)})
+        assert code == 401 and "Wrong name or password" in page
+        code, page = post("/login", {"name": "ivan", "password": pw, "csrf": csrf_of(page)})
+        assert code == 200 and "No devices yet" in page, page  # redirected to the device list
+        record = {"tenant": TENANT, "building": BUILDING, "room": ROOM, "device_id": "btn-9", "chip_id": CHIP,
+                  "time": now_iso()}
+        assert dash.request("POST", "/api/provisionings", installer, record)[0] == 201
+        alert(mosquitto, "btn-9", 0, "test")
+        dash.wait_for("/api/alerts", installer, lambda a: len(a) == 1)
+        with opener.open(dash.url + "/", timeout=30) as r:
+            page = r.read().decode()
+        assert "btn-9" in page and "Confirm" in page
+        form_csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert form_csrf is not None
+        # the session cookie alone does not confirm: the form's CSRF token is needed
+        assert post(f"/devices/{TENANT}/btn-9/confirm", {"installer": "ivan"})[0] == 403
+        # nor does an API call made with the cookie but without X-CSRF-Token
+        req = urllib.request.Request(dash.url + f"/api/devices/{TENANT}/btn-9/confirm", data=b'{"installer":"x"}',
+                                     method="POST")
+        try:
+            opener.open(req, timeout=30)
+            raise AssertionError("confirmed without a CSRF token")
+        except urllib.error.HTTPError as e:
+            assert e.code == 403
+        code, page = post(f"/devices/{TENANT}/btn-9/confirm", {"installer": "ivan", "csrf": form_csrf.group(1)})
+        assert code == 200 and "btn-9 confirmed by ivan" in page and "✓ confirmed by ivan" in page, page
+        d = device(dash.get("/api/devices", installer), "btn-9")
+        assert d is not None and d["confirmed"] and d["confirmed_by"] == "ivan"
+        # signing out ends the session
+        assert post("/logout", {"csrf": form_csrf.group(1)})[0] == 200
+        try:
+            opener.open(dash.url + "/", timeout=30)
+            raise AssertionError("the page was served after signing out")
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+    finally:
+        assert dash.stop() == 0, dash.stderr()
+
+
+# --- scale out: two instances, one broker, one PostgreSQL ---------------------------------------------------
+def test_two_instances_split_the_alerts_and_store_each_once(request: pytest.FixtureRequest, guard: SecretGuard,
+                                                           mosquitto: Mosquitto, tmp_path: Path) -> None:
+    db = database("postgresql", request, tmp_path)
+    viewer = add_user(guard, db, "vera", "viewer")
+    a = Dashboard(guard, mosquitto.uri, db, tmp_path / "a", "--instance", "a")
+    try:
+        b = Dashboard(guard, mosquitto.uri, db, tmp_path / "b", "--instance", "b")
+    except BaseException:
+        a.stop()
+        raise
+    devices, per_device = 6, 20
+    try:
+        for n in range(per_device):
+            for i in range(devices):
+                alert(mosquitto, f"btn-{i}", n, "panic", copies=2 if n % 5 == 0 else 1)
+        got = a.wait_for("/api/alerts", viewer, lambda al: len(al) >= devices * per_device, timeout=60)
+        time.sleep(1.0)  # anything written twice would show up by now
+        got = b.get("/api/alerts", viewer)
+    finally:
+        codes = (a.stop(), b.stop())
+    assert codes == (0, 0), a.stderr() + b.stderr()
+    keys = [(x["device_id"], x["epoch"], x["seq"]) for x in got]
+    assert len(keys) == len(set(keys)) == devices * per_device
+    assert set(keys) == {(f"btn-{i}", 7, n) for i in range(devices) for n in range(per_device)}
+    stored = [_stored(d) for d in (a, b)]
+    # each alert was written by exactly one instance, and the broker gave both instances a share
+    assert sum(s for s, _ in stored) == devices * per_device, stored
+    assert all(s > 0 for s, _ in stored), stored
+
+
+def _stored(d: Dashboard) -> tuple[int, int]:
+    import re
+
+    m = re.search(r"this instance stored (\d+) alert\(s\) \((\d+) duplicate", d.stderr())
+    assert m is not None, d.stderr()
+    return int(m.group(1)), int(m.group(2))
+
+
+# --- the schema ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_migrations_build_the_models_schema(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from safesignal.dashboard import db as dbm
+
+    url = database(backend, request, tmp_path)
+    engine = dbm.make_engine(url)
+    try:
+        dbm.migrate(engine)
+        dbm.migrate(engine)  # a second start changes nothing
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn)
+            assert ctx.get_current_revision() == dbm.head_revision()
+            assert compare_metadata(ctx, dbm.Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+# --- PostgreSQL ends with the test process ------------------------------------------------------------------
+CHILD = """
+import sys, time
+sys.path[:0] = [{tests!r}]
+from support.postgres import Postgres
+pg = Postgres()
+print(pg.proc.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def test_postgres_ends_with_a_killed_test_process() -> None:
+    if find_bindir() is None:
+        need("PostgreSQL", "apt-get install postgresql")
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=str(REPO / "tests"))],
+                             stdout=subprocess.PIPE, cwd=REPO)
+    pid = 0
+    try:
+        assert child.stdout is not None
+        pid = int(child.stdout.readline())
+        assert _alive(pid)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        deadline = time.monotonic() + 30
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(pid), "the postmaster outlived the test process"
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if pid and _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
