@@ -10,8 +10,8 @@
 include("$(PORT_DIR)/boards/manifest.py")
 
 package("ssproto", base_path="lib")
-for name in ("ss_app.py", "ss_ble.py", "ss_bleauth.py", "ss_button.py", "ss_compat.py", "ss_console.py", "ss_der.py", "ss_diag.py", "ss_ec.py",
-             "ss_help.py", "ss_identity.py", "ss_mqtt.py", "ss_nvs.py", "ss_outbox.py", "ss_store.py", "ss_time.py",
-             "ss_wifi.py"):
+for name in ("ss_app.py", "ss_ble.py", "ss_bleauth.py", "ss_button.py", "ss_compat.py", "ss_console.py",
+             "ss_der.py", "ss_diag.py", "ss_ec.py", "ss_help.py", "ss_identity.py", "ss_mqtt.py", "ss_nvs.py",
+             "ss_outbox.py", "ss_store.py", "ss_time.py", "ss_wifi.py"):
     module(name, base_path="lib")
 module("main.py")
