@@ -24,6 +24,7 @@ import pytest
 
 import ssproto.msg as msg
 from conftest import REPO, Mosquitto, SecretGuard, need
+from safesignal.alerts.anomaly import kind
 from support.cli import run_cli
 from support.dashboard import Dashboard, add_user
 from support.postgres import Postgres, find_bindir, postgres_server  # noqa: F401 - the fixture
@@ -131,7 +132,8 @@ def test_api_ingest_and_confirmation(backend: str, request: pytest.FixtureReques
         assert {"tenant", "building", "room", "device_id", "chip_id", "online", "last_seen", "last_test_alert",
                 "confirmed", "confirmed_by", "anomalies"} <= set(d)
         assert (d["tenant"], d["building"], d["room"], d["chip_id"], d["online"], d["confirmed"], d["confirmed_by"],
-                d["anomalies"], d["firmware"]) == (TENANT, BUILDING, ROOM, CHIP, True, False, None, [], "ss-fw-test")
+                d["firmware"]) == (TENANT, BUILDING, ROOM, CHIP, True, False, None, "ss-fw-test")
+        assert [kind(a) for a in d["anomalies"]] == ["unprovisioned"]  # flagged, and still stored
         alerts = dash.get("/api/alerts?since=" + urllib.parse.quote(before), viewer)
         assert [(a["device_id"], a["epoch"], a["seq"], a["type"], a["chip_id"]) for a in alerts] == [
             ("btn-1", 7, 0, "test", CHIP)]
@@ -148,6 +150,8 @@ def test_api_ingest_and_confirmation(backend: str, request: pytest.FixtureReques
         assert dash.request("POST", "/api/provisionings", installer, {**record, "tenant": "bad/tenant"})[0] == 400
         code, body = dash.request("POST", "/api/provisionings", installer, record)
         assert code == 201 and body["chip_id"] == CHIP and body["installer"] == "ivan", body
+        d = device(dash.get("/api/devices", viewer), "btn-1")
+        assert d is not None and d["anomalies"] == [] and d["provisioned_at"] is not None  # a new baseline
         code, body = dash.request("POST", f"/api/devices/{TENANT}/btn-1/confirm", installer, {"installer": "ivan"})
         assert code == 409 and "no test alert" in body["reason"], body  # the test alert came before it
         alert(mosquitto, "btn-1", 1, "test")
@@ -166,6 +170,15 @@ def test_api_ingest_and_confirmation(backend: str, request: pytest.FixtureReques
         assert code == 201
         d = device(dash.get("/api/devices", viewer), "btn-1")
         assert d is not None and (d["confirmed"], d["confirmed_by"]) == (False, None)
+
+        # anomalies: another chip under this device id, in another room; delivered all the same
+        alert(mosquitto, "btn-1", 2, "panic", room="r999", chip="ee:ee:ee:ee:ee:ee")
+        devs = dash.wait_for("/api/devices", viewer, lambda ds: device(ds, "btn-1")["anomalies"])  # type: ignore[index]
+        d = device(devs, "btn-1")
+        assert d is not None and [kind(a) for a in d["anomalies"]] == ["chip-mismatch", "location-mismatch"], d
+        assert (d["building"], d["room"]) == (BUILDING, ROOM)  # the registered place stays
+        stored = [a for a in dash.get("/api/alerts", viewer) if a["device_id"] == "btn-1" and a["seq"] == 2]
+        assert len(stored) == 1 and stored[0]["room"] == "r999" and len(stored[0]["anomalies"]) == 2
 
         # presence follows the status messages (the last will says offline)
         status(mosquitto, "btn-1", False)
@@ -310,6 +323,9 @@ def test_two_instances_split_the_alerts_and_store_each_once(request: pytest.Fixt
     # each alert was written by exactly one instance, and the broker gave both instances a share
     assert sum(s for s, _ in stored) == devices * per_device, stored
     assert all(s > 0 for s, _ in stored), stored
+    # each message went to one instance only: the only duplicates are the copies published twice
+    # (an ordinary subscription would give every alert to both, and one of them a duplicate each)
+    assert sum(d for _, d in stored) == devices * len(range(0, per_device, 5)), stored
 
 
 def _stored(d: Dashboard) -> tuple[int, int]:

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 import ssproto
+from safesignal.alerts import anomaly
 from safesignal.alerts.receiver import Alert, Status
 from safesignal.dashboard.db import NO_EPOCH, AlertRow, Confirmation, Device, Provisioning, utcnow
 from safesignal.errors import SafeSignalError, UsageError
@@ -81,11 +82,24 @@ def _merge(old: str, new: Sequence[str]) -> str:
 
 
 # --- anomalies ---------------------------------------------------------------------------------
-def flag_anomalies(device: Device | None, alert: Alert, chip_id: str | None) -> list[str]:
-    """What is odd about this alert given what the registry knew about its device (the one
-    place anomalies are computed).  safesignal/alerts/anomaly.py does not exist yet: nothing is
-    flagged until it does (the report of this change says so)."""
-    return []
+def _known(device: Device | None) -> anomaly.Known | None:
+    """What the registry knows of a device, as safesignal.alerts.anomaly reads it: the place and
+    chip of its latest provisioning record, and its last alert since that record."""
+    if device is None:
+        return None
+    provisioned = device.provisioned_at is not None
+    return anomaly.Known(
+        chip_id=device.chip_id if provisioned else None,
+        building=device.building if provisioned else None,
+        room=device.room if provisioned else None,
+        provisioned_at=device.provisioned_at.timestamp() if device.provisioned_at is not None else None,
+        last_epoch=None if device.last_epoch in (None, NO_EPOCH) else device.last_epoch,
+        last_seq=device.last_seq, last_chip_id=device.last_chip_id)
+
+
+def _seen(ev: Alert, chip_id: str | None, epoch: int) -> anomaly.Seen:
+    return anomaly.Seen(tenant=ev.tenant, building=ev.building, room=ev.room, device_id=ev.device, chip_id=chip_id,
+                        epoch=None if epoch == NO_EPOCH else epoch, seq=ev.seq, at=ev.received_at)
 
 
 # --- ingest -------------------------------------------------------------------------------------
@@ -142,7 +156,8 @@ def ingest_alert(db: Session, ev: Alert) -> StoredAlert | None:
     epoch = ev.raw.get("epoch")
     epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else NO_EPOCH
     before = _device(db, ev.tenant, ev.device)
-    anomalies = flag_anomalies(before, ev, chip_id)
+    seen = _seen(ev, chip_id, epoch)
+    anomalies = anomaly.anomalies(_known(before), seen)  # flagged, never dropped
     at = _at(ev.received_at)
     values = {"tenant": ev.tenant, "building": ev.building, "room": ev.room, "device_id": ev.device,
               "epoch": epoch, "seq": ev.seq, "type": ev.type, "chip_id": chip_id, "device_ts": ev.ts,
@@ -154,10 +169,9 @@ def ingest_alert(db: Session, ev: Alert) -> StoredAlert | None:
         return None
     dev = _ensure_device(db, ev.tenant, ev.device, ev.building, ev.room)
     dev.last_seen = max(dev.last_seen, at) if dev.last_seen is not None else at
-    dev.last_epoch = epoch
-    dev.last_seq = ev.seq
-    if chip_id is not None:
-        dev.last_chip_id = chip_id
+    now = anomaly.remember(_known(dev), seen)  # the device's row as it is now (another instance may have moved it)
+    dev.last_epoch = NO_EPOCH if now.last_epoch is None else now.last_epoch
+    dev.last_seq, dev.last_chip_id = now.last_seq, now.last_chip_id
     if anomalies:
         dev.anomalies = _merge(dev.anomalies, anomalies)
     db.commit()
@@ -236,6 +250,7 @@ def record_provisioning(db: Session, body: dict[str, Any], posted_by: int | None
         if rec.firmware:
             dev.firmware = rec.firmware
         dev.anomalies = "[]"
+        dev.last_epoch = dev.last_seq = dev.last_chip_id = None  # a new baseline (anomaly.provisioned)
     db.commit()
     return rec
 
