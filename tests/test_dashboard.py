@@ -398,3 +398,40 @@ def _alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# --- mutual TLS ---------------------------------------------------------------------------------------------
+def test_ingest_over_mutual_tls_with_an_operator_certificate(guard: SecretGuard, tmp_path: Path) -> None:
+    from tlsutil import running_site
+
+    db = f"sqlite:///{tmp_path / 'registry.db'}"
+    viewer = add_user(guard, db, "vera", "viewer")
+    with running_site(tmp_path / "site", guard) as site:
+        r = run_cli(guard, "dashboard", "--broker", site.uri, "--db", db)
+        assert r.returncode == 2 and "--ca DIR" in r.stderr, r.stderr
+        dash = Dashboard(guard, site.uri, db, tmp_path / "run", "--ca", str(site.dir / "ca"), "--operator", "monitor",
+                         env={"SAFESIGNAL_CA_PASS": site.passphrase})
+        try:
+            dev = site.client(site.device("button-1"), "button-1").connect()
+            pfx = msg.prefix(site.tenant, "main", "room-1", "button-1")
+            dev.publish(pfx + "/status", msg.status_payload(pfx, True, "fw", "b1"), retain=True)
+            dev.publish(pfx + "/alert", msg.alert_payload(pfx, 0, "panic", time.time(), 5, 3))
+            devs = dash.wait_for("/api/devices", viewer, lambda ds: any(d["last_alert"] for d in ds))
+            assert [(d["tenant"], d["device_id"], d["online"]) for d in devs] == [(site.tenant, "button-1", True)]
+            assert [(a["device_id"], a["seq"], a["type"]) for a in dash.get("/api/alerts", viewer)] == [
+                ("button-1", 0, "panic")]
+        finally:
+            assert dash.stop() == 0, dash.stderr()
+
+
+def test_without_the_extra_the_command_says_which_to_install(tmp_path: Path) -> None:
+    # starlette made unimportable, as in an installation without the 'dashboard' extra
+    code = ("import sys; sys.modules['starlette'] = None\n"
+            "from safesignal.cli.commands import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    for args in (["dashboard", "--broker", "mqtt://127.0.0.1:1883"], ["dashboard", "user", "add", "x", "--role",
+                                                                        "viewer"]):
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60,
+                           cwd=tmp_path, stdin=subprocess.DEVNULL, env={**os.environ, "SAFESIGNAL_USER_PASS": "pw-x"})
+        assert p.returncode == 2 and "pip install 'safesignal[dashboard]'" in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr and not list(tmp_path.iterdir())  # no database made

@@ -36,7 +36,8 @@ def add_user(guard: SecretGuard, db: str, name: str, role: str, cwd: Path | None
 class Dashboard:
     """One `safesignal dashboard` process."""
 
-    def __init__(self, guard: SecretGuard, broker: str, db: str, workdir: Path, *extra: str) -> None:
+    def __init__(self, guard: SecretGuard, broker: str, db: str, workdir: Path, *extra: str,
+                 env: dict[str, str] | None = None) -> None:
         self.guard = guard
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -47,6 +48,7 @@ class Dashboard:
             [sys.executable, "-m", "safesignal", "dashboard", "--broker", broker, "--db", db,
              "--listen", f"127.0.0.1:{self.port}", *extra],
             stdout=subprocess.PIPE, stderr=self._err, stdin=subprocess.DEVNULL, cwd=workdir,
+            env={**os.environ, **(env or {})},
             preexec_fn=die_with_parent(signal.SIGTERM))
         self.stdout = ""
         self.returncode: int | None = None
