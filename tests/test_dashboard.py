@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,7 +134,7 @@ def test_api_ingest_and_confirmation(backend: str, request: pytest.FixtureReques
                 "confirmed", "confirmed_by", "anomalies"} <= set(d)
         assert (d["tenant"], d["building"], d["room"], d["chip_id"], d["online"], d["confirmed"], d["confirmed_by"],
                 d["firmware"]) == (TENANT, BUILDING, ROOM, CHIP, True, False, None, "ss-fw-test")
-        assert [kind(a) for a in d["anomalies"]] == ["unprovisioned"]  # flagged, and still stored
+        assert [kind(a) for a in d["anomalies"]] == ["unprovisioned"], d  # flagged, and still stored
         alerts = dash.get("/api/alerts?since=" + urllib.parse.quote(before), viewer)
         assert [(a["device_id"], a["epoch"], a["seq"], a["type"], a["chip_id"]) for a in alerts] == [
             ("btn-1", 7, 0, "test", CHIP)]
@@ -363,7 +364,7 @@ import sys, time
 sys.path[:0] = [{tests!r}]
 from support.postgres import Postgres
 pg = Postgres()
-print(pg.proc.pid, flush=True)
+print(pg.proc.pid, pg.dir, flush=True)
 time.sleep(600)
 """
 
@@ -374,9 +375,11 @@ def test_postgres_ends_with_a_killed_test_process() -> None:
     child = subprocess.Popen([sys.executable, "-c", CHILD.format(tests=str(REPO / "tests"))],
                              stdout=subprocess.PIPE, cwd=REPO)
     pid = 0
+    pgdir = None
     try:
         assert child.stdout is not None
-        pid = int(child.stdout.readline())
+        pid_text, where = child.stdout.readline().decode().split()
+        pid, pgdir = int(pid_text), Path(where)
         assert _alive(pid)
         child.send_signal(signal.SIGKILL)
         child.wait()
@@ -390,6 +393,8 @@ def test_postgres_ends_with_a_killed_test_process() -> None:
             child.wait()
         if pid and _alive(pid):
             os.kill(pid, signal.SIGKILL)
+        if pgdir is not None:
+            shutil.rmtree(pgdir, ignore_errors=True)  # the killed process could not remove it
 
 
 def _alive(pid: int) -> bool:

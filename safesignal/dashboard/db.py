@@ -211,11 +211,18 @@ def make_engine(url: str) -> Engine:
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _sqlite_setup(dbapi_conn: Any, record: Any) -> None:
+            # pysqlite opens a transaction only before a write, so the SELECTs of one session would
+            # each see a different moment; SQLAlchemy's BEGIN (below) makes a session one snapshot.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the ingest's writes
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
     return engine
 
 

@@ -298,7 +298,10 @@ def confirm(db: Session, tenant: str, device_id: str, installer: str, user_id: i
 
 # --- views -------------------------------------------------------------------------------------------
 def list_devices(db: Session, tenant: str | None = None) -> list[dict[str, Any]]:
-    """GET /api/devices: every device, tenant → building → room → device id."""
+    """GET /api/devices: every device, tenant → building → room → device id (one snapshot of
+    the database: the devices and their alerts as of one moment)."""
+    if db.get_bind().dialect.name == "postgresql":  # SQLite: a transaction is one snapshot already
+        db.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     q = select(Device).order_by(Device.tenant, Device.building, Device.room, Device.device_id)
     if tenant is not None:
         q = q.where(Device.tenant == tenant)
