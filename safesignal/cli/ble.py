@@ -85,7 +85,7 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
         pin = check_pin(args.pin)
     else:
-        pin = "%06d" % secrets.randbelow(1000000)
+        pin = f"{secrets.randbelow(1000000):06d}"
     record = spake2p.make_record(pin, secrets.token_bytes(spake2p.SALT_LEN))
     want = P.fingerprint(hashlib.sha256, record)
     out(f"Opening serial port {args.port}...")
