@@ -248,3 +248,70 @@ def test_scan_connect_mtu_write_notify_disconnect(sims: Any) -> None:
             await central.close()
 
     run(flow())
+
+
+def test_port_fidelity_points(sims: Any) -> None:
+    """What a kinder radio would let slip: notifications cut to ATT_MTU - 3, registering while
+    connected refused (EBUSY), the IRQ's addr memoryview dead after the handler, a raising
+    handler disabled, append-mode buffers."""
+    sim = sims("dev")
+    sim.expect("^ready$")
+
+    async def flow() -> None:
+        central = await Central.open(sim.spec)
+        try:
+            conn, peer = await central.connect(sim)
+            await off_loop(sim.expect, r"^EV connect ")
+            rx, tx = await chars(peer)
+            got: asyncio.Queue[bytes] = asyncio.Queue()
+            await tx.subscribe(lambda v: got.put_nowait(bytes(v)))
+            await off_loop(sim.do, f"notify {bytes(range(40)).hex()}")
+            assert await asyncio.wait_for(got.get(), 10) == bytes(range(20))  # MTU 23: 20 bytes go
+            await off_loop(sim.send, "reg")
+            assert int((await off_loop(sim.expect, r"^oserror reg (\d+)$"))[1]) == 16  # EBUSY
+            await off_loop(sim.send, "kept")
+            assert (await off_loop(sim.expect, r"^kept ([0-9a-f]+)$"))[1] == "000000000000"
+            await off_loop(sim.do, "buf 8 append")
+            await rx.write_value(b"abcde", with_response=True)
+            await off_loop(sim.expect, r"^EV write \d+ \d+ 5 ")
+            await rx.write_value(b"0123456789", with_response=True)
+            m = await off_loop(sim.expect, r"^EV write \d+ \d+ (\d+) ([0-9a-f]*)$")
+            assert bytes.fromhex(m[2]) == b"01234567"  # gatts_read emptied it; 10 bytes cut at 8
+            await off_loop(sim.do, "raise")
+            await rx.write_value(b"x", with_response=True)
+            await off_loop(sim.expect, r"^Unhandled exception in IRQ callback handler$")
+            await rx.write_value(b"y", with_response=True)  # the handler is gone: nothing printed
+            await off_loop(sim.do, "read")
+            assert not [line for line in sim.log if line.startswith("EV write") and line.endswith(" 79")]
+            await conn.disconnect()
+        finally:
+            await central.close()
+
+    run(flow())
+
+
+def test_two_devices_share_one_air(sims: Any) -> None:
+    first = sims("one", mac="02:00:00:00:01:00")
+    second = sims("two", air=first.spec, mac="02:00:00:00:02:00")
+    assert second.spec == first.spec
+    for s in (first, second):
+        s.expect("^ready$")
+
+    async def flow() -> None:
+        central = await Central.open(first.spec)
+        try:
+            seen = await central.scan()
+            for s in (first, second):
+                assert ble_addr(s).hex(":").upper() in seen, (seen.keys(), s.mac)
+            conn, peer = await central.connect(second)
+            await off_loop(second.expect, r"^EV connect ")
+            rx, _ = await chars(peer)
+            await rx.write_value(b"to-two", with_response=True)
+            m = await off_loop(second.expect, r"^EV write \d+ \d+ (\d+) ([0-9a-f]*)$")
+            assert bytes.fromhex(m[2]) == b"to-two"
+            assert not [line for line in first.log if line.startswith("EV ")]
+            await conn.disconnect()
+        finally:
+            await central.close()
+
+    run(flow())

@@ -12,8 +12,8 @@ Three pieces:
   legacy advertising need: ADV_IND / ADV_SCAN_IND / ADV_NONCONN_IND reports with the
   advertiser's own type, scan responses (its real scan response data, to active scanners
   only), connection only to connectable advertising, the peripheral told the central's
-  connection interval, and the vendor command Write BD_ADDR (opcode 0xFC01, as Broadcom and
-  Zephyr controllers have it) so a sim that joins an air over TCP keeps its chip's address.
+  connection interval, and the vendor command Write BD_ADDR (opcode 0xFC06, as Zephyr's
+  controllers have it) so a sim that joins an air over TCP keeps its chip's address.
 - :class:`AirServer`: the air reachable from other processes.  Every TCP connection to it is
   a new emulated controller on the air (plain HCI H4 over TCP): a host opens
   ``tcp-client:127.0.0.1:PORT`` with ``bumble.transport.open_transport`` and gets its own
@@ -52,7 +52,7 @@ from safesignal.sim.parts import HwOp
 
 log = logging.getLogger(__name__)
 
-WRITE_BD_ADDR = 0xFC01  # vendor HCI command (Broadcom / Zephyr): 6 bytes, little-endian address
+WRITE_BD_ADDR = 0xFC06  # vendor HCI command (Zephyr's VS Write BD_ADDR): 6 bytes, little-endian address
 CONNECTION_TIMEOUT = 0x08  # HCI error code: the supervision timeout expired
 INVALID_PARAMETERS = 0x12  # HCI error code: Invalid HCI Command Parameters
 REMOTE_USER_TERMINATED = 0x13  # BLE_ERR_REM_USER_CONN_TERM: what ble_gap_terminate sends
@@ -306,6 +306,14 @@ class _HostProtocol(StreamPacketSource):
         self.controller = AirController(f"host{n}", self.air.link, host_source=self,
                                         host_sink=StreamPacketSink(transport))
         self.air.clients.add(transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            super().data_received(data)
+        except Exception:  # noqa: BLE001 - a host sending garbage loses its radio, not the air
+            log.exception("air: bad HCI packet from a host; dropping it")
+            if self.controller is not None and isinstance(self.controller.host, StreamPacketSink):
+                self.controller.host.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.controller is not None:
