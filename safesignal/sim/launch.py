@@ -89,7 +89,7 @@ def parse_hosts(items: list[str]) -> dict[str, str]:
 # names cost the Python heap nothing.  Under the virtual device they are Python modules in the
 # heap (about 21 kB and 150 interned names on the 64-bit unix port), so --heap alone would
 # leave the firmware less than the chip gives it.
-STUB_MODULES = ("asyncio", "time", "select", "socket", "_hw", "esp32", "machine", "network", "bluetooth")
+STUB_MODULES = ("asyncio", "time", "select", "socket", "_hw", "esp32", "machine", "network")
 _PROBE = """
 import gc, sys
 gc.collect()
