@@ -48,7 +48,6 @@ from bumble.profiles.gap import GenericAccessService
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink, StreamPacketSink, StreamPacketSource, Transport
 
-from safesignal.sim.parts import HwOp
 
 log = logging.getLogger(__name__)
 
@@ -573,7 +572,7 @@ class BleRadio:
         return result
 
     # --- the hardware channel (parts.py) ----------------------------------------------------
-    def ops(self) -> Mapping[str, HwOp]:
+    def ops(self) -> Mapping[str, Callable[[dict[str, Any]], Any]]:  # parts.HwOp (parts imports this module)
         return {
             "ble_active": self._hw_active, "ble_config": self._hw_config, "ble_adv": self._hw_adv,
             "ble_register": self._hw_register, "ble_notify": self._hw_notify,
