@@ -48,7 +48,6 @@ from bumble.profiles.gap import GenericAccessService
 from bumble.transport import open_transport
 from bumble.transport.common import AsyncPipeSink, StreamPacketSink, StreamPacketSource, Transport
 
-
 log = logging.getLogger(__name__)
 
 WRITE_BD_ADDR = 0xFC06  # vendor HCI command (Zephyr's VS Write BD_ADDR): 6 bytes, little-endian address
