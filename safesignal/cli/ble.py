@@ -22,6 +22,7 @@ def add_ble_flags(p: argparse.ArgumentParser) -> None:
                         "virtual device's ble=SPEC); default: the system's Bluetooth (bleak)")
     p.add_argument("--btsnoop", metavar="FILE", help="write an HCI log (btsnoop, opens in Wireshark); with "
                    "--ble-transport")
+    p.add_argument("--ble-mtu", type=int, default=247, help="the ATT MTU to ask for (default 247; 23 asks for none)")
 
 
 def add_provision_flags(p: argparse.ArgumentParser) -> None:
@@ -48,7 +49,7 @@ def open_ble(args: argparse.Namespace, say: Any) -> DeviceSession:
 
     pin = ble_pin(args)
     say("Connecting over Bluetooth LE...")
-    port = BlePort(args.ble_transport, args.ble or None, pin, btsnoop=args.btsnoop)
+    port = BlePort(args.ble_transport, args.ble or None, pin, btsnoop=args.btsnoop, mtu=args.ble_mtu)
     say(f"Connected to {port.url}: PIN accepted, session encrypted")
     return DeviceSession(port.url, timeout=args.timeout, ser=cast(Any, port))
 

@@ -112,13 +112,15 @@ class Radio:
 class BumbleRadio(Radio):
     """bumble as the host stack, on the controller behind a transport spec."""
 
-    def __init__(self, spec: str, btsnoop: str | None = None) -> None:
+    def __init__(self, spec: str, btsnoop: str | None = None, mtu: int = MTU) -> None:
         self.spec = spec
         self.btsnoop = btsnoop
+        self.want_mtu = mtu
         self._transport: Any = None
         self._device: Any = None
         self._conn: Any = None
         self._rx: Any = None
+        self._addresses: dict[str, Any] = {}
 
     async def open(self) -> None:
         from bumble.device import Device
@@ -141,10 +143,11 @@ class BumbleRadio(Radio):
         found: dict[str, Advert] = {}
 
         def seen(adv: Any) -> None:
-            info = P.parse_adv(bytes(adv.data_bytes))
+            info = P.parse_adv(bytes(adv.data))  # advertising data and scan response, as bumble merged them
             if info is None:
                 return
             addr = str(adv.address).split("/")[0]
+            self._addresses[addr] = adv.address  # with its type (public or random)
             found[addr] = Advert(info["name"], addr, adv.rssi, info["provisioned"], info["locked"], info["window_s"])
 
         self._device.on("advertisement", seen)
@@ -162,7 +165,8 @@ class BumbleRadio(Radio):
         from bumble.hci import Address
 
         try:
-            conn = await asyncio.wait_for(self._device.connect(Address(address)), CONNECT_TIMEOUT)
+            peer_address = self._addresses.get(address) or Address(address, Address.PUBLIC_DEVICE_ADDRESS)
+            conn = await asyncio.wait_for(self._device.connect(peer_address), CONNECT_TIMEOUT)
         except TimeoutError:
             raise DeviceTimeout(f"no connection to {address} within {CONNECT_TIMEOUT:g} s") from None
         except Exception as e:
@@ -170,10 +174,12 @@ class BumbleRadio(Radio):
         self._conn = conn
         conn.on("disconnection", lambda *_: on_gone())
         peer = Peer(conn)
-        try:
-            self.mtu = await peer.request_mtu(MTU)
-        except Exception:  # a peer that refuses the exchange stays at 23
-            self.mtu = 23
+        self.mtu = 23
+        if self.want_mtu > 23:
+            try:
+                self.mtu = await peer.request_mtu(self.want_mtu)
+            except Exception:  # a peer that refuses the exchange stays at 23
+                self.mtu = 23
         await peer.discover_service(P.SERVICE_UUID)
         svc = peer.get_services_by_uuid(_uuid(P.SERVICE_UUID))
         if not svc:
@@ -193,8 +199,8 @@ class BumbleRadio(Radio):
     async def disconnect(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
+            with contextlib.suppress(Exception):  # already gone (the device rebooted), or going
+                await asyncio.wait_for(conn.disconnect(), 2.0)
 
     async def close(self) -> None:
         await self.disconnect()
@@ -275,12 +281,14 @@ class BleakRadio(Radio):
         await self.disconnect()
 
 
-def make_radio(transport: str | None, btsnoop: str | None = None) -> Radio:
+def make_radio(transport: str | None, btsnoop: str | None = None, mtu: int = MTU) -> Radio:
     from safesignal.extras import module
 
+    if not 23 <= mtu <= 517:
+        raise UsageError("--ble-mtu must be 23-517")
     if transport:
         module("bumble", "ble")
-        return BumbleRadio(transport, btsnoop)
+        return BumbleRadio(transport, btsnoop, mtu)
     if btsnoop:
         raise UsageError("--btsnoop needs --ble-transport (bumble logs HCI; the system's stack has its own: btmon)")
     return BleakRadio()
@@ -340,9 +348,9 @@ class BlePort:
     raises ``serial.SerialException`` and :meth:`reopen` connects again (same PIN)."""
 
     def __init__(self, transport: str | None, target: str | None, pin: str, *, btsnoop: str | None = None,
-                 scan_s: float = 3.0) -> None:
+                 scan_s: float = 3.0, mtu: int = MTU) -> None:
         self._pin = check_pin(pin)
-        self._radio = make_radio(transport, btsnoop)
+        self._radio = make_radio(transport, btsnoop, mtu)
         self._loop = _Loop()
         self._target = target
         self._scan_s = scan_s
@@ -368,6 +376,10 @@ class BlePort:
     def url(self) -> str:
         a = self.advert
         return f"{a.name} ({a.address})" if a else "BLE"
+
+    @property
+    def mtu(self) -> int:
+        return self._radio.mtu
 
     @property
     def is_open(self) -> bool:
@@ -414,7 +426,9 @@ class BlePort:
         self._loop.stop()
 
     def reopen(self, deadline: float) -> BlePort:
-        """Connect again (after the device rebooted), until ``deadline``; returns self."""
+        """Connect again (after the device rebooted); returns self.  One whole attempt (scan,
+        connect, PIN) is made even past ``deadline``: it takes a few seconds, more than a
+        serial port's reopen, and DeviceSession's read deadlines are short."""
         while True:
             try:
                 self._loop.run(self._radio.disconnect(), 10)
@@ -423,9 +437,14 @@ class BlePort:
                 self.advert = pick(ads, want)
                 self._loop.run(self._session(), 60)
                 return self
-            except (DeviceTimeout, PortError, SafeSignalError, OSError, TimeoutError):
+            except (WrongPin, LockedOut):
+                raise
+            except (SafeSignalError, OSError, TimeoutError) as e:
                 if time.monotonic() >= deadline:
-                    raise
+                    if isinstance(e, (DeviceTimeout, PortError)):
+                        raise
+                    raise DeviceTimeout(f"could not reconnect to {self.url} over BLE ({e or type(e).__name__})"
+                                        ) from None
                 time.sleep(0.3)
 
     # --- inside the loop thread ---------------------------------------------------------------
