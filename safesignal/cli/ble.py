@@ -50,7 +50,7 @@ def open_ble(args: argparse.Namespace, say: Any) -> DeviceSession:
     pin = ble_pin(args)
     say("Connecting over Bluetooth LE...")
     port = BlePort(args.ble_transport, args.ble or None, pin, btsnoop=args.btsnoop, mtu=args.ble_mtu)
-    say(f"Connected to {port.url}: PIN accepted, session encrypted")
+    say(f"Connected to {port.url}: PIN accepted, session encrypted (ATT MTU {port.mtu})")
     return DeviceSession(port.url, timeout=args.timeout, ser=cast(Any, port))
 
 
