@@ -54,7 +54,7 @@ class Sim:
     def __init__(self, tmp: Path, guard: SecretGuard, name: str = "dev", aps: list[tuple[str, str]] | None = None,
                  air: Path | None = None, flash: Path | None = None, mac: str | None = None,
                  usb_cdc: bool = False, hosts: dict[str, str] | None = None, heap: str | None = None,
-                 mpy: bool = False) -> None:
+                 mpy: bool = False, ble: bool = False, ble_air: str | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = str(self.dir / "ttySIM0")
@@ -81,6 +81,10 @@ class Sim:
             cmd += ["--heap", heap]
         if mpy:
             cmd += ["--mpy"]
+        if ble:
+            cmd += ["--ble"]
+        if ble_air is not None:
+            cmd += ["--ble-air", ble_air]
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO,
@@ -93,6 +97,8 @@ class Sim:
             self.stop()
             raise AssertionError(f"sim did not start: {line!r} {self.stderr_path.read_text()}")
         self.ready_line = line.decode().strip()
+        # the BLE air's transport spec (`ble=SPEC` on the ready line), with --ble / --ble-air
+        self.ble_spec = next((w[4:] for w in self.ready_line.split() if w.startswith("ble=")), None)
         self.control = SimControl(self.control_path)
 
     def partition(self, strict: bool = False) -> NvsPartition:
