@@ -14,13 +14,21 @@ API (JSON):
   POST /api/provisionings                         a provisioning record -> 201
   GET  /api/me                                    who the credentials belong to
 
-Pages: / (tenant -> building -> room -> device, with the confirm form), /login, /logout.
-Templates in ``templates/``, files in ``static/``.
+Pages (a browser session; a token alone gets the sign-in form):
+  /          tenant -> building -> room -> device: presence and since when, last alert, last test alert,
+             firmware, certificate expiry, anomalies, the confirmation or (installers, admins) the
+             confirm form; kept current from the live stream by static/devices.js
+  /feed      the live PANIC feed a front desk leaves open (static/feed.js: the live stream read with
+             the session cookie; each new panic on top at once, with a flash and a Web Audio beep)
+  /login, /logout, POST /devices/{tenant}/{device_id}/confirm (the confirm form)
+Templates in ``templates/``, files in ``static/`` (plain JavaScript, no build step; the CSP allows
+scripts and styles from 'self' only, so nothing is inline).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 import secrets
@@ -33,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -44,7 +53,7 @@ from starlette.templating import Jinja2Templates
 
 from safesignal.dashboard import auth, registry
 from safesignal.dashboard.auth import Principal
-from safesignal.dashboard.db import CONFIRMING_ROLES
+from safesignal.dashboard.db import CONFIRMING_ROLES, AlertRow
 from safesignal.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -56,6 +65,38 @@ POLL = 0.5  # seconds: the live stream looks for alerts other instances stored t
 WINDOW = 5.0  # seconds: how long the live stream keeps looking below its cursor (commits land out of id order)
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
 MAX_BODY = 64 * 1024
+FEED_HOURS = 12  # the feed page opens with the panics of this many hours (at most FEED_ITEMS)
+FEED_ITEMS = 50
+CERT_SOON = dt.timedelta(days=30)  # the device list marks a certificate expiring within this
+
+
+def when(iso_text: str | None) -> str:
+    """An ISO time as the pages show it without JavaScript (UTC; static/common.js shows local time)."""
+    if not iso_text:
+        return ""
+    try:
+        t = registry.parse_time(iso_text, "time")
+    except UsageError:
+        return iso_text
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def cert_state(expires: str | None, now: dt.datetime) -> str:
+    """'expired', 'soon' or '' for a certificate's not-after time as the device reports it."""
+    if not expires:
+        return ""
+    try:
+        t = registry.parse_time(expires.replace("Z", "+00:00"), "cert_expires")
+    except UsageError:
+        return ""
+    return "expired" if t <= now else "soon" if t - now <= CERT_SOON else ""
+
+
+def ready_to_confirm(d: dict[str, Any]) -> bool:
+    """A test alert has arrived since the device's latest provisioning (registry.confirm decides)."""
+    if not d["provisioned_at"] or not d["last_test_alert"]:
+        return False
+    return registry.parse_time(d["last_test_alert"], "t") >= registry.parse_time(d["provisioned_at"], "t")
 
 
 class Notifier:
@@ -104,6 +145,7 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
     """The ASGI app over the registry behind ``db``."""
     notifier = notifier or Notifier()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates.env.filters["when"] = when
 
     # --- who is asking --------------------------------------------------------------------
     def who(request: Request) -> Principal | None:
@@ -268,12 +310,29 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
             return login_form(request)
         with db() as s:
             devices = registry.list_devices(s)
+            top = registry.max_alert_id(s)
+        now = dt.datetime.now(dt.UTC)
         tree: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
         for d in devices:
+            d = {**d, "ready": ready_to_confirm(d), "cert_state": cert_state(d["cert_expires"], now)}
             tree.setdefault(d["tenant"], {}).setdefault(d["building"], {}).setdefault(d["room"], []).append(d)
-        return page(request, "devices.html", {"user": p, "tree": tree, "csrf": p.csrf_token,
-                                              "can_confirm": p.role in CONFIRMING_ROLES,
+        return page(request, "devices.html", {"user": p, "tree": tree, "csrf": p.csrf_token, "page": "devices",
+                                              "top": top, "can_confirm": p.role in CONFIRMING_ROLES,
                                               "message": request.query_params.get("message", "")[:300]})
+
+    def feed(request: Request) -> Response:
+        p = who(request)
+        if p is None or p.csrf_token is None:
+            return login_form(request)
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(hours=FEED_HOURS)
+        with db() as s:
+            top = registry.max_alert_id(s)  # the stream starts after it: nothing between page and stream is lost
+            rows = s.scalars(select(AlertRow).where(AlertRow.type == "panic", AlertRow.received_at >= since,
+                                                    AlertRow.id <= top)
+                             .order_by(AlertRow.id.desc()).limit(FEED_ITEMS))
+            alerts = [registry.StoredAlert.of(r).json() for r in rows]
+        return page(request, "feed.html", {"user": p, "csrf": p.csrf_token, "page": "feed", "top": top,
+                                           "alerts": alerts, "hours": FEED_HOURS})
 
     async def login(request: Request) -> Response:
         if request.method == "GET":
@@ -347,6 +406,7 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
 
     app = Starlette(routes=[
         Route("/", index),
+        Route("/feed", feed),
         Route("/login", login, methods=["GET", "POST"]),
         Route("/logout", logout, methods=["POST"]),
         Route("/devices/{tenant}/{device_id}/confirm", confirm_form, methods=["POST"]),
