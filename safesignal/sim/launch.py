@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import os
 import shutil
@@ -87,34 +88,59 @@ def parse_hosts(items: list[str]) -> dict[str, str]:
 
 # The modules the stubs stand in for.  On the chip they are C in flash: their code, tables and
 # names cost the Python heap nothing.  Under the virtual device they are Python modules in the
-# heap (about 21 kB and 150 interned names on the 64-bit unix port), so --heap alone would
-# leave the firmware less than the chip gives it.
-STUB_MODULES = ("asyncio", "time", "select", "socket", "_hw", "esp32", "machine", "network")
+# heap (about 30 kB more than the port's own modules on the 64-bit unix port, bluetooth's
+# ~9.5-14.5 kB of it), so --heap alone would leave the firmware less than the chip gives it.
+STUB_MODULES = ("asyncio", "time", "select", "socket", "_hw", "esp32", "machine", "network", "bluetooth")
 _PROBE = """
 import gc, sys
 gc.collect()
 a = gc.mem_alloc()
 for n in sys.argv[1:]:
-    try:
-        __import__(n)
-    except ImportError:
-        if STUBS:
-            raise
+    __import__(n)
 gc.collect()
 print(gc.mem_alloc() - a, gc.mem_free())
 """
+_HAS = """
+import sys
+for n in sys.argv[1:]:
+    try:
+        __import__(n)
+        print(n)
+    except ImportError:
+        pass
+"""
 
 
-def _probe(micropython: str, heap: str, stubs: bool) -> tuple[int, int]:
-    """(bytes the imports of STUB_MODULES took, bytes free after them) in a fresh interpreter
-    with ``-X heapsize=heap``: through the stubs, or as the unix port's own modules."""
+def _env(stubs: bool) -> dict[str, str]:
     from safesignal.sim.supervisor import STUBS
 
     env = dict(os.environ, MICROPYPATH=os.pathsep.join(([str(STUBS)] if stubs else []) + [".frozen"]))
     env.pop("SAFESIGNAL_HW_PORT", None)  # importing the stubs needs no hardware channel
-    code = f"STUBS = {stubs}\n" + _PROBE
+    return env
+
+
+@functools.lru_cache(maxsize=8)
+def port_modules(micropython: str) -> tuple[str, ...]:
+    """The STUB_MODULES the unix port has of its own (built in or frozen: time, select, socket,
+    machine, asyncio), found in an interpreter of their own.  The chip's baseline imports only
+    these: a name the port lacks (esp32, network, _hw, bluetooth) would cost a failed import
+    there, and its interned name can open a new qstr pool (likely the ~1.9 kB by which adding
+    bluetooth moved this baseline), which the chip, whose module names are in flash, never
+    pays."""
+    p = subprocess.run([micropython, "-c", _HAS, *STUB_MODULES], env=_env(False), capture_output=True, text=True,
+                       timeout=30, cwd="/")
+    if p.returncode != 0:
+        raise UsageError(f"could not list the port's modules: {(p.stdout + p.stderr).strip()[-400:]}")
+    return tuple(p.stdout.split())
+
+
+def _probe(micropython: str, heap: str, stubs: bool) -> tuple[int, int]:
+    """(bytes the imports of STUB_MODULES took, bytes free after them) in a fresh interpreter
+    with ``-X heapsize=heap``: through the stubs, or as the unix port's own modules (only those
+    it has: :func:`port_modules`)."""
+    names = STUB_MODULES if stubs else port_modules(micropython)
     # cwd "/": with -c the interpreter also looks in the current directory
-    p = subprocess.run([micropython, "-X", f"heapsize={heap}", "-c", code, *STUB_MODULES], env=env,
+    p = subprocess.run([micropython, "-X", f"heapsize={heap}", "-c", _PROBE, *names], env=_env(stubs),
                        capture_output=True, text=True, timeout=30, cwd="/")
     if p.returncode != 0:
         raise UsageError(f"could not measure the stubs' heap: {(p.stdout + p.stderr).strip()[-400:]}")
@@ -125,19 +151,26 @@ def _probe(micropython: str, heap: str, stubs: bool) -> tuple[int, int]:
 def stub_heap_bytes(micropython: str, heap: str) -> int:
     """The heap the stubs take that the chip does not spend: importing the stubbed modules
     through the stubs, less importing them as the unix port's built-ins (asyncio is frozen
-    bytecode in both; esp32, network, _hw have no built-in there and cost nothing).  Measured
-    in the interpreter that runs the device, at the device's heap size."""
+    bytecode in both; esp32, network, _hw, bluetooth have no built-in there: not imported,
+    they cost nothing).  Measured in the interpreter that runs the device, at the device's
+    heap size."""
     return max(0, _probe(micropython, heap, True)[0] - _probe(micropython, heap, False)[0])
+
+
+HEAP_SLACK = 128
 
 
 def device_heap(micropython: str, heap: str) -> str:
     """``-X heapsize`` for a device with ``heap`` (as --heap gives it): after the stubs are
     imported the firmware finds at least as much heap free as it would with the modules built
-    in (the chip's case), and less than one 128-byte step of -X heapsize more.  The first
+    in (the chip's case), and less than two 128-byte steps of -X heapsize more.  The first
     guess is ``heap`` plus :func:`stub_heap_bytes`; the collector's own tables (about 1 %)
-    are what the steps after it add."""
+    are what the steps after it add.  The target carries HEAP_SLACK: what is free after the
+    same imports differs by up to ~64 bytes from one program to another (which names it
+    interns first, 16-byte blocks), so the probe's own program must not decide the last
+    bytes."""
     size = heap_bytes(heap)
-    target = _probe(micropython, heap, False)[1]
+    target = _probe(micropython, heap, False)[1] + HEAP_SLACK
     cand = size + stub_heap_bytes(micropython, heap)
     for _ in range(8):
         short = target - _probe(micropython, str(cand), True)[1]
