@@ -369,14 +369,16 @@ def machine_busy() -> tuple[float, float]:
 
 
 class Dashboard:
-    def __init__(self, db: str, broker: str, workdir: Path, extra: list[str], env: dict[str, str]) -> None:
+    def __init__(self, db: str, broker: str, workdir: Path, extra: list[str], env: dict[str, str],
+                 whatif: str) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.err = open(workdir / "dashboard.err", "wb")  # noqa: SIM115 - the child writes it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "safesignal", "dashboard", "--broker", broker, "--db", db,
+            [sys.executable, *(["-m", "safesignal"] if not whatif else [__file__, "--whatif-dashboard", whatif]),
+             "dashboard", "--broker", broker, "--db", db,
              "--listen", f"127.0.0.1:{self.port}", *extra], stdout=subprocess.PIPE, stderr=self.err,
             stdin=subprocess.DEVNULL, cwd=workdir, env={**os.environ, **env},
             preexec_fn=die_with_parent(signal.SIGTERM))
@@ -481,7 +483,7 @@ def sse_reader(url: str) -> None:
 
 
 # --- TLS: the tenant CA, the broker, device certificates -------------------------------------------------
-def make_tls(workdir: Path, n: int, host: str, ca_pass: str
+def make_tls(workdir: Path, n: int, host: str, ca_pass: str, extra: list[str]
              ) -> tuple[Mosquitto, list[ssl.SSLContext], list[str], dict[str, Any]]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -497,7 +499,7 @@ def make_tls(workdir: Path, n: int, host: str, ca_pass: str
     files = tenant_ca.write_broker_config(ca, workdir / "broker", host, tenant_ca.MTLS_PORT,
                                           ["localhost", host], autosave_interval=0,
                                           extra=["log_type error", "log_type warning", "log_type notice"]
-                                          + (["user root"] if os.geteuid() == 0 else []))
+                                          + (["user root"] if os.geteuid() == 0 else []) + extra)
     broker = Mosquitto(workdir / "broker", host, tenant_ca.MTLS_PORT, config=files.config, log_path=files.log,
                        tls=True)
     ca_pem = ca.cert_pem().decode()
@@ -526,7 +528,7 @@ def make_tls(workdir: Path, n: int, host: str, ca_pass: str
     return broker, contexts, ["--ca", str(workdir / "ca"), "--operator", "dashboard"], info
 
 
-def plain_broker(workdir: Path) -> Mosquitto:
+def plain_broker(workdir: Path, extra: list[str]) -> Mosquitto:
     d = workdir / "broker"
     d.mkdir(parents=True)
     host = site_address()
@@ -535,8 +537,130 @@ def plain_broker(workdir: Path) -> Mosquitto:
     # which would log every PUBLISH and PINGREQ of the fleet.
     conf.write_text(f"listener 1883 {host}\nallow_anonymous true\npersistence true\npersistence_location {d}/\n"
                     f"autosave_interval 0\nlog_dest file {d}/mosquitto.log\nlog_type error\nlog_type warning\n"
-                    f"log_type notice\n" + ("user root\n" if os.geteuid() == 0 else ""))
+                    f"log_type notice\n" + ("user root\n" if os.geteuid() == 0 else "")
+                    + "".join(x + "\n" for x in extra))
     return Mosquitto(d, host, 1883, config=conf, log_path=d / "mosquitto.log")
+
+
+# --- what-ifs: the dashboard with a patch, run by this file (never the shipped behaviour) ---------------
+WHATIFS = ("batch", "stream-cache")
+
+
+def patch_batch(max_batch: int = 500) -> None:
+    """WHAT-IF, not the shipped ingest: the paho thread only parses and queues; a writer thread
+    stores everything queued (up to ``max_batch`` messages, in arrival order) in one transaction,
+    then acknowledges those messages and wakes the live streams.  The registry functions are the
+    shipped ones; their per-message commit becomes a flush inside the batch."""
+    import queue
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from safesignal.alerts.receiver import Alert, event_from_message
+    from safesignal.dashboard import ingest as ing
+    from safesignal.dashboard import registry
+
+    orig_init = ing.Ingest.__init__
+
+    def __init__(self: Any, *args: Any, **kw: Any) -> None:
+        orig_init(self, *args, **kw)
+        self._q = queue.Queue()
+        threading.Thread(target=writer, args=(self,), daemon=True).start()
+
+    def _handle(self: Any, client: Any, message: Any) -> None:
+        try:
+            ev = event_from_message(message.topic, message.payload, received_at=time.time(),
+                                    retained=bool(message.retain))
+        except (ValueError, UnicodeError):
+            self.invalid += 1
+            client.ack(message.mid, message.qos)
+            return
+        if isinstance(ev, Alert) and ev.retained:
+            client.ack(message.mid, message.qos)
+            return
+        self._q.put((client, message, ev))
+
+    def writer(self: Any) -> None:
+        while not self._stopping.is_set():
+            try:
+                batch = [self._q.get(timeout=0.2)]
+            except queue.Empty:
+                continue
+            while len(batch) < max_batch:
+                try:
+                    batch.append(self._q.get_nowait())
+                except queue.Empty:
+                    break
+            delay = 0.1
+            while not self._stopping.is_set():
+                try:
+                    stored = []
+                    with self.db() as s:
+                        real_commit = s.commit
+                        s.commit = s.flush  # one transaction for the batch
+                        for _, _, ev in batch:
+                            if isinstance(ev, Alert):
+                                stored.append(registry.ingest_alert(s, ev))
+                            else:
+                                registry.ingest_status(s, ev)
+                        real_commit()
+                    break
+                except SQLAlchemyError:
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, ing.DB_RETRY_MAX)
+            else:
+                return
+            for client, message, _ in batch:
+                client.ack(message.mid, message.qos)
+            for a in stored:
+                if a is None:
+                    self.duplicates += 1
+                else:
+                    self.stored += 1
+                    if self.on_alert is not None:
+                        self.on_alert(a)
+
+    ing.Ingest.__init__ = __init__  # type: ignore[method-assign]
+    ing.Ingest._handle = _handle  # type: ignore[method-assign]
+
+
+def patch_stream_cache() -> None:
+    """WHAT-IF, not the shipped app: the live stream's look-back query (every alert above its
+    cursor, WINDOW seconds deep, as ORM rows, on every wake-up) reads only the ids, and loads
+    the rows it has not loaded before (alert rows never change once stored)."""
+    from sqlalchemy import select
+
+    from safesignal.dashboard import registry
+    from safesignal.dashboard.db import AlertRow
+
+    cache: dict[int, Any] = {}
+    lock = threading.Lock()
+
+    def alerts_after(db: Any, after_id: int, limit: int = 500) -> list[Any]:
+        ids = list(db.scalars(select(AlertRow.id).where(AlertRow.id > after_id).order_by(AlertRow.id).limit(limit)))
+        with lock:
+            missing = [i for i in ids if i not in cache]
+        if missing:
+            rows = {r.id: registry.StoredAlert.of(r)
+                    for r in db.scalars(select(AlertRow).where(AlertRow.id.in_(missing)))}
+            with lock:
+                cache.update(rows)
+                if len(cache) > 50000:
+                    for k in sorted(cache)[:25000]:
+                        del cache[k]
+        with lock:
+            return [cache[i] for i in ids if i in cache]
+
+    registry.alerts_after = alerts_after
+
+
+def whatif_dashboard(names: str, argv: list[str]) -> None:
+    """``fleet.py --whatif-dashboard NAMES dashboard ...``: `safesignal dashboard` with patches."""
+    for name in names.split(","):
+        {"batch": patch_batch, "stream-cache": patch_stream_cache}[name]()
+    from safesignal.cli.entry import entry
+
+    sys.argv = ["safesignal", *argv]
+    entry()
 
 
 # --- figures -----------------------------------------------------------------------------------------------
@@ -556,6 +680,18 @@ def latency(keys: list[tuple[str, int]], start: dict[tuple[str, int], float],
     lat = [seen[k] - start[k] for k in keys if k in seen and k in start]
     return {"n": len(lat), "p50": ms(pct(lat, 50)), "p90": ms(pct(lat, 90)), "p99": ms(pct(lat, 99)),
             "max": ms(max(lat) if lat else None)}
+
+
+def query(db: str, workdir: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` on the registry (read directly, beside the dashboard)."""
+    if db.startswith("sqlite:///"):
+        path = Path(db.removeprefix("sqlite:///"))
+        with sqlite3.connect(path if path.is_absolute() else workdir / path, timeout=30) as c:
+            return list(c.execute(sql))
+    import psycopg
+
+    with psycopg.connect(db) as c:
+        return list(c.execute(sql))  # type: ignore[arg-type]
 
 
 def db_figures(db: str, workdir: Path) -> dict[str, Any]:
@@ -588,22 +724,12 @@ def db_figures(db: str, workdir: Path) -> dict[str, Any]:
 
 # --- the run -------------------------------------------------------------------------------------------------
 async def run_fleet(a: argparse.Namespace, broker: Mosquitto, contexts: list[ssl.SSLContext] | None,
-                    stream: StreamReader, procs: Callable[[], dict[str, list[int]]]) -> dict[str, Any]:
+                    stream: StreamReader, procs: Callable[[], dict[str, list[int]]],
+                    count_online: Callable[[], int]) -> dict[str, Any]:
     fleet = Fleet(a.devices, broker.host, broker.port, a.interval, a.jitter == "on", a.seed, contexts)
     for d in fleet.devices:
         stream.epochs[d.id] = d.epoch
     out: dict[str, Any] = {}
-    t0 = time.monotonic()
-    startup = asyncio.Semaphore(STARTUP_CONCURRENCY)
-    tasks = [asyncio.create_task(d.run(startup)) for d in fleet.devices]
-    ka = asyncio.create_task(fleet.keepalive())
-    try:
-        await asyncio.wait_for(fleet.all_up.wait(), a.connect_timeout)
-    except TimeoutError:
-        pass
-    out["connect"] = {"all_connected_s": round(time.monotonic() - t0, 2) if fleet.all_up.is_set() else None,
-                      "connected": len(fleet.stats.connected), "failed_attempts": fleet.stats.connect_failures}
-    await asyncio.sleep(a.settle)  # the births reach the registry before the presses start
 
     def sample() -> dict[str, float]:
         s = {k: sum(cpu_seconds(p) for p in v) for k, v in procs().items()}
@@ -612,6 +738,36 @@ async def run_fleet(a: argparse.Namespace, broker: Mosquitto, contexts: list[ssl
         s["_busy"], s["_total"] = machine_busy()
         s["_wall"] = time.monotonic()
         return s
+
+    def cpu(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        wall = after["_wall"] - before["_wall"]
+        return {k: round(100 * (after[k] - before[k]) / wall, 1) for k in after if not k.startswith("_")}
+
+    t0 = time.monotonic()
+    connect_before = sample()
+    startup = asyncio.Semaphore(STARTUP_CONCURRENCY)
+    tasks = [asyncio.create_task(d.run(startup)) for d in fleet.devices]
+    ka = asyncio.create_task(fleet.keepalive())
+    try:
+        await asyncio.wait_for(fleet.all_up.wait(), a.connect_timeout)
+    except TimeoutError:
+        pass
+    out["connect"] = {"all_connected_s": round(time.monotonic() - t0, 2) if fleet.all_up.is_set() else None,
+                      "connected": len(fleet.stats.connected), "failed_attempts": fleet.stats.connect_failures,
+                      "cpu_percent_of_one_core": cpu(connect_before, sample())}
+    # The births (one retained status per device) reach the registry before the presses start:
+    # wait until it shows every device online, or until that count has not moved for 5 s.
+    t1 = time.monotonic()
+    online, moved = -1, t1
+    while time.monotonic() - t1 < a.settle_max:
+        n = await asyncio.to_thread(count_online)
+        if n != online:
+            online, moved = n, time.monotonic()
+        if n >= a.devices or time.monotonic() - moved > 5.0:
+            break
+        await asyncio.sleep(0.5)
+    out["births"] = {"online_in_registry": online, "settle_s": round(time.monotonic() - t1, 2)}
+    await asyncio.sleep(a.settle)
 
     before = sample()
     presses = asyncio.create_task(fleet.presses(a.rate, a.duration))
@@ -653,9 +809,7 @@ async def run_fleet(a: argparse.Namespace, broker: Mosquitto, contexts: list[ssl
     await asyncio.sleep(0.2)
 
     st = fleet.stats
-    wall = after["_wall"] - before["_wall"]
-    out["cpu_percent_of_one_core"] = {k: round(100 * (after[k] - before[k]) / wall, 1)
-                                      for k in after if not k.startswith("_")}
+    out["cpu_percent_of_one_core"] = cpu(before, after)
     out["machine_busy_percent"] = round(100 * (after["_busy"] - before["_busy"]) / (after["_total"] - before["_total"]),
                                         1)
     pressed = list(st.pressed)
@@ -665,6 +819,7 @@ async def run_fleet(a: argparse.Namespace, broker: Mosquitto, contexts: list[ssl
                      "lost": len(lost), "never_acked": len(pressed) - len(st.acked),
                      "stream_duplicates": stream.dup, "stream_foreign": stream.other}
     out["lost_examples"] = [f"{d}/{s}" for d, s in lost[:10]]
+    out["_lost_keys"] = lost
     out["latency_ms"] = latency(pressed, st.first_sent, stream.seen)
     out["press_to_stream_ms"] = latency(pressed, st.pressed, stream.seen)
     out["ack_ms"] = latency(pressed, st.first_sent, st.acked)
@@ -676,6 +831,9 @@ async def run_fleet(a: argparse.Namespace, broker: Mosquitto, contexts: list[ssl
 
 
 def main() -> int:
+    if len(sys.argv) > 2 and sys.argv[1] == "--whatif-dashboard":
+        whatif_dashboard(sys.argv[2], sys.argv[3:])
+        return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--devices", type=int, default=100)
     p.add_argument("--interval", type=int, default=5, help="MQTT keep-alive in seconds (default 5)")
@@ -683,7 +841,12 @@ def main() -> int:
                    "(a Poisson process; default 20)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of presses (default 30)")
     p.add_argument("--drain", type=float, default=30.0, help="at most this long for the last alerts (default 30)")
-    p.add_argument("--settle", type=float, default=2.0, help="seconds between all connected and the first press")
+    p.add_argument("--settle", type=float, default=2.0, help="seconds between the births in the registry and the "
+                   "first press")
+    p.add_argument("--settle-max", type=float, default=120.0, help="at most this long for the births to be in the "
+                   "registry")
+    p.add_argument("--max-queued", type=int, default=None, help="mosquitto's max_queued_messages (default: not set, "
+                   "mosquitto's 1000, as the shipped configuration); 0 is no limit")
     p.add_argument("--connect-timeout", type=float, default=120.0)
     p.add_argument("--tls", action="store_true", help="mutual TLS: the tenant CA, the shipped broker config, "
                    "a certificate per device")
@@ -698,6 +861,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the run's directory (logs)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout (the only output format)")
+    p.add_argument("--whatif", default="", help="WHAT-IF (not the shipped dashboard): run it with patches, "
+                   f"comma-separated: {', '.join(WHATIFS)} (see the functions patch_*)")
     p.add_argument("--sse-reader", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.sse_reader:
@@ -724,20 +889,27 @@ def main() -> int:
 
             pg = Postgres()
             db = pg.database()
+        if a.whatif:
+            for name in a.whatif.split(","):
+                if name not in WHATIFS:
+                    raise SystemExit(f"--whatif: {name}? ({', '.join(WHATIFS)})")
+            result["WHATIF_not_the_shipped_dashboard"] = a.whatif
         result["db"] = "postgresql" if db.startswith("postgres") else "sqlite"
         env: dict[str, str] = {}
         extra: list[str] = []
+        conf = [] if a.max_queued is None else [f"max_queued_messages {a.max_queued}"]
+        result["broker_extra_config"] = conf
         contexts = None
         if a.tls:
             ca_pass = secrets.token_urlsafe(24)
-            broker, contexts, extra, info = make_tls(workdir, a.devices, site_address(8883), ca_pass)
+            broker, contexts, extra, info = make_tls(workdir, a.devices, site_address(8883), ca_pass, conf)
             env["SAFESIGNAL_CA_PASS"] = ca_pass
             result["tls_setup"] = info
         else:
-            broker = plain_broker(workdir)
+            broker = plain_broker(workdir, conf)
         broker.start()
         token = add_admin(db, workdir)
-        dash = Dashboard(db, broker.uri, workdir, extra, env)
+        dash = Dashboard(db, broker.uri, workdir, extra, env, a.whatif)
         stream = StreamReader(dash.url, token)
 
         def procs() -> dict[str, list[int]]:
@@ -748,11 +920,20 @@ def main() -> int:
                 d["postgres"] = [pg.proc.pid, *children(pg.proc.pid)]
             return d
 
-        result.update(asyncio.run(run_fleet(a, broker, contexts, stream, procs)))
+        def count_online() -> int:
+            return int(query(db, workdir, "SELECT count(*) FROM devices WHERE online")[0][0])
+
+        result.update(asyncio.run(run_fleet(a, broker, contexts, stream, procs, count_online)))
+        result["broker_drop_warnings"] = broker.log().count("Outgoing messages are being dropped")
         dash.stop()
         result["dashboard_exit"] = dash.proc.returncode
         dash = None
         result.update(db_figures(db, workdir))
+        # A lost alert that is in the registry after all came later than the drain (or was stored
+        # but never streamed); one that is not was dropped on the way (at the broker).
+        lost = set(result.pop("_lost_keys"))
+        in_db = {(d, int(s)) for d, s in query(db, workdir, "SELECT device_id, seq FROM alerts")}
+        result["alerts"]["lost_but_in_registry_at_end"] = len(lost & in_db)
         result["machine"]["loadavg_at_end"] = os.getloadavg()
     finally:
         if stream is not None:
