@@ -455,8 +455,10 @@ class BleRadio:
         self._rebuild([])
 
     def _drop_events(self) -> None:
-        while not self.events.empty():
-            self.events.get_nowait()
+        # A new queue, not an emptied one: the previous interpreter's long-poll (_hw_event) may
+        # still be waiting on the old queue, and it would take the next boot's first event (a
+        # connection) to a process that is gone.  It waits there for good instead.
+        self.events = asyncio.Queue()
         for fut in self._pending.values():
             if not fut.done():
                 fut.cancel()
