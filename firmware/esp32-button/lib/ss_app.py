@@ -167,8 +167,7 @@ class App:
         if again:
             st.set_open_next_boot(False)
         if prov and not (held or again):
-            print("[BLE] Off: provisioned (hold the button at power-on for %d s to re-open)" % (P.HOLD_MS // 1000))
-            return
+            return  # off, quietly: the seed guide's boot log of a provisioned device stays as it is
         fails = st.fails()
         if fails >= P.HARD_LOCK:
             print("[BLE] Locked after %d wrong PINs: hold the button at power-on for %d s to re-open"
