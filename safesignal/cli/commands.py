@@ -628,6 +628,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model a native-USB console: the port disappears at every reset and comes back as a new device")
     p.add_argument("--dns-delay", type=float, metavar="SECONDS",
                    help="every name lookup blocks the device's interpreter this long, as lwIP's getaddrinfo does")
+    p.add_argument("--pin", metavar="NNNNNN", help="the factory step at first power-up: write this BLE PIN's "
+                   "verifier (as `safesignal pin` does) unless the chip has one")
     p.add_argument("--firmware", help="firmware directory (default: this checkout's firmware/esp32-button)")
     p.add_argument("--mpy", action="store_true",
                    help="run the firmware compiled with mpy-cross, as deployed (needs less heap than source)")

@@ -52,6 +52,7 @@ class SimOptions:
     dns_delay: float = 0.0
     ble: bool = False
     ble_air: str | None = None
+    pin: str | None = None
 
     @classmethod
     def from_namespace(cls, ns: object) -> SimOptions:
@@ -216,10 +217,26 @@ def config(opts: SimOptions) -> SimConfig:
                     heap=device_heap(micropython, opts.heap), usb_cdc=opts.usb_cdc,
                     hmac_key=fuse.hmac_key if opts.nvs_encryption == "hmac" else None,
                     efuse=(efuse_path, fuse) if new_chip else None, micropython=micropython,
-                    dns_delay=opts.dns_delay, ble=opts.ble or bool(opts.ble_air), ble_air=opts.ble_air)
+                    dns_delay=opts.dns_delay, ble=opts.ble or bool(opts.ble_air), ble_air=opts.ble_air,
+                    pin_record=_pin_record(opts.pin))
     if opts.firmware:
         cfg.firmware = Path(opts.firmware)
     return cfg
+
+
+def _pin_record(pin: str | None) -> bytes | None:
+    """--pin: the verifier record the factory step writes (ssproto.spake2p.make_record, a
+    random salt); the PIN itself goes nowhere."""
+    if pin is None:
+        return None
+    import secrets
+
+    from ssproto import spake2p
+
+    try:
+        return bytes(spake2p.make_record(spake2p.check_pin(pin), secrets.token_bytes(spake2p.SALT_LEN)))
+    except ValueError:
+        raise UsageError("--pin: the PIN is 6 digits") from None
 
 
 def run(opts: SimOptions, ready: Callable[[SimConfig], None]) -> None:

@@ -194,6 +194,9 @@ class SimConfig:
     ble: bool = False
     ble_air: str | None = None
     ble_spec: str = ""  # set at start: the bumble transport spec of the air the radio is on
+    # the factory step at first power-up (sim --pin): a SPAKE2+ verifier record (ssproto.spake2p)
+    # written to NVS namespace "ble" as `safesignal pin` writes it, unless one is there already
+    pin_record: bytes | None = field(default=None, repr=False)
 
 
 class Supervisor:
@@ -287,10 +290,25 @@ class Supervisor:
         if self.cfg.efuse is not None:
             efuse.burn(*self.cfg.efuse)  # a new chip: its eFuses exist from its first power-up on
             self.cfg.efuse = None
+        if self.cfg.pin_record is not None:
+            self._factory_pin(self.cfg.pin_record)
         self._open_port()
         await self._boot()
         self.flash.create()  # a blank chip's erased NVS, once the device is really up
         self._tasks.append(asyncio.create_task(self._lifecycle()))
+
+    def _factory_pin(self, record: bytes) -> None:
+        """The factory line's PIN step before the first power-up: the verifier record into
+        NVS namespace "ble" (ss_bleauth's layout), through the chip's own NVS write path.  A
+        chip that has a verifier keeps it (use `safesignal pin --port` to change it)."""
+        try:
+            self.flash.get("ble", "pin", "blob")
+            return
+        except NvsOpError:
+            pass
+        self.flash.set("ble", "pin", "blob", record)
+        self.flash.set("ble", "fails", "i32", 0)
+        self.flash.commit()
 
     def _open_port(self) -> None:
         self.ports_opened += 1
