@@ -245,3 +245,26 @@ def test_a_session_cut_midway_leaves_nothing_staged(make_sim, guard: SecretGuard
     r = run_cli(guard, *provision_args(sim, "--pin", PIN, "--offline"), env={"SAFESIGNAL_WIFI_PASS": pw},
                 timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_factory_pin_step_refuses_a_provisioned_device(make_sim, guard: SecretGuard) -> None:
+    """`safesignal sim --pin` is the factory step at first power-up; `safesignal pin` on a
+    provisioned device refuses (its label's PIN would stop working) unless --force."""
+    pw = guard.secret("ble-wifi-pass-11")
+    guard.secret(PIN)
+    sim: Sim = make_sim(aps=[(SSID, pw)], ble=True, pin=PIN)
+    assert ble_status(sim)["BLE"] == "advertising"  # a verifier from its first power-up on
+    r = run_cli(guard, *provision_args(sim, "--pin", PIN, "--offline"), env={"SAFESIGNAL_WIFI_PASS": pw},
+                timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    before = ble_status(sim)["PIN verifier"]
+    r = run_cli(guard, "pin", "--port", sim.port)
+    assert r.returncode == 2 and "the device is provisioned" in r.stderr and "--force" in r.stderr
+    assert "PIN:" not in r.stdout and ble_status(sim)["PIN verifier"] == before  # nothing changed
+    new = "135790"
+    guard.secret(new)
+    p = subprocess.run([sys.executable, "-m", "safesignal", "pin", "--port", sim.port, "--pin", new, "--force"],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=REPO)
+    assert p.returncode == 0 and p.stdout.splitlines()[-1] == f"PIN: {new}", p.stderr
+    guard.output("pin --force stderr", p.stderr)
+    assert ble_status(sim)["PIN verifier"] not in (before, "none")

@@ -54,7 +54,7 @@ class Sim:
     def __init__(self, tmp: Path, guard: SecretGuard, name: str = "dev", aps: list[tuple[str, str]] | None = None,
                  air: Path | None = None, flash: Path | None = None, mac: str | None = None,
                  usb_cdc: bool = False, hosts: dict[str, str] | None = None, heap: str | None = None,
-                 mpy: bool = False, ble: bool = False, ble_air: str | None = None) -> None:
+                 mpy: bool = False, ble: bool = False, ble_air: str | None = None, pin: str | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = str(self.dir / "ttySIM0")
@@ -85,6 +85,8 @@ class Sim:
             cmd += ["--ble"]
         if ble_air is not None:
             cmd += ["--ble-air", ble_air]
+        if pin is not None:
+            cmd += ["--pin", pin]
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, cwd=REPO,
