@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "sim": {"nvs"},
     "dashboard": {"alerts", "pki"},
     "cli": {"link", "pki", "nvs", "alerts", "provisioning", "sim", "dashboard"},
-    "demo": {"pki", "alerts", "sim", "provisioning", "link"},
+    "demo": {"pki", "alerts", "sim", "provisioning", "link", "dashboard"},
     "__main__": {"cli"},
 }
 

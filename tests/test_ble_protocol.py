@@ -80,3 +80,15 @@ def test_fingerprint_is_a_short_hash_of_the_record_never_the_record() -> None:
     assert fp == hashlib.sha256(rec).hexdigest()[:16]
     assert rec[:32].hex() not in fp and fp != P.fingerprint(hashlib.sha256, spake2p.make_record(
         "123457", bytes(16), spake2p.ITER_MIN))
+
+
+def test_the_devices_record_length_is_spake2ps() -> None:
+    import sys
+
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "firmware" / "esp32-button"
+                           / "lib"))
+    try:
+        import ss_bleauth
+    finally:
+        sys.path.pop(0)
+    assert ss_bleauth._RECORD_LEN == spake2p.RECORD_LEN

@@ -15,9 +15,15 @@
 import ss_nvs
 import ssproto
 import ssproto.ble as P
-from ssproto import spake2p
 
 NAMESPACE = "ble"
+_RECORD_LEN = 117  # ssproto.spake2p.RECORD_LEN: spake2p (and p256's tables) load only when a PIN is used
+
+
+def _spake2p():
+    from ssproto import spake2p
+
+    return spake2p
 
 
 class BleState:
@@ -25,7 +31,7 @@ class BleState:
         self._nvs = nvs  # esp32.NVS(NAMESPACE)
 
     def _record(self):
-        return ss_nvs.get_blob(self._nvs, "pin", spake2p.RECORD_LEN)
+        return ss_nvs.get_blob(self._nvs, "pin", _RECORD_LEN)
 
     def verifier(self):
         """(w0, L, salt, iterations) of the stored record, or None if there is none (or it does
@@ -34,7 +40,7 @@ class BleState:
         if raw is None:
             return None
         try:
-            return spake2p.parse_record(raw)
+            return _spake2p().parse_record(raw)
         except ValueError:
             return None
 
@@ -47,7 +53,7 @@ class BleState:
         return P.fingerprint(hashlib.sha256, self._record())
 
     def set_verifier(self, record):
-        spake2p.parse_record(record)  # ValueError unless well formed
+        _spake2p().parse_record(record)  # ValueError unless well formed
         self._nvs.set_blob("pin", record)
         self._nvs.set_i32("fails", 0)
         self._nvs.commit()
@@ -101,14 +107,13 @@ async def cmd_set_pin(con, a):
     if con.store.provision_is_provisioned() and not force:
         raise ssproto.ProtocolError(ssproto.E_STATE, "device is provisioned: a new PIN needs --force")
     h = a[0]
-    if len(h) != 2 * spake2p.RECORD_LEN or not ssproto._is_hex(h):
-        raise ssproto.ProtocolError(ssproto.E_INVALID, "the verifier record must be %d hex digits"
-                                    % (2 * spake2p.RECORD_LEN))
+    if len(h) != 2 * _RECORD_LEN or not ssproto._is_hex(h):
+        raise ssproto.ProtocolError(ssproto.E_INVALID, "the verifier record must be %d hex digits" % (2 * _RECORD_LEN))
     try:
         import binascii
 
         record = binascii.unhexlify(h)
-        spake2p.parse_record(record)
+        _spake2p().parse_record(record)
     except ValueError as e:
         raise ssproto.ProtocolError(ssproto.E_INVALID, "verifier record: %s" % e.args[0])
     st = con.app.ble_state
