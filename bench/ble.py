@@ -1,9 +1,10 @@
-"""BLE provisioning figures.  For now: the device's side of the PIN exchange (SPAKE2+, RFC 9383,
+"""BLE provisioning figures: the device's side of the PIN exchange (SPAKE2+, RFC 9383,
 firmware/esp32-button/lib/ssproto/spake2p.py) and of the encrypted channel (ssproto/channel.py)
-under the MicroPython unix port, with the ESP32-S3 estimate.  Link timings over the virtual
-BLE link are to be added as further sections (see SECTIONS).
+under the MicroPython unix port, with the ESP32-S3 estimate (section pake); provisioning over
+the virtual BLE link at ATT MTU 23 and 247, by the CLI and through the library with its phases
+timed, and the bytes over the air from a btsnoop log (section link).
 
-    .venv/bin/python bench/ble.py [--runs 30] [--heap 1920k] [--only pake]
+    .venv/bin/python bench/ble.py [--runs 30] [--heap 1920k] [--link-runs 3] [--only pake|link]
 
 Method: bench/README.md, section "ble.py".  Prints one JSON object.
 """
@@ -164,9 +165,265 @@ def section_pake(args, repo, me):
     }
 
 
-# More figures (link timings over the virtual BLE link, bytes over the air) go here: a function
-# (args, repo, me) -> dict, and its name in SECTIONS; --only picks some.
-SECTIONS = {"pake": section_pake}
+# --- link: provisioning over the virtual BLE link (CPython only) --------------------------------
+
+_SSID = "Bench-Net"
+_PROVISION = ["--wifi-ssid", _SSID, "--device-id", "ble-bench", "--tenant", "t", "--building", "b", "--room", "r",
+              "--offline"]
+
+
+class _Device:
+    """One fresh `safesignal sim --ble` (blank flash in ``workdir``) with a PIN verifier written
+    by the factory step and rebooted, so that it advertises.  PIN and WiFi password are random,
+    kept in memory, never printed."""
+
+    def __init__(self, repo, workdir):
+        import os
+        import secrets
+        import signal
+        import subprocess
+        import time
+
+        from safesignal.sim.control import SimControl
+        from safesignal.tools import die_with_parent
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.pin = f"{secrets.randbelow(10**6):06d}"
+        self.wifi_pass = secrets.token_urlsafe(12)
+        self.port = str(workdir / "tty")
+        self.control = SimControl(workdir / "ctl")
+        out = workdir / "sim.stdout"
+        cmd = [sys.executable, "-m", "safesignal", "sim", "--port-link", self.port, "--flash",
+               str(workdir / "flash.bin"), "--control", str(workdir / "ctl"), "--ble", "--ap", _SSID, self.wifi_pass]
+        with open(out, "wb") as o, open(workdir / "sim.stderr", "wb") as e:
+            self.proc = subprocess.Popen(cmd, stdout=o, stderr=e, stdin=subprocess.DEVNULL, cwd=repo,
+                                         preexec_fn=die_with_parent(signal.SIGTERM))
+        try:
+            deadline = time.monotonic() + 60
+            while not out.read_bytes().endswith(b"\n"):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("the virtual device did not start: " + (workdir / "sim.stderr").read_text()[-800:])
+                time.sleep(0.02)
+            words = out.read_text().split()
+            self.spec = next(w[4:] for w in words if w.startswith("ble="))
+            p = subprocess.run([sys.executable, "-m", "safesignal", "pin", "--port", self.port, "--pin", self.pin],
+                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, cwd=repo,
+                               env=dict(os.environ))
+            if p.returncode != 0:
+                raise SystemExit("safesignal pin failed: " + p.stderr[-800:])
+            boots = self.control.state()["boots"]
+            self.control.reset()
+            deadline = time.monotonic() + 30
+            while not (self.control.state()["boots"] > boots and self.control.state()["running"]):
+                if time.monotonic() > deadline:
+                    raise SystemExit("the virtual device did not reboot")
+                time.sleep(0.02)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self):
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _cli_run(repo, dev, mtu, log):
+    """`safesignal provision --ble --offline` as a subprocess: wall time and exit code."""
+    import os
+    import subprocess
+    import time
+
+    cmd = [sys.executable, "-m", "safesignal", "provision", "--ble", "--pin", dev.pin, "--ble-transport", dev.spec,
+           "--ble-mtu", str(mtu), "--btsnoop", str(log)] + _PROVISION
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL, cwd=repo,
+                       env=dict(os.environ, SAFESIGNAL_WIFI_PASS=dev.wifi_pass))
+    ms = (time.perf_counter() - t0) * 1000
+    if p.returncode != 0:
+        raise SystemExit(f"provision --ble failed ({p.returncode}): {p.stderr[-800:]}")
+    return ms
+
+
+def _library_run(dev, mtu):
+    """The same flow through the library (BlePort under DeviceSession, provisioning.flow), with
+    the phases timed: radio open, scan, connect (connection, MTU exchange, discovery,
+    subscription), PIN exchange (HELLO .. READY, with the host's PBKDF2), the provisioning
+    commands up to provision_complete's answer, then reboot + reconnect (scan, connect, PIN) +
+    read-back, and ble_done."""
+    import time
+
+    import safesignal.link.ble as L
+    from safesignal.link.session import DeviceSession
+    from safesignal.provisioning.flow import ProvisionEvents, ProvisionRequest, provision
+    from ssproto import spake2p
+
+    marks = {}
+    now = time.perf_counter
+
+    def span(name, t0):
+        marks.setdefault(name, []).append((t0, now()))
+
+    class Radio(L.BumbleRadio):
+        async def open(self):
+            t0 = now()
+            await super().open()
+            span("open", t0)
+
+        async def scan(self, duration):
+            t0 = now()
+            out = await super().scan(duration)
+            span("scan", t0)
+            return out
+
+        async def connect(self, address, on_data, on_gone):
+            t0 = now()
+            await super().connect(address, on_data, on_gone)
+            span("connect", t0)
+
+    class Port(L.BlePort):
+        async def _session(self):
+            t0 = now()
+            await super()._session()
+            span("session", t0)
+
+        def reopen(self, deadline):
+            t0 = now()
+            out = super().reopen(deadline)
+            span("reopen", t0)
+            return out
+
+    class Events(ProvisionEvents):
+        def committed(self):
+            marks["committed"] = now()
+
+    real_derive = spake2p.derive_w
+
+    def derive(*a, **kw):
+        t0 = now()
+        out = real_derive(*a, **kw)
+        span("pbkdf2", t0)
+        return out
+
+    real_make = L.make_radio
+    L.make_radio = lambda transport, btsnoop=None, mtu=L.MTU: Radio(transport, btsnoop, mtu)
+    spake2p.derive_w = derive
+    try:
+        t_start = now()
+        port = Port(dev.spec, None, dev.pin, mtu=mtu)
+        t_ready = now()
+        got_mtu = port.mtu
+        with DeviceSession(port.url, timeout=10.0, ser=port) as session:
+            t_cmd = now()
+            status = provision(session, ProvisionRequest(_SSID, dev.wifi_pass, "ble-bench", "t", "b", "r",
+                                                         offline=True), Events(), boot_timeout=60.0)
+            t_read = now()
+            session.command(["ble_done"])
+            t_done = now()
+    finally:
+        L.make_radio = real_make
+        spake2p.derive_w = real_derive
+    if status.get("device_id") != "ble-bench":
+        raise SystemExit("read-back does not show the device id")
+
+    def ms(a, b):
+        return round((b - a) * 1000, 1)
+
+    connect0 = marks["connect"][0]
+    session0 = marks["session"][0]
+    reopen = marks["reopen"][-1]
+    return {
+        "att_mtu": got_mtu,
+        "radio_open": ms(*marks["open"][0]),
+        "scan": ms(*marks["scan"][0]),
+        "connect": ms(*connect0),
+        "pin_exchange": ms(connect0[1], session0[1]),
+        "pin_exchange_host_pbkdf2": ms(*marks["pbkdf2"][0]),
+        "provisioning_commands": ms(t_cmd, marks["committed"]),
+        "reboot_reconnect_readback": ms(marks["committed"], t_read),
+        "reconnect": ms(*reopen),
+        "reconnect_scans": sum(1 for a, b in marks["scan"][1:] if reopen[0] <= a <= reopen[1]),
+        "ble_done": ms(t_read, t_done),
+        "connection_to_provisioned": ms(connect0[0], t_read),
+        "total": ms(t_start, t_done),
+        "to_session_ready": ms(t_start, t_ready),
+    }
+
+
+def _air_bytes(tests_dir, log):
+    """Bytes over the air from a btsnoop log (tests/support/btsnoop.py)."""
+    sys.path.insert(0, str(tests_dir))
+    import ssproto.ble as P
+    from support.btsnoop import parse
+
+    cap = parse(log)
+    pin_types = (P.M_HELLO, P.M_PARAMS, P.M_SHARE_P, P.M_SHARE_V, P.M_CONFIRM_P, P.M_READY)
+    pin = {"host_to_device": 0, "device_to_host": 0}
+    data = {"host_to_device": 0, "device_to_host": 0}
+    for c in cap.connections:
+        for side, t, payload in c.order:
+            way = "host_to_device" if side == "host" else "device_to_host"
+            (pin if t in pin_types else data)[way] += 3 + len(payload)  # our frame: length, type, payload
+    return {"connections": len(cap.connections),
+            "att_pdu_bytes": cap.att_bytes,
+            "characteristic_value_bytes": cap.att_value_bytes,
+            "frame_bytes_pin_exchange": pin,
+            "frame_bytes_console": data,
+            "hci_acl_bytes": cap.acl_bytes,
+            "hci_acl_packets": cap.acl_packets}
+
+
+def _stats(xs):
+    return {"median": round(_median(xs), 1), "min": round(min(xs), 1), "max": round(max(xs), 1)}
+
+
+def section_link(args, repo, me):
+    """Connection to provisioned over the virtual BLE link, at ATT MTU 23 and 247; bytes over the air."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    out = {"runs": args.link_runs}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ble-"))
+    try:
+        for mtu in (23, 247):
+            cli, lib = [], []
+            air = None
+            for i in range(args.link_runs):
+                dev = _Device(repo, tmp / f"cli-{mtu}-{i}")
+                try:
+                    log = tmp / f"cli-{mtu}-{i}.btsnoop"
+                    cli.append(_cli_run(repo, dev, mtu, log))
+                    if air is None:
+                        air = _air_bytes(repo / "tests", log)
+                finally:
+                    dev.stop()
+                dev = _Device(repo, tmp / f"lib-{mtu}-{i}")
+                try:
+                    lib.append(_library_run(dev, mtu))
+                finally:
+                    dev.stop()
+            phases = {k: _stats([r[k] for r in lib]) for k in lib[0] if k not in ("att_mtu", "reconnect_scans")}
+            out[f"mtu_{mtu}"] = {
+                "att_mtu_negotiated": sorted({r["att_mtu"] for r in lib}),
+                "cli_provision_offline_ms": _stats(cli),
+                "library_phases_ms": phases,
+                "reconnect_scans": [r["reconnect_scans"] for r in lib],
+                "air": air,
+            }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+SECTIONS = {"pake": section_pake, "link": section_link}
 
 
 def host():
@@ -183,6 +440,8 @@ def host():
     ap.add_argument("--heap", default=PYTHON_HEAP,
                     help="MicroPython heap (-X heapsize); default: the product module's (safesignal/sim/module.py)")
     ap.add_argument("--micropython", default=str(Path(sys.executable).parent / "micropython"))
+    ap.add_argument("--link-runs", type=int, default=3,
+                    help="provisionings per ATT MTU and per method (CLI, library) in section link (default 3)")
     ap.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only this section (repeatable)")
     args = ap.parse_args()
     me = str(Path(__file__).resolve())
