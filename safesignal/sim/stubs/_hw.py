@@ -53,3 +53,11 @@ def call(op, **args):
     if "errno" in reply:
         raise OSError(reply["errno"])
     return reply.get("result")
+
+
+# The chip's bluetooth module is C in flash: importing it costs the heap nothing, at any time.
+# Its stub is Python: imported lazily (ss_ble, when the BLE window opens mid-run) it is compiled
+# from source then and needs ~55 kB free for a moment, 16 kB once loaded (which -X heapsize
+# accounts for: safesignal/sim/launch.py STUB_MODULES).  So it is loaded here, with the first
+# stub the firmware imports, at power-up (bluetooth imports _hw, which is complete by now).
+import bluetooth  # noqa: E402, F401
