@@ -12,13 +12,15 @@ verification (test alert through the broker).  At the read-back the device has B
 all up at once: the status it returns then carries its free heap (gc.collect + gc.mem_free),
 which this test reports (pytest -s prints it; junit XML gets it as properties).
 
-Also in 256 kB with the firmware compiled by mpy-cross (as deployed).  Not in 192 kB, the
-smallest heap PROVISIONING.md documents for mqtts:// over the console: there the virtual
-device's BLE window does not open (MemoryError in ss_ble.open_window's `import bluetooth`).
-That is the stub's doing, not the firmware's: imported lazily from source, the bluetooth stub
-needs ~55 kB free for a moment to compile (16 kB once loaded, which -X heapsize accounts for),
-where the chip's C module costs nothing; with the stub imported at boot (a firmware copy whose
-main.py imports bluetooth first) the window opens in 192 kB with 32 kB free."""
+Also in 256 kB with the firmware compiled by mpy-cross (as deployed).  Not less: in 224 kB
+provision_complete's connect test (mbedTLS handshake with BLE up) runs out of memory, and in
+192 kB, the smallest heap PROVISIONING.md documents for mqtts:// over the console, the device's
+SPAKE2+ response does (p256._wnaf, a MemoryError that ends ss_ble's task: the host times out).
+
+The bluetooth stub is loaded at power-up (safesignal/sim/stubs/_hw.py), not compiled when the
+BLE window opens: a lazy import from source needs ~55 kB free for a moment, which the chip's C
+module never does.  test_ble_window_opens_in_a_small_heap fails without that (MemoryError in
+ss_ble.open_window's `import bluetooth` in 192 kB)."""
 
 from __future__ import annotations
 
@@ -82,3 +84,24 @@ def test_ble_provisioning_with_mtls_fits_the_heap(guard: SecretGuard, tmp_path: 
             assert json.loads(scan.stdout) == []
         finally:
             sim.stop()
+
+
+def test_ble_window_opens_in_a_small_heap(guard: SecretGuard, tmp_path: Path) -> None:
+    """In 192 kB (mpy), the virtual device opens its BLE window: a scan finds it.  The chip's
+    bluetooth module costs the heap nothing when it is imported; the stub's ~16 kB are added
+    to -X heapsize, and it is compiled at power-up, not when the window opens mid-run."""
+    guard.secret(PIN)
+    sim = Sim(tmp_path, guard, heap="192k", mpy=True, ble=True)
+    try:
+        p = subprocess.run([sys.executable, "-m", "safesignal", "pin", "--port", sim.port, "--pin", PIN],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        boots = sim.control.state()["boots"]
+        sim.control.reset()
+        sim.wait_boot(boots)
+        scan = run_cli(guard, "ble", "scan", "--ble-transport", str(sim.ble_spec), "--duration", "3", "--json")
+        assert scan.returncode == 0, scan.stderr
+        found = json.loads(scan.stdout)
+        assert len(found) == 1 and found[0]["provisioned"] is False, found
+    finally:
+        sim.stop()
