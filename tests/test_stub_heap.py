@@ -86,3 +86,12 @@ def test_heap_sizes() -> None:
     for bad in ("", "k", "12x", "0k", "-5k"):
         with pytest.raises(UsageError):
             launch.heap_bytes(bad)
+
+
+def test_relative_firmware_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the device's interpreter runs main.py with the firmware directory as its cwd: a relative
+    # --firmware must be made absolute first (it was not: exit 2, restarted by the watchdog forever)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fw").mkdir()
+    opts = launch.SimOptions(port_link="tty", flash="flash.bin", firmware="fw", heap="128k")
+    assert launch.config(opts).firmware == tmp_path / "fw"

@@ -220,7 +220,7 @@ def config(opts: SimOptions) -> SimConfig:
                     dns_delay=opts.dns_delay, ble=opts.ble or bool(opts.ble_air), ble_air=opts.ble_air,
                     pin_record=_pin_record(opts.pin))
     if opts.firmware:
-        cfg.firmware = Path(opts.firmware)
+        cfg.firmware = Path(opts.firmware).resolve()  # the interpreter runs with the firmware as its cwd
     return cfg
 
 
