@@ -167,6 +167,14 @@ def offline_check(s: Session, w: tuple[int, int], x: int | None = None) -> bool:
     return any(_confirms(s, w0, _enc(z), V) for z in zs)
 
 
+def session_key(s: Session, w: tuple[int, int], x: int) -> bytes:
+    """K_shared of a captured exchange, for whoever knows the PIN's (w0, w1) AND the host's x."""
+    w0, w1 = w
+    Yp = _add(_pt(s.share_v), _neg(_mul(w0, N)))  # type: ignore[arg-type]
+    tt = spake2p.transcript(s.ctx, b"", b"", s.share_p, s.share_v, _enc(_mul(x, Yp)), _enc(_mul(w1, Yp)), w0)
+    return spake2p.key_schedule(tt)[3]  # type: ignore[no-any-return]
+
+
 def _derived_values(s: Session, pin: str) -> dict[str, bytes]:
     """Every value a PIN determines before the exchange, in the encodings it could travel in."""
     w0, w1 = s.derive(pin)
@@ -304,3 +312,47 @@ def test_wifi_password_in_no_log_or_output(ble_sim: tuple[Sim, str, str], tmp_pa
         assert form not in raw
     # the sim's stdout/stderr and its raw flash image (NVS encryption) are in the guard (Sim),
     # as are the CLI's outputs (run_cli) and the log: guard.check() runs at the end of the test
+
+
+def test_wifi_password_crosses_the_air_only_inside_the_channel(ble_sim: tuple[Sim, str, str], tmp_path: Path,
+                                                               guard: SecretGuard,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The positive control of the search above: a provisioning through the library with a
+    fixed x, logged.  The raw log holds no password, yet the password IS in it, encrypted: with
+    the PIN and x (which only the host ever held) the log's DATA frames open with the session
+    key, and the host's console lines inside hold provision_set_wifi and the password."""
+    from safesignal.link.ble import BlePort
+    from safesignal.link.session import DeviceSession
+    from safesignal.provisioning.flow import ProvisionRequest, provision
+    from ssproto.channel import Channel
+
+    sim, pin, password = ble_sim
+    guard.secret(pin)
+    log = tmp_path / "library.btsnoop"
+    guard.binaries.append(log)
+    x = int.from_bytes(hashlib.sha256(b"test_ble_security x provision").digest(), "big") % p256.N
+    fx = _FixedX(x)
+    monkeypatch.setattr(spake2p, "Prover", fx.cls)
+    port = BlePort(sim.ble_spec, None, pin, btsnoop=str(log))
+    with DeviceSession(port.url, timeout=10.0, ser=port) as session:  # type: ignore[arg-type]
+        status = provision(session, ProvisionRequest(SSID, password, "d1", "t1", "b1", "r1", offline=True),
+                           boot_timeout=60.0)
+    monkeypatch.undo()
+    assert status["device_id"] == "d1" and fx.used == 2  # before the reboot and after it
+    raw = log.read_bytes()
+    assert password.encode() not in raw
+    cap = parse(log)
+    assert len(cap.connections) >= 1
+    first = cap.connections[0]
+    s = Session(cap)
+    key = session_key(s, s.derive(pin), x)
+    assert spake2p.Prover(*s.derive(pin), s.ctx, x=x).share == s.share_p
+    chan = Channel(key, True)  # the device's end: it opens what the host sealed
+    plain = b"".join(chan.open(p) for side, t, p in first.order if side == "host" and t == P.M_DATA)
+    assert b"provision_set_wifi" in plain and password.encode() in plain
+    # and a wrong guess's key opens nothing
+    wrong = _pin({pin})
+    bad = Channel(session_key(s, s.derive(wrong), x), True)
+    frame = next(p for side, t, p in first.order if side == "host" and t == P.M_DATA)
+    with pytest.raises(ValueError):
+        bad.open(frame)
