@@ -350,6 +350,7 @@ class BlePort:
     def __init__(self, transport: str | None, target: str | None, pin: str, *, btsnoop: str | None = None,
                  scan_s: float = 3.0, mtu: int = MTU) -> None:
         self._pin = check_pin(pin)
+        self._derived: dict[tuple[bytes, int], tuple[int, int]] = {}  # (salt, iterations) -> (w0, w1), this run only
         self._radio = make_radio(transport, btsnoop, mtu)
         self._loop = _Loop()
         self._target = target
@@ -519,8 +520,11 @@ class BlePort:
         try:
             ctx = spake2p.context(name, address, salt, iterations)
             # PBKDF2 (about 0.5 s) off the loop thread: notifications keep flowing meanwhile
-            w0, w1 = await asyncio.get_running_loop().run_in_executor(
-                None, spake2p.derive_w, self._pin, salt, iterations)
+            key = (salt, iterations)
+            if key not in self._derived:  # the reconnect after the reboot meets the same record
+                self._derived = {key: await asyncio.get_running_loop().run_in_executor(
+                    None, spake2p.derive_w, self._pin, salt, iterations)}
+            w0, w1 = self._derived[key]
         except ValueError as e:
             raise SafeSignalError(f"the device announced unusable PIN parameters ({e})") from None
         prover = spake2p.Prover(w0, w1, ctx)

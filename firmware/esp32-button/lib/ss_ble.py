@@ -165,7 +165,15 @@ class Ble:
                 for mtype, payload in msgs:
                     if self._s is not s:
                         break
-                    await self._message(s, mtype, payload)
+                    try:
+                        await self._message(s, mtype, payload)
+                    except MemoryError:
+                        # The task must outlive one message that did not fit (a fragmented
+                        # heap): free what it left and end this session, not Bluetooth.
+                        import gc
+
+                        gc.collect()
+                        self._fail(s, P.ERR_PROTOCOL, "out of memory on the device; try again")
             if self._finish:
                 await sleep_ms(300)  # let the last notification leave
                 self._finish = False
