@@ -27,6 +27,7 @@ class Button:
     gpio: int = BUTTON_GPIO
     pull: int = -1
     presses: int = 0
+    samples: int = 0  # pin.value() reads of the button's GPIO (state: button_samples)
     _low: list[tuple[float, float]] = field(default_factory=list)  # monotonic (start, end)
 
     def press(self, hold_ms: int = 120, bounce: bool = False) -> float:
@@ -90,6 +91,8 @@ class Button:
         return None
 
     def _hw_pin_value(self, req: dict[str, Any]) -> Any:
+        if int(req["pin"]) == self.gpio:
+            self.samples += 1  # the firmware's own look at the pin (its button task), for test pacing
         return self.level(int(req["pin"]))
 
     def _hw_pin_read(self, req: dict[str, Any]) -> Any:

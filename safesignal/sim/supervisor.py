@@ -629,6 +629,7 @@ class Supervisor:
             "nvs_pending": len(self.flash.pending),
             "interrupts": self.interrupts,
             "button_presses": self.button.presses,
+            "button_samples": self.button.samples,
             "button_pull": self.button.pull,
             "rtc_set": self.chip.rtc_set,
             "ble": self.radio.state(),
