@@ -546,7 +546,7 @@ def plain_broker(workdir: Path, extra: list[str]) -> Mosquitto:
 
 
 # --- what-ifs: the dashboard with a patch, run by this file (never the shipped behaviour) ---------------
-WHATIFS = ("batch", "stream-cache")
+WHATIFS = ("batch", "stream-cache", "plain-sub", "no-resub")
 
 
 def patch_batch(max_batch: int = 500) -> None:
@@ -656,10 +656,43 @@ def patch_stream_cache() -> None:
     registry.alerts_after = alerts_after
 
 
+def patch_plain_sub() -> None:
+    """WHAT-IF, not the shipped ingest: alerts through an ordinary subscription instead of the
+    shared one (a single instance has nobody to share with).  mosquitto restores an ordinary
+    subscription of a persistent session after its own restart, and a shared one not."""
+    from safesignal.dashboard import ingest as ing
+
+    orig = ing.topic_filters
+
+    def topic_filters(group: str, tenant: str = "+") -> tuple[str, str]:
+        alert, status = orig(group, tenant)
+        return alert.split("/", 2)[2], status
+
+    ing.topic_filters = topic_filters
+
+
+def patch_no_resub() -> None:
+    """WHAT-IF, not the shipped ingest: after a reconnect whose session the broker kept, do not
+    subscribe again (a new SUBSCRIBE makes the broker send every retained status again: MQTT
+    3.1.1, 3.8.4).  Only sound with plain-sub: mosquitto does not keep a shared subscription
+    across its restart."""
+    from safesignal.dashboard import ingest as ing
+
+    orig = ing.Ingest._on_connect
+
+    def _on_connect(self: Any, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if not reason.is_failure and flags.session_present and self._subscribed:
+            return
+        orig(self, client, userdata, flags, reason, properties)
+
+    ing.Ingest._on_connect = _on_connect  # type: ignore[method-assign]
+
+
 def whatif_dashboard(names: str, argv: list[str]) -> None:
     """``fleet.py --whatif-dashboard NAMES dashboard ...``: `safesignal dashboard` with patches."""
     for name in names.split(","):
-        {"batch": patch_batch, "stream-cache": patch_stream_cache}[name]()
+        {"batch": patch_batch, "stream-cache": patch_stream_cache, "plain-sub": patch_plain_sub,
+         "no-resub": patch_no_resub}[name]()
     from safesignal.cli.entry import entry
 
     sys.argv = ["safesignal", *argv]
