@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from safesignal.tools import die_with_parent
 from ssproto import spake2p
 from support.broker import Mosquitto
 from support.cli import run_cli
-from support.env import REPO
+from support.env import REPO, need
 from support.guard import SecretGuard
 from support.sim import Sim
 
@@ -268,3 +269,35 @@ def test_the_factory_pin_step_refuses_a_provisioned_device(make_sim, guard: Secr
     assert p.returncode == 0 and p.stdout.splitlines()[-1] == f"PIN: {new}", p.stderr
     guard.output("pin --force stderr", p.stderr)
     assert ble_status(sim)["PIN verifier"] not in (before, "none")
+
+
+def test_the_pin_typed_at_a_terminal(make_sim, guard: SecretGuard, tmp_path: Path) -> None:
+    """As an installer does it: no --pin, no WiFi password on the command line; both are asked
+    for on the terminal (tmux), without echo, and neither shows on the screen."""
+    from test_terminal import Tmux
+
+    if shutil.which("tmux") is None:
+        need("tmux", "apt-get install tmux")
+    pw = guard.secret("typed-wifi-pass-12")
+    guard.secret(PIN)
+    sim: Sim = make_sim(aps=[(SSID, pw)], ble=True, pin=PIN)
+    t = Tmux(tmp_path)
+    try:
+        args = " ".join(provision_args(sim, "--offline"))
+        t.run(f"cd {REPO} && {sys.executable} -m safesignal {args}; echo provision-exit=$?")
+        t.wait(lambda s: "WiFi password (not shown):" in s, "the WiFi password prompt")
+        t.type(pw)
+        t.keys("Enter")
+        t.wait(lambda s: "Again, to confirm:" in s, "the confirmation prompt")
+        t.type(pw)
+        t.keys("Enter")
+        t.wait(lambda s: "PIN (not shown):" in s, "the PIN prompt")
+        t.type(PIN)
+        t.keys("Enter")
+        screen = t.wait(lambda s: re.search(r"provision-exit=\d", s) is not None, "the end of provision",
+                        timeout=120)
+    finally:
+        t.kill()
+    guard.output("tmux screen", screen)
+    assert "provision-exit=0" in screen and "✓ Provisioning complete!" in screen, screen
+    assert "PIN accepted, session encrypted" in screen
