@@ -155,7 +155,8 @@ class Ble:
                     self._event(e[0], e[1])
             s = self._s
             if s is not None and self._rxq:
-                data, self._rxq = bytes(self._rxq), bytearray()
+                q, self._rxq = self._rxq, bytearray()  # swap first: the IRQ may append meanwhile
+                data = bytes(q)
                 s.last = _ticks()
                 try:
                     msgs = s.deframer.feed(data)
