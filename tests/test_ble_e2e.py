@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 import ssproto.ble as P
 from safesignal.nvs.format import NvsEntry, build_partition, derive_hmac_keys
 from safesignal.sim import efuse
@@ -26,11 +24,11 @@ from safesignal.tools import die_with_parent
 from ssproto import spake2p
 from support.broker import Mosquitto
 from support.cli import run_cli
-from support.env import REPO, need
+from support.env import REPO, need, need_module
 from support.guard import SecretGuard
 from support.sim import Sim
 
-pytest.importorskip("bumble")
+need_module("bumble", "pip install -e '.[test]'")
 
 PIN = "482915"
 SSID = "SafeSignal-Edge"

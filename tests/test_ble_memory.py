@@ -36,10 +36,11 @@ from conftest import SecretGuard, Sim
 from safesignal.sim.launch import heap_bytes
 from safesignal.sim.module import PYTHON_HEAP
 from support.cli import run_cli
+from support.env import need_module
 from test_e2e_serial import SSID
 from tlsutil import running_site
 
-pytest.importorskip("bumble")
+need_module("bumble", "pip install -e '.[test]'")
 
 URI = "mqtts://safesignal-edge.local:8883"
 DEVICE = ["--device-id", "btn-ble", "--tenant", "acme", "--building", "main", "--room", "r101"]

@@ -45,10 +45,11 @@ import ssproto.ble as P
 from ssproto import p256, spake2p
 from support.btsnoop import Capture, parse
 from support.cli import run_cli
+from support.env import need_module
 from support.guard import SecretGuard
 from support.sim import Sim
 
-pytest.importorskip("bumble")
+need_module("bumble", "pip install -e '.[test]'")
 
 SSID = "SafeSignal-Edge"
 PROVISION = ["--wifi-ssid", SSID, "--device-id", "d1", "--tenant", "t1", "--building", "b1", "--room", "r1",

@@ -25,10 +25,10 @@ import pytest
 import serial
 
 from safesignal.tools import die_with_parent
-from support.env import REPO
+from support.env import REPO, need_module
 from support.sim import terminate
 
-bumble = pytest.importorskip("bumble")
+need_module("bumble", "pip install -e '.[test]'")
 
 from bumble import hci  # noqa: E402
 from bumble.core import UUID, AdvertisingData  # noqa: E402

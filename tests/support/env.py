@@ -21,6 +21,19 @@ def need(what: str, how: str) -> None:
     pytest.skip(f"{what} is missing: {how}")
 
 
+def need_module(name: str, how: str) -> None:
+    """At a test module's top: a missing Python package fails in CI (a collection error) and
+    skips the module, with the command that installs it, elsewhere (not pytest.importorskip,
+    which would skip in CI too)."""
+    import importlib.util
+
+    if importlib.util.find_spec(name) is not None:
+        return
+    if IN_CI:
+        raise ImportError(f"{name} is missing in CI: {how}")
+    pytest.skip(f"{name} is missing: {how}", allow_module_level=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
