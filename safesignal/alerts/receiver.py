@@ -147,6 +147,27 @@ def event_from_message(topic: str, payload: bytes | bytearray, *, received_at: f
                   received_at, retained, d, _str(d.get("chip_id")))
 
 
+def paho_client(client_id: str, *, persistent: bool, tls: TlsFiles | None, manual_ack: bool = False) -> mqtt.Client:
+    """An MQTT 3.1.1 paho client as the host tools use one: its routine chatter at debug level,
+    reconnecting after RECONNECT_MIN..RECONNECT_MAX s, with ``tls`` (mqtts://) set up.  UsageError
+    if the TLS files cannot be used."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent,
+                         protocol=mqtt.MQTTv311, manual_ack=manual_ack)
+    # paho logs routine reconnect states as errors; keep its chatter at debug level.
+    paho_log = logging.getLogger(__name__ + ".paho")
+    client.on_log = lambda client, userdata, level, text: paho_log.debug("%s", text)
+    # paho's annotation says int, but the delays are plain seconds (it only multiplies and sleeps).
+    client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
+    if tls is not None:
+        try:
+            client.tls_set(ca_certs=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file),
+                           keyfile_password=tls.key_password, cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (OSError, ssl.SSLError) as e:
+            raise UsageError(f"TLS files for the broker unusable: {getattr(e, 'strerror', None) or e}") from None
+    return client
+
+
 class AlertReceiver:
     """Subscribe to ``topic_filter`` on the broker at ``uri`` and record alerts and presence.
 
@@ -183,24 +204,7 @@ class AlertReceiver:
         self._sub_mid: int | None = None
         self._failure: str | None = None
         self._started = False
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or "",
-            clean_session=not persistent,
-            protocol=mqtt.MQTTv311,
-        )
-        # paho logs routine reconnect states as errors; keep its chatter at debug level.
-        paho_log = logging.getLogger(__name__ + ".paho")
-        self._client.on_log = lambda client, userdata, level, text: paho_log.debug("%s", text)
-        # paho's annotation says int, but the delays are plain seconds (it only multiplies and sleeps).
-        self._client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
-        if scheme == "mqtts" and tls is not None:
-            try:
-                self._client.tls_set(ca_certs=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file),
-                                     keyfile_password=tls.key_password, cert_reqs=ssl.CERT_REQUIRED,
-                                     tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ssl.SSLError) as e:
-                raise UsageError(f"TLS files for the broker unusable: {getattr(e, 'strerror', None) or e}") from None
+        self._client = paho_client(client_id or "", persistent=persistent, tls=tls if scheme == "mqtts" else None)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe

@@ -20,14 +20,12 @@ an instance restarts wait for it at the broker.
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,12 +33,11 @@ from sqlalchemy.orm import Session, sessionmaker
 import ssproto
 from safesignal.alerts.receiver import (
     KEEPALIVE,
-    RECONNECT_MAX,
-    RECONNECT_MIN,
     Alert,
     BrokerError,
     TlsFiles,
     event_from_message,
+    paho_client,
 )
 from safesignal.dashboard import registry
 from safesignal.errors import UsageError
@@ -85,18 +82,7 @@ class Ingest:
         self._subscribed = False
         self._failure: str | None = None
         self._sub_mid: int | None = None
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
-                                   protocol=mqtt.MQTTv311, manual_ack=True)
-        paho_log = logging.getLogger(__name__ + ".paho")
-        self._client.on_log = lambda client, userdata, level, text: paho_log.debug("%s", text)
-        self._client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
-        if scheme == "mqtts" and tls is not None:
-            try:
-                self._client.tls_set(ca_certs=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file),
-                                     keyfile_password=tls.key_password, cert_reqs=ssl.CERT_REQUIRED,
-                                     tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            except (OSError, ssl.SSLError) as e:
-                raise UsageError(f"TLS files for the broker unusable: {getattr(e, 'strerror', None) or e}") from None
+        self._client = paho_client(client_id, persistent=True, tls=tls if scheme == "mqtts" else None, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
