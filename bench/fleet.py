@@ -55,7 +55,7 @@ sys.path.insert(0, str(REPO / "tests"))  # support.postgres for --pg
 
 import ssproto.msg as msg  # noqa: E402
 from safesignal.alerts.mosquitto import Mosquitto, find_mosquitto, site_address  # noqa: E402
-from safesignal.tools import die_with_parent  # noqa: E402
+from safesignal.tools import die_with_parent, stop_process  # noqa: E402
 
 TENANT = "bench"
 BUILDINGS = 10  # devices are spread over BUILDINGS x ROOMS
@@ -392,13 +392,7 @@ class Dashboard:
             raise SystemExit(f"the dashboard did not start: {line}{(workdir / 'dashboard.err').read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.err.close()

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from safesignal import extras
-from safesignal.tools import die_with_parent
+from safesignal.tools import die_with_parent, stop_process
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware" / "esp32-button"  # the sim's DEFAULT_FIRMWARE
 
@@ -148,11 +148,7 @@ def run(work: Path) -> int:
                     say("   The dashboard registered it and shows it confirmed by the installer.")
             return 0
         finally:
-            sim.terminate()
-            try:
-                sim.wait(10)
-            except subprocess.TimeoutExpired:
-                sim.kill()
+            stop_process(sim)
 
 
 SKIPPED = -1  # production(): not run (no mosquitto)
@@ -387,12 +383,7 @@ class Dashboard:
     def stop(self) -> None:
         if self.proc is None or self.proc.returncode is not None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 30)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

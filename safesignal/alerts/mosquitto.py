@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safesignal.errors import SafeSignalError
-from safesignal.tools import die_with_parent
+from safesignal.tools import die_with_parent, stop_process
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -117,13 +117,7 @@ class Mosquitto:
     def stop(self) -> None:
         """SIGTERM: mosquitto saves its persistence database on the way out."""
         if self.proc is not None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+            stop_process(self.proc)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
         self.proc = None

@@ -12,7 +12,7 @@ from safesignal.link.session import DeviceSession
 from safesignal.nvs.format import NvsPartition, derive_hmac_keys, parse_partition
 from safesignal.sim import efuse as sim_efuse
 from safesignal.sim.control import SimControl
-from safesignal.tools import die_with_parent
+from safesignal.tools import die_with_parent, stop_process
 
 from .env import REPO
 from .guard import SecretGuard
@@ -32,13 +32,7 @@ SEED_BOOT_LOG = [
 
 def terminate(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM, then SIGKILL after 10 s: how every test stops a `safesignal sim`."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc)
 
 
 def flash_partition(flash: Path, strict: bool = False) -> NvsPartition:
