@@ -360,7 +360,9 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
         resp.delete_cookie(LOGIN_COOKIE, path="/login")
         return resp
 
-    async def logout(request: Request) -> Response:
+    async def signed_form(request: Request) -> tuple[Principal, Any] | Response:
+        """A page's POST: the signed-in user and the form, once its CSRF token checks out; else
+        the response to send (the login page, or 403)."""
         p = await run_in_threadpool(who, request)
         if p is None or p.csrf_token is None:
             return login_form(request)
@@ -368,6 +370,12 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
         csrf = form.get("csrf")
         if not auth.csrf_ok(p, csrf if isinstance(csrf, str) else None):
             return _error(403, "missing or wrong CSRF token")
+        return p, form
+
+    async def logout(request: Request) -> Response:
+        got = await signed_form(request)
+        if isinstance(got, Response):
+            return got
         cookie = request.cookies.get(COOKIE, "")
 
         def close() -> None:
@@ -380,13 +388,10 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
         return resp
 
     async def confirm_form(request: Request) -> Response:
-        p = await run_in_threadpool(who, request)
-        if p is None or p.csrf_token is None:
-            return login_form(request)
-        form = await request.form()
-        csrf = form.get("csrf")
-        if not auth.csrf_ok(p, csrf if isinstance(csrf, str) else None):
-            return _error(403, "missing or wrong CSRF token")
+        got = await signed_form(request)
+        if isinstance(got, Response):
+            return got
+        p, form = got
         if p.role not in CONFIRMING_ROLES:
             return _error(403, f"role {p.role} may not confirm: installers and admins only")
         installer = form.get("installer")
