@@ -12,7 +12,7 @@
 # the work to the run() task.
 
 import ssproto.ble as P
-from ss_compat import const, sleep_ms
+from ss_compat import const, sleep_ms, ticks_add, ticks_diff, ticks_ms
 
 _IRQ_CENTRAL_CONNECT = const(1)
 _IRQ_CENTRAL_DISCONNECT = const(2)
@@ -25,16 +25,13 @@ _READV_MS = const(10000)  # advertising data (the window time left) is refreshed
 _MTU = const(247)  # the largest ATT MTU this device offers
 
 
-def _ticks():
-    import time
-
-    return time.ticks_ms()
-
-
 def _since(t):
-    import time
+    return ticks_diff(ticks_ms(), t)
 
-    return time.ticks_diff(time.ticks_ms(), t)
+
+def _after(ms):
+    """The ticks ``ms`` from now (ticks_ms wraps at 2^30 on the chip: never add to it directly)."""
+    return ticks_add(ticks_ms(), ms)
 
 
 class Session:
@@ -49,7 +46,7 @@ class Session:
         self.console = None
         self.line = bytearray()
         self.counted = 0  # the attempt number counted for this session's SHARE_P (0: none)
-        self.last = _ticks()
+        self.last = ticks_ms()
 
 
 class Ble:
@@ -70,23 +67,19 @@ class Ble:
         self._finish = False
         w = P.lock_wait_s(state.fails())
         if w:  # a reboot does not clear the wait: it starts again at boot
-            self._locked_until = _ticks() + w * 1000
+            self._locked_until = _after(w * 1000)
 
     # --- state for ble_status and scans ------------------------------------------------------
     def window_left(self):
         if self._window_end is None:
             return 0
-        import time
-
-        left = time.ticks_diff(self._window_end, time.ticks_ms())
+        left = ticks_diff(self._window_end, ticks_ms())
         return left // 1000 if left > 0 else 0
 
     def wait_left(self):
         if self._locked_until is None:
             return 0
-        import time
-
-        left = time.ticks_diff(self._locked_until, time.ticks_ms())
+        left = ticks_diff(self._locked_until, ticks_ms())
         return (left + 999) // 1000 if left > 0 else 0
 
     def state(self):
@@ -112,7 +105,7 @@ class Ble:
         ble.gatts_set_buffer(self._rx, P.RX_BUF, True)  # the default 20 bytes would cut every write
         ble.irq(self._irq)
         self._provisioned = provisioned
-        self._window_end = _ticks() + P.WINDOW_S * 1000
+        self._window_end = _after(P.WINDOW_S * 1000)
         self._advertise()
         print("[BLE] Advertising as %s for %d s (PIN required)" % (self.name, P.WINDOW_S))
 
@@ -120,7 +113,7 @@ class Ble:
         flags = (P.ADV_PROVISIONED if self._provisioned else 0) | (P.ADV_LOCKED if self.wait_left() else 0)
         self._ble.gap_advertise(_ADV_US, adv_data=P.adv_data(self.name, flags, self.window_left()),
                                 resp_data=b"", connectable=True)
-        self._adv_at = _ticks()
+        self._adv_at = ticks_ms()
 
     def off(self):
         self._window_end = None
@@ -157,7 +150,7 @@ class Ble:
             if s is not None and self._rxq:
                 q, self._rxq = self._rxq, bytearray()  # swap first: the IRQ may append meanwhile
                 data = bytes(q)
-                s.last = _ticks()
+                s.last = ticks_ms()
                 try:
                     msgs = s.deframer.feed(data)
                 except P.BleError:
@@ -283,7 +276,7 @@ class Ble:
         n = self.st.count_attempt()
         s.counted = n
         w = P.lock_wait_s(n)
-        self._locked_until = _ticks() + w * 1000 if w else None
+        self._locked_until = _after(w * 1000) if w else None
         s.pake = pake
         s.stage = "confirm"
         self._send(s, P.M_SHARE_V, response)

@@ -43,7 +43,7 @@ def backoff_ms(attempt, rnd, lo=1000, hi=60000):
 
 
 try:
-    from time import ticks_diff, ticks_ms
+    from time import ticks_add, ticks_diff, ticks_ms
 except ImportError:  # CPython
     import time as _time
 
@@ -52,3 +52,6 @@ except ImportError:  # CPython
 
     def ticks_diff(a, b):
         return a - b
+
+    def ticks_add(a, b):
+        return a + b
