@@ -26,8 +26,10 @@ import pytest
 import ssproto.msg as msg
 from conftest import REPO, Mosquitto, SecretGuard, need
 from safesignal.alerts.anomaly import kind
+from safesignal.alerts.mosquitto import Mosquitto as RealMosquitto
 from support.cli import run_cli
 from support.dashboard import Dashboard, add_user
+from support.env import free_port
 from support.postgres import Postgres, find_bindir, postgres_server  # noqa: F401 - the fixture
 
 TENANT, BUILDING, ROOM = "acme", "hq", "r101"
@@ -300,9 +302,9 @@ def test_two_instances_split_the_alerts_and_store_each_once(request: pytest.Fixt
                                                            mosquitto: Mosquitto, tmp_path: Path) -> None:
     db = database("postgresql", request, tmp_path)
     viewer = add_user(guard, db, "vera", "viewer")
-    a = Dashboard(guard, mosquitto.uri, db, tmp_path / "a", "--instance", "a")
+    a = Dashboard(guard, mosquitto.uri, db, tmp_path / "a", "--instance", "a", "--group", "dash")
     try:
-        b = Dashboard(guard, mosquitto.uri, db, tmp_path / "b", "--instance", "b")
+        b = Dashboard(guard, mosquitto.uri, db, tmp_path / "b", "--instance", "b", "--group", "dash")
     except BaseException:
         a.stop()
         raise
@@ -327,6 +329,42 @@ def test_two_instances_split_the_alerts_and_store_each_once(request: pytest.Fixt
     # each message went to one instance only: the only duplicates are the copies published twice
     # (an ordinary subscription would give every alert to both, and one of them a duplicate each)
     assert sum(d for _, d in stored) == devices * len(range(0, per_device, 5)), stored
+
+
+# --- a broker restart -----------------------------------------------------------------------------------------
+def test_a_broker_restart_loses_no_alert(guard: SecretGuard, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """One instance (no --group) takes alerts through a durable subscription: the broker saves it
+    with the session and queues what arrives before the dashboard is back.  On a real restart
+    the devices and the dashboard race to reconnect; here the alerts are published to the
+    restarted broker (same persistence) on a port the dashboard does not know, so they always
+    arrive first.  Through the shared subscription this loses them: mosquitto 2.0 does not
+    save shared subscriptions (see safesignal/dashboard/ingest.py)."""
+    db = f"sqlite:///{tmp_path / 'registry.db'}"
+    viewer = add_user(guard, db, "vera", "viewer")
+    dash = Dashboard(guard, mosquitto.uri, db, tmp_path / "d", "--instance", "solo")
+    try:
+        alert(mosquitto, "btn-1", 1)
+        dash.wait_for("/api/alerts", viewer, lambda al: len(al) == 1, timeout=30)
+        mosquitto.stop()  # SIGTERM: it saves the sessions, their subscriptions and queues
+        port = free_port()
+        conf = mosquitto.dir / "elsewhere.conf"
+        conf.write_text(mosquitto.conf.read_text().replace(f"listener {mosquitto.port} ", f"listener {port} "))
+        elsewhere = RealMosquitto(mosquitto.dir, mosquitto.host, port, config=conf, log_path=mosquitto.log_path)
+        elsewhere.start()
+        try:
+            alert(elsewhere, "btn-1", 2)
+            alert(elsewhere, "btn-2", 1, kind="test")
+        finally:
+            elsewhere.stop()
+        mosquitto.start()
+        got = dash.wait_for("/api/alerts", viewer, lambda al: len(al) == 3, timeout=60)
+        assert sorted((a["device_id"], a["seq"]) for a in got) == [("btn-1", 1), ("btn-1", 2), ("btn-2", 1)]
+        # the broker kept the session and its subscriptions, so the dashboard did not subscribe
+        # again (which would have the broker replay every retained status)
+        subscribes = mosquitto.log_path.read_text().count("Received SUBSCRIBE from ssdash-solo")
+        assert subscribes == 1, mosquitto.log_path.read_text()[-3000:]
+    finally:
+        assert dash.stop() == 0, dash.stderr()
 
 
 def _stored(d: Dashboard) -> tuple[int, int]:

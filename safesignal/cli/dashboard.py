@@ -47,9 +47,11 @@ def register(subparsers: Any) -> None:
                    "and operator certificates; key passphrase from $SAFESIGNAL_CA_PASS or asked); the dashboard "
                    "then reads that tenant only")
     s.add_argument("--operator", metavar="NAME", help="operator certificate to use (default: the only one issued)")
-    s.add_argument("--group", default="safesignal-dashboard",
-                   help="the shared subscription's group: instances in one group split the alerts between them "
-                        "(default safesignal-dashboard)")
+    s.add_argument("--group", metavar="G",
+                   help="for several instances: take alerts through the shared subscription $share/G/…, so the "
+                        "instances in group G split them (on mosquitto 2.0 a broker restart forgets a shared "
+                        "subscription: alerts published before the instances subscribe again are lost). Without "
+                        "it (one instance) alerts come through a durable subscription that survives a restart")
     s.add_argument("--instance", default="", help="this instance's name in its MQTT client id, unique per "
                    "instance (default: host name and port)")
     s.set_defaults(func=cmd_dashboard_serve)

@@ -1,12 +1,24 @@
-"""The dashboard's MQTT ingest: alerts through a shared subscription, presence from the status
-topics.
+"""The dashboard's MQTT ingest: alerts through a durable subscription (one instance) or a shared
+one (instances that split the load), presence from the status topics.
 
-Alerts: ``$share/<group>/safesignal/<tenant>/+/+/+/alert``.  The broker hands each alert to one
-member of the group, so N dashboard instances on one database split the load; each alert is
-written with insert-or-ignore on its de-duplication key (registry.ingest_alert), so a
-redelivery (QoS 1 after a reconnect) or the same alert through another instance is stored
-once.  A message is acknowledged only after it is in the database: while the database is
-unreachable the ingest retries and stops taking alerts, so the broker keeps them.
+Alerts, one instance (the default): ``safesignal/<tenant>/+/+/+/alert`` as an ordinary
+subscription of a persistent session.  The broker keeps that subscription across its own
+restart and queues the alerts that arrive before the dashboard is back, so a broker restart
+loses none.
+
+Alerts, several instances (``--group G``): ``$share/G/safesignal/<tenant>/+/+/+/alert``.  The
+broker hands each alert to one member of the group, so N dashboard instances on one database
+split the load.  The price on mosquitto 2.0: its persistence does not save shared
+subscriptions (mosquitto 2.0.x src/persist_write.c, persist__subs_save walks only a topic's
+ordinary subscribers; the development branch saves them since its commit 1914b3ee), so after
+a broker restart an alert that a device publishes before an instance has subscribed again goes
+to nobody.  Scale out on a broker that keeps shared subscriptions across a restart.
+
+Either way each alert is written with insert-or-ignore on its de-duplication key
+(registry.ingest_alert), so a redelivery (QoS 1 after a reconnect) or the same alert through
+another instance is stored once.  A message is acknowledged only after it is in the database:
+while the database is unreachable the ingest retries and stops taking alerts, so the broker
+keeps them.
 
 Presence: ``safesignal/<tenant>/+/+/+/status`` as an ordinary subscription, because a broker
 sends no retained messages to a shared subscription (MQTT 5.0, 4.8.2) and the retained status
@@ -14,7 +26,12 @@ is each device's last-known presence.  Every instance writes the same presence; 
 idempotent.
 
 The session is persistent (fixed client id, ``clean_session=False``): alerts that arrive while
-an instance restarts wait for it at the broker.
+an instance restarts wait for it at the broker.  When the broker answers a reconnect with the
+session present and this process has subscribed before, an instance without a group does not
+subscribe again: the session holds both subscriptions, and subscribing again would make the
+broker send every retained status once more (MQTT 3.1.1, 3.8.4), thousands of messages ahead of
+the alerts after a broker restart.  A group instance always subscribes again, because its
+shared subscription may be gone.
 """
 
 from __future__ import annotations
@@ -45,22 +62,22 @@ from ssproto import msg
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GROUP = "safesignal-dashboard"
 DB_RETRY_MAX = 5.0  # seconds between attempts to write while the database fails
 
 
-def topic_filters(group: str, tenant: str = "+") -> tuple[str, str]:
-    """(the shared alert filter, the status filter) for ``tenant`` ("+": every tenant)."""
+def topic_filters(group: str | None, tenant: str = "+") -> tuple[str, str]:
+    """(the alert filter, the status filter) for ``tenant`` ("+": every tenant); the alert
+    filter is shared in ``group``, or ordinary when ``group`` is None."""
     alert = f"{msg.ROOT}/{tenant}/+/+/+/{msg.ALERT}"
     status = f"{msg.ROOT}/{tenant}/+/+/+/{msg.STATUS}"
-    return f"$share/{group}/{alert}", status
+    return (alert if group is None else f"$share/{group}/{alert}"), status
 
 
 class Ingest:
     """Subscribe at ``uri`` and write alerts and presence through ``db`` (a session factory).
     ``on_alert`` is called from the network thread with each newly stored alert."""
 
-    def __init__(self, uri: str, db: sessionmaker[Session], *, client_id: str, group: str = DEFAULT_GROUP,
+    def __init__(self, uri: str, db: sessionmaker[Session], *, client_id: str, group: str | None = None,
                  tenant: str = "+", tls: TlsFiles | None = None,
                  on_alert: Callable[[registry.StoredAlert], None] | None = None) -> None:
         try:
@@ -69,8 +86,9 @@ class Ingest:
             raise UsageError(f"--broker: {e.message}") from None
         if scheme == "mqtts" and tls is None:
             raise UsageError("an mqtts:// broker needs the tenant CA and an operator certificate (--ca DIR)")
-        if not group or any(c in group for c in "/+#"):
+        if group is not None and (not group or any(c in group for c in "/+#")):
             raise UsageError("--group: a name without '/', '+' or '#'")
+        self.group = group
         self.db = db
         self.on_alert = on_alert
         self.filters = topic_filters(group, tenant)
@@ -121,10 +139,14 @@ class Ingest:
                 self._failure = f"connection refused: {reason}"
                 self._lock.notify_all()
             return
+        log.info("connected to %s (session present: %s)", self.where, flags.session_present)
+        with self._lock:
+            kept = self.group is None and flags.session_present and self._subscribed
+        if kept:
+            return  # the broker kept the session and its subscriptions (see the module's notes)
         _, mid = client.subscribe([(self.filters[0], 1), (self.filters[1], 1)])
         with self._lock:
             self._sub_mid = mid
-        log.info("connected to %s (session present: %s)", self.where, flags.session_present)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode],
                       properties: Any) -> None:

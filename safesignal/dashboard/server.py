@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 from safesignal.alerts.receiver import TlsFiles
 from safesignal.dashboard import auth, db
 from safesignal.dashboard.app import Notifier, create_app
-from safesignal.dashboard.ingest import DEFAULT_GROUP, Ingest
+from safesignal.dashboard.ingest import Ingest
 from safesignal.errors import SafeSignalError, UsageError
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class ServeOptions:
     broker: str
     db_url: str = db.DEFAULT_DB
     listen: str = DEFAULT_LISTEN
-    group: str = DEFAULT_GROUP
+    group: str | None = None  # None: a durable ordinary subscription; a name: $share/<name>/…
     instance: str = ""  # the MQTT client id's suffix; default: host name and port
     tenant: str = "+"
     tls: TlsFiles | None = None
