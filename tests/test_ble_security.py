@@ -357,3 +357,35 @@ def test_wifi_password_crosses_the_air_only_inside_the_channel(ble_sim: tuple[Si
     frame = next(p for side, t, p in first.order if side == "host" and t == P.M_DATA)
     with pytest.raises(ValueError):
         bad.open(frame)
+
+
+def test_pin_key_is_made_at_hello_not_in_the_attempt(ble_sim: tuple[Sim, str, str], guard: SecretGuard) -> None:
+    """The first PIN attempt after a boot does not pay for the VerifierKey (w0*M, w0*N, the
+    comb table for L: as long as the attempt itself, bench/ble.py `prepare`): the device makes
+    it at the host's HELLO, right after its parameters went out, while the host runs PBKDF2.
+    The device's console (read while a wrong-PIN session runs over BLE) shows it ready before
+    the attempt is counted, in the first session after a boot.  Before, the key was made inside
+    the attempt: no such line (this test fails)."""
+    import os
+
+    from safesignal.tools import stop_process
+
+    sim, pin, password = ble_sim
+    guard.secret(pin)
+    con = subprocess.Popen([sys.executable, "-m", "safesignal", "console", "--port", sim.port,
+                            "--until", r"\[BLE\] (PIN attempt counted|Session refused)", "--duration", "60"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        p = run_cli(guard, "provision", "--ble", "--pin", _pin({pin}), "--ble-transport", str(sim.ble_spec),
+                    *PROVISION, env={"SAFESIGNAL_WIFI_PASS": password})
+        assert p.returncode == 11, p.stdout + p.stderr
+        out, err = con.communicate(timeout=60)
+    finally:
+        stop_process(con)
+    guard.output("safesignal console stdout", out)
+    guard.output("safesignal console stderr", err)
+    lines = [ln for ln in out.splitlines() if "[BLE]" in ln]
+    assert any("PIN attempt counted (1 of" in ln for ln in lines), out + os.linesep + err
+    counted = next(i for i, ln in enumerate(lines) if "PIN attempt counted" in ln)
+    ready = [i for i, ln in enumerate(lines) if ln.endswith("[BLE] PIN key ready")]
+    assert ready and ready[0] < counted, lines

@@ -65,6 +65,7 @@ class Ble:
         self._adv_at = 0
         self._locked_until = None  # ticks_ms before which no PIN attempt is taken
         self._finish = False
+        self._prepared = False  # spake2p.prepare() made the key (at a HELLO)
         w = P.lock_wait_s(state.fails())
         if w:  # a reboot does not clear the wait: it starts again at boot
             self._locked_until = _after(w * 1000)
@@ -117,6 +118,11 @@ class Ble:
 
     def off(self):
         self._window_end = None
+        if self._prepared:  # the cached VerifierKey (~1.9 kB) goes with the radio
+            from ssproto import spake2p
+
+            spake2p.forget()
+            self._prepared = False
         if self._ble is not None:
             try:
                 self._ble.gap_advertise(None)
@@ -246,12 +252,27 @@ class Ble:
             s.stage = "share"
             self._send(s, P.M_PARAMS, P.params_payload(v[2], v[3], self.st.fails(), self.wait_left(), self._addr,
                                                        self.name))
+            self._prepare(v)
         elif mtype == P.M_SHARE_P and s.stage == "share":
             self._share(s, p)
         elif mtype == P.M_CONFIRM_P and s.stage == "confirm":
             self._confirm(s, p)
         else:
             self._fail(s, P.ERR_PROTOCOL, "unexpected message")
+
+    def _prepare(self, v):
+        # The PIN exchange's fixed part, now that the parameters are out: the VerifierKey of the
+        # record (spake2p.prepare: w0*M, w0*N, the comb table for L, about one respond's work)
+        # and the channel's module.  The host derives w0, w1 (PBKDF2, 0.2-1.3 s) before its
+        # share arrives, so this overlaps it instead of delaying the first attempt's answer.
+        if P.lock_wait_s(self.st.fails()) is None:
+            return  # hard-locked: no attempt will be taken
+        import ssproto.channel  # noqa: F401  (used at CONFIRM_P)
+        from ssproto import spake2p
+
+        spake2p.prepare(v[0], v[1])
+        self._prepared = True
+        print("[BLE] PIN key ready")
 
     def _share(self, s, share_p):
         from ssproto import spake2p

@@ -17,8 +17,9 @@
 #   w0 (32, big-endian) || L = w1*G (65) || salt (16) || iterations (4, big-endian) = 117 bytes
 # The PIN never exists on the device.  The host derives w0 and w1 from the PIN (derive_w).
 # From the record the device makes a VerifierKey once (w0*M, w0*N and a comb table for L,
-# ~7 ms on the unix port; Verifier caches the last one), then one Verifier per session (~7 ms:
-# y*G, y*L by comb, y*(X - w0*M) by wNAF); bench/ble.py measures both.
+# ~6-7 ms on the unix port; prepare() caches the last one: ss_ble calls it at the host's
+# HELLO, so the first PIN attempt after a boot does not pay for it), then one Verifier per
+# session (~7 ms: y*G, y*L by comb, y*(X - w0*M) by wNAF); bench/ble.py measures both.
 #
 # PBKDF2 iterations: ITERATIONS = 600000 (PBKDF2-HMAC-SHA256; OWASP's 2023 figure for it).
 # The host pays it once per session: 3 output blocks of 600000 rounds, about 0.2-0.5 s of
@@ -319,21 +320,26 @@ class Prover:
         return p256.hmac_sha256(kcp, share_v)
 
 
-_KEY = None  # the last VerifierKey Verifier made (one device has one record)
+_KEY = None  # the last VerifierKey made by prepare() (one device has one record)
 
 
 def forget():
-    """Drop the cached VerifierKey (when BLE is turned off: its ~1.2 kB go back to the heap)."""
+    """Drop the cached VerifierKey (when BLE is turned off: its ~1.9 kB go back to the heap)."""
     global _KEY
     _KEY = None
 
 
-def _key_for(w0, L):
+def prepare(w0, L):
+    """The VerifierKey of (w0, L), made once and cached (module-level): about as long as one
+    session's respond() (bench/ble.py: verifier_key).  The device calls it when a host says
+    HELLO, right after its parameters went out, so the work overlaps the host's PBKDF2 instead
+    of delaying the first answer; Verifier(w0, L, ...) calls it too (cached: no work)."""
     global _KEY
     if isinstance(w0, VerifierKey):
         return w0
     k = _KEY
     if k is None or k.w0 != w0 or k.L != p256.encode_point(*p256.as_point(L)):
+        _KEY = None  # the old key's heap is free before the new one is made
         k = _KEY = VerifierKey(w0, L)
     return k
 
@@ -343,11 +349,11 @@ class Verifier:
     (65 bytes), or Verifier(key, None, ctx) with a VerifierKey; response = v.respond(share_p)
     (PakeError for an invalid share); k_shared = v.finish(confirm_p) (PakeError if the host's
     confirmation is wrong: a wrong PIN).  One exchange per object.  The VerifierKey of the last
-    (w0, L) is kept (module-level) so that only the first session pays for it; forget() drops
-    it.  y: the random scalar (tests only)."""
+    (w0, L) is kept (module-level, see prepare) so that it is made once; forget() drops it.
+    y: the random scalar (tests only)."""
 
     def __init__(self, w0, L, ctx, id_prover=b"", id_verifier=b"", y=None):
-        self._vk = _key_for(w0, L)
+        self._vk = prepare(w0, L)
         self._ids = (ctx, id_prover, id_verifier)
         self._y = y
         self._expect = None
