@@ -85,6 +85,8 @@ class Mosquitto:
             self.conf.write_text(
                 f"listener {self.port} {self.host}\nallow_anonymous true\n"
                 f"persistence true\npersistence_location {self.dir}/\nautosave_interval 0\n"
+                # the shipped configuration's queue limits (broker/mosquitto/mosquitto-mtls.conf.in says why)
+                f"max_queued_messages 1000000\nmax_queued_bytes 268435456\n"
                 f"log_dest file {self.log_path}\nlog_type all\n"
                 + ("user root\n" if os.geteuid() == 0 else "")
             )

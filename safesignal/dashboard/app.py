@@ -259,9 +259,9 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
             with db() as s:
                 return registry.max_alert_id(s)
 
-        def after(floor: int) -> list[registry.StoredAlert]:
+        def after(floor: int, sent: set[int]) -> list[registry.StoredAlert]:
             with db() as s:
-                return registry.alerts_after(s, floor, limit=5000)
+                return registry.alerts_after(s, floor, limit=5000, skip=sent)
 
         floor = start if start is not None else await run_in_threadpool(top)
 
@@ -272,7 +272,7 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
             quiet_since = time.monotonic()
             yield "retry: 1000\n: connected\n\n"
             while not stopping():
-                rows = await run_in_threadpool(after, floor)
+                rows = await run_in_threadpool(after, floor, set(sent))
                 now = time.monotonic()
                 for a in rows:
                     if a.id not in sent:
