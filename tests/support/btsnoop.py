@@ -59,6 +59,7 @@ class Capture:
     acl_packets: dict[str, int]
     rx_handle: int | None
     tx_handle: int | None
+    att_pdus: list[tuple[int, bool, bytes]]  # every ATT PDU in order: (ACL handle, received, PDU)
 
 
 def read_records(path: Path) -> list[Record]:
@@ -181,4 +182,4 @@ def parse(path: Path) -> Capture:
         for mtype, payload in defr[(handle, side)].feed(value):
             (c.host_msgs if side == "host" else c.device_msgs).append((mtype, payload))
             c.order.append((side, mtype, payload))
-    return Capture(records, conns, att_bytes, value_bytes, acl_bytes, acl_packets, rx, tx)
+    return Capture(records, conns, att_bytes, value_bytes, acl_bytes, acl_packets, rx, tx, pdus)

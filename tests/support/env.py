@@ -34,6 +34,17 @@ def need_module(name: str, how: str) -> None:
     pytest.skip(f"{name} is missing: {how}", allow_module_level=True)
 
 
+def need_program(name: str, how: str) -> str:
+    """The path of a program on PATH; a missing one fails in CI and skips elsewhere (need)."""
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        need(f"the program {name}", how)
+        raise AssertionError("unreachable: need() fails or skips")
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
