@@ -366,6 +366,43 @@ def test_two_instances_split_the_alerts_and_store_each_once(request: pytest.Fixt
     assert sum(d for _, d in stored) == devices * len(range(0, per_device, 5)), stored
 
 
+def test_a_burst_of_presence_ends_in_each_devices_latest_state(guard: SecretGuard, mosquitto: Mosquitto,
+                                                                 tmp_path: Path) -> None:
+    """After a broker restart every device sends its birth at once.  The ingest notes presence
+    and writes it on a thread of its own, the latest message of each device winning: a burst of
+    300 devices, a third of which go offline and back and the last third offline, ends with each
+    device in its latest state, and an alert in the middle of the burst is stored."""
+    db = f"sqlite:///{tmp_path / 'registry.db'}"
+    viewer = add_user(guard, db, "vera", "viewer")
+    dash = Dashboard(guard, mosquitto.uri, db, tmp_path / "d", "--instance", "p")
+    n = 300
+
+    def payload(i: int, online: bool) -> dict[str, Any]:
+        pfx = msg.prefix(TENANT, BUILDING, ROOM, f"p-{i}")
+        d = json.loads(msg.status_payload(pfx, online, "ss-fw-test", f"boot{i}"))
+        d["chip_id"] = CHIP
+        return {"topic": pfx + "/status", "payload": json.dumps(d), "qos": 1, "retain": True}
+
+    try:
+        burst = [payload(i, True) for i in range(n)]
+        burst += [payload(i, False) for i in range(n // 3, n)]
+        burst += [payload(i, True) for i in range(n // 3, 2 * n // 3)]
+        publish.multiple(burst[:n], hostname=mosquitto.host, port=mosquitto.port)
+        alert(mosquitto, "p-0", 1)
+        publish.multiple(burst[n:], hostname=mosquitto.host, port=mosquitto.port)
+        want = {f"p-{i}": i < 2 * n // 3 for i in range(n)}
+
+        def settled(devs: list[dict[str, Any]]) -> bool:
+            return {d["device_id"]: d["online"] for d in devs} == want
+
+        devs = dash.wait_for("/api/devices", viewer, settled, timeout=60)
+        assert all(d["firmware"] == "ss-fw-test" for d in devs)
+        assert [(a["device_id"], a["seq"]) for a in dash.get("/api/alerts", viewer)] == [("p-0", 1)]
+    finally:
+        assert dash.stop() == 0, dash.stderr()
+    assert "Traceback" not in dash.stderr(), dash.stderr()
+
+
 # --- a broker restart -----------------------------------------------------------------------------------------
 def test_a_broker_restart_loses_no_alert(guard: SecretGuard, mosquitto: Mosquitto, tmp_path: Path) -> None:
     """One instance (no --group) takes alerts through a durable subscription: the broker saves it

@@ -52,6 +52,7 @@ from safesignal.alerts.receiver import (
     KEEPALIVE,
     Alert,
     BrokerError,
+    Status,
     TlsFiles,
     event_from_message,
     paho_client,
@@ -100,6 +101,7 @@ class Ingest:
         self._subscribed = False
         self._failure: str | None = None
         self._sub_mid: int | None = None
+        self._presence = PresenceWriter(db)
         self._client = paho_client(client_id, persistent=True, tls=tls if scheme == "mqtts" else None, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
@@ -130,6 +132,7 @@ class Ingest:
         self._stopping.set()
         self._client.disconnect()
         self._client.loop_stop()
+        self._presence.close()
 
     # --- paho callbacks (network thread) --------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode,
@@ -178,15 +181,15 @@ class Ingest:
             log.warning("ignored a retained alert on %r (alerts are never retained)", message.topic)
             client.ack(message.mid, message.qos)
             return
+        if not isinstance(ev, Alert):
+            self._presence.put(ev)  # written by the presence thread (see PresenceWriter)
+            client.ack(message.mid, message.qos)
+            return
         delay = 0.1
         while not self._stopping.is_set():
             try:
                 with self.db() as s:
-                    if isinstance(ev, Alert):
-                        stored = registry.ingest_alert(s, ev)
-                    else:
-                        registry.ingest_status(s, ev)
-                        stored = None
+                    stored = registry.ingest_alert(s, ev)
                 break
             except SQLAlchemyError as e:
                 # Keep the message unacknowledged and try again: the broker holds it (and, with
@@ -197,13 +200,80 @@ class Ingest:
         else:
             return  # stopping: not acknowledged, the broker delivers it again
         client.ack(message.mid, message.qos)
-        if isinstance(ev, Alert):
-            if stored is None:
-                self.duplicates += 1
-            else:
-                self.stored += 1
-                if self.on_alert is not None:
-                    try:
-                        self.on_alert(stored)
-                    except Exception:  # the live view must never stop the ingest
-                        log.exception("live-stream notification failed")
+        if stored is None:
+            self.duplicates += 1
+        else:
+            self.stored += 1
+            if self.on_alert is not None:
+                try:
+                    self.on_alert(stored)
+                except Exception:  # the live view must never stop the ingest
+                    log.exception("live-stream notification failed")
+
+
+class PresenceWriter:
+    """Writes presence on a thread of its own, so that alerts never wait behind it.
+
+    After a broker restart every device sends its birth message at once: thousands of status
+    messages on the ingest's one connection, ahead of the alerts that follow them.  Written one
+    transaction each, they held the alerts behind them for seconds (bench/README.md, fleet.py).
+    Here a status is only noted (the latest per device) and acknowledged; this thread writes
+    what is noted in one transaction at a time.  A status acknowledged but not yet written when
+    the process dies is not lost for good: presence is retained at the broker, and the next
+    process subscribes and receives every device's latest status again."""
+
+    def __init__(self, db: sessionmaker[Session]) -> None:
+        self.db = db
+        self.written = 0  # statuses written (the latest of each device at the time)
+        self._pending: dict[tuple[str, str], Status] = {}
+        self._cv = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="presence", daemon=True)
+        self._thread.start()
+
+    def put(self, st: Status) -> None:
+        with self._cv:
+            self._pending[(st.tenant, st.device)] = st
+            self._cv.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is pending (one attempt while the database fails), then end the thread."""
+        with self._cv:
+            self._closing = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    def _take(self, older: dict[tuple[str, str], Status] | None = None) -> dict[tuple[str, str], Status] | None:
+        with self._cv:
+            if older is None:
+                self._cv.wait_for(lambda: bool(self._pending) or self._closing)
+            batch = {**(older or {}), **self._pending}  # a newer status of a device replaces the older
+            self._pending = {}
+            return batch if batch else None
+
+    def _run(self) -> None:
+        delay = 0.1
+        batch = self._take()
+        while batch is not None:
+            current = batch
+            try:
+                with self.db() as s:
+                    registry.ingest_statuses(s, current.values())
+                self.written += len(current)
+                delay = 0.1
+                batch = self._take()
+            except SQLAlchemyError as e:
+                with self._cv:
+                    closing = self._closing
+                if closing:
+                    log.error("presence of %d device(s) not written (%s): it comes again from the broker's "
+                              "retained status at the next start", len(current), type(e).__name__)
+                    return
+                log.error("cannot write presence to the database (%s); retrying in %.1f s", type(e).__name__, delay)
+                with self._cv:
+                    self._cv.wait_for(lambda: self._closing, delay)
+                delay = min(delay * 2, DB_RETRY_MAX)
+                batch = self._take(current)
+            except Exception:  # never let the presence thread die
+                log.exception("error while writing presence")
+                batch = self._take()

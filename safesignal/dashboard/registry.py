@@ -182,6 +182,20 @@ def ingest_alert(db: Session, ev: Alert) -> StoredAlert | None:
 def ingest_status(db: Session, st: Status) -> None:
     """Presence: a status (birth) message or the last will.  A retained one is the broker's
     last-known state, stored when it is news to the registry."""
+    apply_status(db, st)
+    db.commit()
+
+
+def ingest_statuses(db: Session, statuses: Collection[Status]) -> None:
+    """Several devices' presence in one transaction, their rows locked in key order (two
+    instances writing the same presence then never wait for each other in a cycle)."""
+    for st in sorted(statuses, key=lambda st: (st.tenant, st.device)):
+        apply_status(db, st)
+    db.commit()
+
+
+def apply_status(db: Session, st: Status) -> None:
+    """ingest_status without the commit."""
     at = _at(st.received_at)
     dev = _ensure_device(db, st.tenant, st.device, st.building, st.room)
     changed = dev.online is None or dev.online != st.online
@@ -198,7 +212,6 @@ def ingest_status(db: Session, st: Status) -> None:
     chip = st.raw.get("chip_id")
     if isinstance(chip, str) and chip:
         dev.last_chip_id = chip[:64]
-    db.commit()
 
 
 # --- provisioning records --------------------------------------------------------------------------
