@@ -403,6 +403,38 @@ def test_a_burst_of_presence_ends_in_each_devices_latest_state(guard: SecretGuar
     assert "Traceback" not in dash.stderr(), dash.stderr()
 
 
+def test_while_the_database_is_down_alerts_wait_at_the_broker(guard: SecretGuard, mosquitto: Mosquitto,
+                                                                tmp_path: Path) -> None:
+    """PostgreSQL stops under a running dashboard: the ingest keeps the alert unacknowledged and
+    retries, so the broker keeps it and those behind it; presence waits in the presence thread.
+    When the database is back everything is stored, once."""
+    pg = Postgres()  # a cluster of its own: this test stops it
+    try:
+        db = pg.database()
+        viewer = add_user(guard, db, "vera", "viewer")
+        dash = Dashboard(guard, mosquitto.uri, db, tmp_path / "d", "--instance", "down")
+        try:
+            alert(mosquitto, "btn-1", 1)
+            dash.wait_for("/api/alerts", viewer, lambda al: len(al) == 1)
+            pg.halt()
+            for n in (2, 3, 4):
+                alert(mosquitto, "btn-1", n)
+            status(mosquitto, "btn-7", True)
+            deadline = time.monotonic() + 30
+            while "cannot write to the database" not in dash.stderr():
+                assert time.monotonic() < deadline and dash.proc.poll() is None, dash.stderr()
+                time.sleep(0.2)
+            pg.resume()
+            got = dash.wait_for("/api/alerts", viewer, lambda al: len(al) >= 4, timeout=60)
+            assert sorted(a["seq"] for a in got) == [1, 2, 3, 4]
+            dash.wait_for("/api/devices", viewer, lambda ds: (device(ds, "btn-7") or {}).get("online") is True)
+        finally:
+            assert dash.stop() == 0, dash.stderr()
+        assert "Traceback" not in dash.stderr(), dash.stderr()
+    finally:
+        pg.stop()
+
+
 # --- a broker restart -----------------------------------------------------------------------------------------
 def test_a_broker_restart_loses_no_alert(guard: SecretGuard, mosquitto: Mosquitto, tmp_path: Path) -> None:
     """One instance (no --group) takes alerts through a durable subscription: the broker saves it
