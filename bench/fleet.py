@@ -525,6 +525,15 @@ def make_tls(workdir: Path, n: int, host: str, ca_pass: str, extra: list[str]
     return broker, contexts, ["--ca", str(workdir / "ca"), "--operator", "dashboard"], info
 
 
+def shipped_queue_limits() -> list[str]:
+    """The shipped broker configuration's queue limit lines (max_queued_messages, _bytes)."""
+    template = Path(__file__).resolve().parent.parent / "broker" / "mosquitto" / "mosquitto-mtls.conf.in"
+    lines = [ln.strip() for ln in template.read_text().splitlines() if ln.startswith("max_queued_")]
+    if not lines:
+        raise SystemExit(f"{template}: no max_queued_* lines")
+    return lines
+
+
 def plain_broker(workdir: Path, extra: list[str]) -> Mosquitto:
     d = workdir / "broker"
     d.mkdir(parents=True)
@@ -540,7 +549,7 @@ def plain_broker(workdir: Path, extra: list[str]) -> Mosquitto:
 
 
 # --- what-ifs: the dashboard with a patch, run by this file (never the shipped behaviour) ---------------
-WHATIFS = ("batch", "stream-cache", "plain-sub", "no-resub")
+WHATIFS = ("batch",)
 
 
 def patch_batch(max_batch: int = 500) -> None:
@@ -620,73 +629,10 @@ def patch_batch(max_batch: int = 500) -> None:
     ing.Ingest._handle = _handle  # type: ignore[method-assign]
 
 
-def patch_stream_cache() -> None:
-    """WHAT-IF, not the shipped app: the live stream's look-back query (every alert above its
-    cursor, WINDOW seconds deep, as ORM rows, on every wake-up) reads only the ids, and loads
-    the rows it has not loaded before (alert rows never change once stored)."""
-    from sqlalchemy import select
-
-    from safesignal.dashboard import registry
-    from safesignal.dashboard.db import AlertRow
-
-    cache: dict[int, Any] = {}
-    lock = threading.Lock()
-
-    def alerts_after(db: Any, after_id: int, limit: int = 500) -> list[Any]:
-        ids = list(db.scalars(select(AlertRow.id).where(AlertRow.id > after_id).order_by(AlertRow.id).limit(limit)))
-        with lock:
-            missing = [i for i in ids if i not in cache]
-        if missing:
-            rows = {r.id: registry.StoredAlert.of(r)
-                    for r in db.scalars(select(AlertRow).where(AlertRow.id.in_(missing)))}
-            with lock:
-                cache.update(rows)
-                if len(cache) > 50000:
-                    for k in sorted(cache)[:25000]:
-                        del cache[k]
-        with lock:
-            return [cache[i] for i in ids if i in cache]
-
-    registry.alerts_after = alerts_after
-
-
-def patch_plain_sub() -> None:
-    """WHAT-IF, not the shipped ingest: alerts through an ordinary subscription instead of the
-    shared one (a single instance has nobody to share with).  mosquitto restores an ordinary
-    subscription of a persistent session after its own restart, and a shared one not."""
-    from safesignal.dashboard import ingest as ing
-
-    orig = ing.topic_filters
-
-    def topic_filters(group: str, tenant: str = "+") -> tuple[str, str]:
-        alert, status = orig(group, tenant)
-        return alert.split("/", 2)[2], status
-
-    ing.topic_filters = topic_filters
-
-
-def patch_no_resub() -> None:
-    """WHAT-IF, not the shipped ingest: after a reconnect whose session the broker kept, do not
-    subscribe again (a new SUBSCRIBE makes the broker send every retained status again: MQTT
-    3.1.1, 3.8.4).  Only sound with plain-sub: mosquitto does not keep a shared subscription
-    across its restart."""
-    from safesignal.dashboard import ingest as ing
-
-    orig = ing.Ingest._on_connect
-
-    def _on_connect(self: Any, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if not reason.is_failure and flags.session_present and self._subscribed:
-            return
-        orig(self, client, userdata, flags, reason, properties)
-
-    ing.Ingest._on_connect = _on_connect  # type: ignore[method-assign]
-
-
 def whatif_dashboard(names: str, argv: list[str]) -> None:
     """``fleet.py --whatif-dashboard NAMES dashboard ...``: `safesignal dashboard` with patches."""
     for name in names.split(","):
-        {"batch": patch_batch, "stream-cache": patch_stream_cache, "plain-sub": patch_plain_sub,
-         "no-resub": patch_no_resub}[name]()
+        {"batch": patch_batch}[name]()
     from safesignal.cli.entry import entry
 
     sys.argv = ["safesignal", *argv]
@@ -876,8 +822,9 @@ def main() -> int:
                    "first press")
     p.add_argument("--settle-max", type=float, default=120.0, help="at most this long for the births to be in the "
                    "registry")
-    p.add_argument("--max-queued", type=int, default=None, help="mosquitto's max_queued_messages (default: not set, "
-                   "mosquitto's 1000, as the shipped configuration); 0 is no limit")
+    p.add_argument("--max-queued", type=int, default=None, help="mosquitto's max_queued_messages (default: the "
+                   "shipped configuration's queue limits, broker/mosquitto/mosquitto-mtls.conf.in, for the plain "
+                   "broker too)")
     p.add_argument("--connect-timeout", type=float, default=120.0)
     p.add_argument("--tls", action="store_true", help="mutual TLS: the tenant CA, the shipped broker config, "
                    "a certificate per device")
@@ -892,6 +839,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the run's directory (logs)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout (the only output format)")
+    p.add_argument("--group", help="the dashboard's --group: alerts through the shared subscription $share/G/… "
+                   "(as several instances would take them) instead of the default durable one")
     p.add_argument("--whatif", default="", help="WHAT-IF (not the shipped dashboard): run it with patches, "
                    f"comma-separated: {', '.join(WHATIFS)} (see the functions patch_*)")
     p.add_argument("--sse-reader", help=argparse.SUPPRESS)
@@ -928,7 +877,10 @@ def main() -> int:
         result["db"] = "postgresql" if db.startswith("postgres") else "sqlite"
         env: dict[str, str] = {}
         extra: list[str] = []
+        result["group"] = a.group
         conf = [] if a.max_queued is None else [f"max_queued_messages {a.max_queued}"]
+        if a.max_queued is None and not a.tls:  # the TLS broker runs the shipped configuration itself
+            conf = shipped_queue_limits()
         result["broker_extra_config"] = conf
         contexts = None
         if a.tls:
@@ -940,6 +892,8 @@ def main() -> int:
             broker = plain_broker(workdir, conf)
         broker.start()
         token = add_admin(db, workdir)
+        if a.group:
+            extra += ["--group", a.group]
         dash = Dashboard(db, broker.uri, workdir, extra, env, a.whatif)
         stream = StreamReader(dash.url, token)
 
