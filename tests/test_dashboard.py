@@ -582,3 +582,49 @@ def test_without_the_extra_the_command_says_which_to_install(tmp_path: Path) -> 
                            cwd=tmp_path, stdin=subprocess.DEVNULL, env={**os.environ, "SAFESIGNAL_USER_PASS": "pw-x"})
         assert p.returncode == 2 and "pip install 'safesignal[dashboard]'" in p.stderr, p.stderr
         assert "Traceback" not in p.stderr and not list(tmp_path.iterdir())  # no database made
+
+
+# --- SQLite: writers take the lock first --------------------------------------------------------------------
+@pytest.mark.parametrize("write", [False, True])
+def test_sqlite_sessions_that_write_take_the_lock_before_they_read(write: bool, tmp_path: Path) -> None:
+    """The ingest (alerts, presence on another thread), a login and a confirmation each read and
+    then write.  A deferred SQLite transaction that does so fails at once with "database is
+    locked" when another connection committed after its read; a writing session (write=True)
+    begins IMMEDIATE and waits for the lock instead.  The deferred case shows the failure the
+    dashboard had (bench/fleet.py: 175 failed writes in one broker restart)."""
+    import threading
+
+    from sqlalchemy import func, select
+    from sqlalchemy.exc import OperationalError
+
+    from safesignal.dashboard import db as dbm
+
+    engine = dbm.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    try:
+        dbm.migrate(engine)
+        sessions = dbm.sessions(engine, write=write)
+
+        def other() -> None:
+            with dbm.sessions(engine, write=True)() as s:
+                s.add(dbm.Device(tenant="t", device_id="other", building="b", room="r", anomalies="[]"))
+                s.commit()
+
+        with sessions() as s:
+            assert s.scalar(select(func.count()).select_from(dbm.Device)) == 0  # the read
+            t = threading.Thread(target=other)
+            t.start()
+            t.join(0.5 if write else 30)  # deferred: it commits at once; immediate: it waits for this one
+            assert t.is_alive() is write
+            s.add(dbm.Device(tenant="t", device_id="mine", building="b", room="r", anomalies="[]"))
+            if write:
+                s.commit()
+            else:
+                with pytest.raises(OperationalError, match="database is locked"):
+                    s.commit()
+        t.join(30)
+        assert not t.is_alive()
+        with dbm.sessions(engine)() as s:
+            names = sorted(s.scalars(select(dbm.Device.device_id)))
+        assert names == (["mine", "other"] if write else ["other"])
+    finally:
+        engine.dispose()

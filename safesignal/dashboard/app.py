@@ -140,9 +140,11 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
-               stopping: Callable[[], bool] = lambda: False) -> _SecurityHeaders:
-    """The ASGI app over the registry behind ``db``."""
+def create_app(db: sessionmaker[Session], *, writes: sessionmaker[Session] | None = None,
+               notifier: Notifier | None = None, stopping: Callable[[], bool] = lambda: False) -> _SecurityHeaders:
+    """The ASGI app over the registry behind ``db`` (reading sessions) and ``writes`` (sessions for
+    transactions that write: db.sessions(engine, write=True); default ``db``)."""
+    writes = writes or db
     notifier = notifier or Notifier()
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.filters["when"] = when
@@ -204,7 +206,7 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
                                        installer.strip(), p)
 
     def _confirm(tenant: str, device_id: str, installer: str, p: Principal) -> Response:
-        with db() as s:
+        with writes() as s:
             try:
                 return JSONResponse(registry.confirm(s, tenant, device_id, installer, p.user_id))
             except registry.NotFound as e:
@@ -233,7 +235,7 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
             return body
 
         def store() -> Response:
-            with db() as s:
+            with writes() as s:
                 try:
                     rec = registry.record_provisioning(s, body, p.user_id, p.name)
                 except UsageError as e:
@@ -347,9 +349,12 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
             return login_form(request, "Name and password, please.", 400)
 
         def check() -> str | None:
-            with db() as s:
+            with db() as s:  # the slow hash outside the write lock
                 user = auth.check_password(s, name, password)
-                return auth.open_session(s, user) if user is not None else None
+            if user is None:
+                return None
+            with writes() as s:
+                return auth.open_session(s, user, password)
 
         cookie = await run_in_threadpool(check)
         if cookie is None:
@@ -379,7 +384,7 @@ def create_app(db: sessionmaker[Session], *, notifier: Notifier | None = None,
         cookie = request.cookies.get(COOKIE, "")
 
         def close() -> None:
-            with db() as s:
+            with writes() as s:
                 auth.close_session(s, cookie)
 
         await run_in_threadpool(close)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -81,28 +81,27 @@ def by_token(db: Session, token: str) -> Principal | None:
 
 
 def check_password(db: Session, name: str, password: str) -> User | None:
-    """The user if ``password`` is theirs; None otherwise (unknown names cost a hash too)."""
+    """The user if ``password`` is theirs; None otherwise (unknown names cost a hash too).  It
+    only reads: the slow hash must not hold the database's write lock (see :func:`open_session`)."""
     user = db.scalar(select(User).where(User.name == name))
     stored = user.password_hash if user is not None else _DUMMY_HASH
     try:
         _hasher.verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
-    if user is None:
-        return None
-    if _hasher.check_needs_rehash(user.password_hash):
-        user.password_hash = _hasher.hash(password)
-        db.commit()
     return user
 
 
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-def open_session(db: Session, user: User) -> str:
-    """A new browser session; returns the cookie value."""
+def open_session(db: Session, user: User, password: str | None = None) -> str:
+    """A new browser session for ``user`` (checked by :func:`check_password`); returns the cookie
+    value.  With ``password``, a hash made with older Argon2 parameters is made again."""
     cookie = secrets.token_urlsafe(32)
     now = utcnow()
+    if password is not None and _hasher.check_needs_rehash(user.password_hash):
+        db.execute(update(User).where(User.id == user.id).values(password_hash=_hasher.hash(password)))
     db.execute(delete(WebSession).where(WebSession.expires_at < now))
     db.add(WebSession(user_id=user.id, session_sha256=sha256(cookie), csrf_token=secrets.token_urlsafe(32),
                       created_at=now, expires_at=now + SESSION_LIFETIME))

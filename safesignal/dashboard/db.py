@@ -222,12 +222,22 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITER) else "BEGIN")
     return engine
 
 
-def sessions(engine: Engine) -> sessionmaker[Any]:
-    return sessionmaker(engine, expire_on_commit=False)
+_WRITER = "safesignal_writer"
+
+
+def sessions(engine: Engine, *, write: bool = False) -> sessionmaker[Any]:
+    """Sessions on ``engine``.  ``write``: for transactions that write.  On SQLite they begin
+    IMMEDIATE, taking the write lock first (waiting up to busy_timeout for it).  A deferred
+    transaction that reads and then writes fails at once with "database is locked" when another
+    connection committed in between (SQLite's WAL: a read snapshot cannot be upgraded), and
+    with the ingest writing several times a second that happened to every other writer: to
+    alerts behind a presence batch (bench/fleet.py found it), a login, a confirmation.  Reading
+    sessions stay deferred, so that readers never wait for a writer.  PostgreSQL: no difference."""
+    return sessionmaker(engine.execution_options(**{_WRITER: True}) if write else engine, expire_on_commit=False)
 
 
 def migrate(engine: Engine) -> None:

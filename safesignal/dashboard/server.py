@@ -53,7 +53,7 @@ def add_user(db_url: str, name: str, role: str, password: str) -> str:
     engine = db.make_engine(db_url)
     try:
         db.migrate(engine)
-        with db.sessions(engine)() as s:
+        with db.sessions(engine, write=True)() as s:
             return auth.add_user(s, name, role, password)
     finally:
         engine.dispose()
@@ -80,16 +80,17 @@ def serve(opts: ServeOptions, ready: Callable[[str], None]) -> tuple[int, int]:
         raise UsageError(f"--listen {opts.listen}: {e.strerror or e}") from None
     sock.listen(128)
     sessions = db.sessions(engine)
+    writes = db.sessions(engine, write=True)
     notifier = Notifier()
     instance = opts.instance or f"{socket.gethostname()}-{port}"
-    ingest = Ingest(opts.broker, sessions, client_id=f"ssdash-{instance}"[:128], group=opts.group,
+    ingest = Ingest(opts.broker, writes, client_id=f"ssdash-{instance}"[:128], group=opts.group,
                     tenant=opts.tenant, tls=opts.tls, on_alert=notifier.wake)
     server: uvicorn.Server | None = None
 
     def stopping() -> bool:
         return server is not None and server.should_exit
 
-    app = create_app(sessions, notifier=notifier, stopping=stopping)
+    app = create_app(sessions, writes=writes, notifier=notifier, stopping=stopping)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
                             timeout_graceful_shutdown=GRACE)
     server = uvicorn.Server(config)
