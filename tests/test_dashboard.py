@@ -321,8 +321,13 @@ def test_pages_need_a_session_and_forms_a_csrf_token(guard: SecretGuard, mosquit
         assert code == 200 and "btn-9 confirmed by ivan" in page and "✓ confirmed by ivan" in page, page
         d = device(dash.get("/api/devices", installer), "btn-9")
         assert d is not None and d["confirmed"] and d["confirmed_by"] == "ivan"
-        # signing out ends the session
+        # signing out ends the session, and the live stream it had open
+        stream = opener.open(dash.url + "/api/events", timeout=30)
+        assert stream.readline().startswith(b"retry:")
         assert post("/logout", {"csrf": form_csrf.group(1)})[0] == 200
+        rest = stream.read()  # returns when the dashboard ends the stream (within RECHECK, 5 s)
+        stream.close()
+        assert b"event:" not in rest, rest
         try:
             opener.open(dash.url + "/", timeout=30)
             raise AssertionError("the page was served after signing out")

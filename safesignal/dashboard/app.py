@@ -64,6 +64,7 @@ LOGIN_COOKIE = "ssd_login"  # the login form's CSRF value (double submit: cookie
 POLL = 0.5  # seconds: the live stream looks for alerts other instances stored this often
 WINDOW = 5.0  # seconds: how long the live stream keeps looking below its cursor (commits land out of id order)
 KEEPALIVE = 15.0  # seconds between SSE comments on a quiet stream
+RECHECK = 5.0  # seconds: how often an open live stream checks that its session or token is still valid
 MAX_BODY = 64 * 1024
 FEED_HOURS = 12  # the feed page opens with the panics of this many hours (at most FEED_ITEMS)
 FEED_ITEMS = 50
@@ -271,9 +272,15 @@ def create_app(db: sessionmaker[Session], *, writes: sessionmaker[Session] | Non
             nonlocal floor
             sent: set[int] = set()
             marks: deque[tuple[float, int]] = deque()
-            quiet_since = time.monotonic()
+            quiet_since = checked = time.monotonic()
             yield "retry: 1000\n: connected\n\n"
             while not stopping():
+                if time.monotonic() - checked >= RECHECK:
+                    # signed out (or the account's session expired): end the stream; the
+                    # browser's reconnect then gets 401
+                    if await run_in_threadpool(who, request) is None:
+                        return
+                    checked = time.monotonic()
                 rows = await run_in_threadpool(after, floor, set(sent))
                 now = time.monotonic()
                 for a in rows:
