@@ -147,9 +147,10 @@ def event_from_message(topic: str, payload: bytes | bytearray, *, received_at: f
                   received_at, retained, d, _str(d.get("chip_id")))
 
 
-def paho_client(client_id: str, *, persistent: bool, tls: TlsFiles | None, manual_ack: bool = False) -> mqtt.Client:
+def paho_client(client_id: str, *, persistent: bool, tls: TlsFiles | None, manual_ack: bool = False,
+                reconnect_max: float = RECONNECT_MAX) -> mqtt.Client:
     """An MQTT 3.1.1 paho client as the host tools use one: its routine chatter at debug level,
-    reconnecting after RECONNECT_MIN..RECONNECT_MAX s, with ``tls`` (mqtts://) set up.  UsageError
+    reconnecting after RECONNECT_MIN..``reconnect_max`` s, with ``tls`` (mqtts://) set up.  UsageError
     if the TLS files cannot be used."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent,
                          protocol=mqtt.MQTTv311, manual_ack=manual_ack)
@@ -157,7 +158,7 @@ def paho_client(client_id: str, *, persistent: bool, tls: TlsFiles | None, manua
     paho_log = logging.getLogger(__name__ + ".paho")
     client.on_log = lambda client, userdata, level, text: paho_log.debug("%s", text)
     # paho's annotation says int, but the delays are plain seconds (it only multiplies and sleeps).
-    client.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
+    client.reconnect_delay_set(RECONNECT_MIN, reconnect_max)  # type: ignore[arg-type]
     if tls is not None:
         try:
             client.tls_set(ca_certs=str(tls.ca_file), certfile=str(tls.cert_file), keyfile=str(tls.key_file),

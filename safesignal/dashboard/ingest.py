@@ -64,6 +64,9 @@ from ssproto import msg
 log = logging.getLogger(__name__)
 
 DB_RETRY_MAX = 5.0  # seconds between attempts to write while the database fails
+# Seconds between attempts to reconnect while the broker is down (from 0.1 s, doubling): alerts
+# queued for the ingest's session wait at most this long after the broker is back.
+RECONNECT_MAX = 0.5
 
 
 def topic_filters(group: str | None, tenant: str = "+") -> tuple[str, str]:
@@ -102,7 +105,8 @@ class Ingest:
         self._failure: str | None = None
         self._sub_mid: int | None = None
         self._presence = PresenceWriter(db)
-        self._client = paho_client(client_id, persistent=True, tls=tls if scheme == "mqtts" else None, manual_ack=True)
+        self._client = paho_client(client_id, persistent=True, tls=tls if scheme == "mqtts" else None, manual_ack=True,
+                                   reconnect_max=RECONNECT_MAX)
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
