@@ -18,6 +18,7 @@ import contextlib
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -264,7 +265,7 @@ class BleakRadio(Radio):
         client = BleakClient(address, disconnected_callback=lambda _c: on_gone(), timeout=CONNECT_TIMEOUT)
         await client.connect()
         self._client = client
-        self.mtu = int(getattr(client, "mtu_size", 23) or 23)
+        self.mtu = await _bleak_mtu(client)
         await client.start_notify(P.TX_UUID, lambda _h, v: on_data(bytes(v)))
 
     async def write(self, data: bytes) -> None:
@@ -279,6 +280,36 @@ class BleakRadio(Radio):
 
     async def close(self) -> None:
         await self.disconnect()
+
+
+async def _bleak_mtu(client: Any, wait: float = 2.0) -> int:
+    """The connection's ATT MTU as bleak knows it: the RX characteristic's largest write + 3.
+    (bleak's ``mtu_size`` is 23 and a warning on BlueZ unless a private call acquires it; the
+    characteristic's size comes from BlueZ's MTU property, which follows the exchange BlueZ
+    makes after connecting, so it may still say 23 just after: wait up to ``wait`` s for it.)"""
+    char = client.services.get_characteristic(P.RX_UUID) if client.services is not None else None
+
+    def size() -> int:
+        n = getattr(char, "max_write_without_response_size", None)
+        return min(n + 3, 517) if isinstance(n, int) and n >= 20 else 23
+
+    end = time.monotonic() + wait
+    while size() <= 23 and char is not None and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+    if size() > 23:
+        return size()
+    # BlueZ shows the characteristic's MTU only once a write or notify pipe was acquired:
+    # bleak's BlueZ backend acquires one for that (its mtu_size documentation points to it).
+    acquire = getattr(getattr(client, "_backend", None), "_acquire_mtu", None)
+    if acquire is not None:
+        with contextlib.suppress(Exception):
+            await acquire()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                n = int(client.mtu_size)
+            if 23 <= n <= 517:
+                return n
+    return 23
 
 
 def make_radio(transport: str | None, btsnoop: str | None = None, mtu: int = MTU) -> Radio:

@@ -222,6 +222,11 @@ class _Advertiser(LegacyAdvertiser):
                                                            data=self.advertising_data))
 
 
+# LE event mask bit of the LE Enhanced Connection Complete event (subevent 0x0A: bit 0x0A - 1),
+# Bluetooth Core 5.4, Vol 4, Part E, 7.8.1 (HCI_LE_Set_Event_Mask)
+ENHANCED_CONN_COMPLETE = 1 << 9
+
+
 class AirController(Controller):
     """bumble's emulated controller, completed where a scan or the ESP32's legacy advertising
     needs it (see the module doc).  Legacy PDUs only: MicroPython's NimBLE binding advertises
@@ -265,6 +270,19 @@ class AirController(Controller):
                 peer_address_type=packet.peer_address_type, peer_address=packet.peer_address,
                 connection_interval=ind.interval, peripheral_latency=ind.latency,
                 supervision_timeout=ind.timeout, central_clock_accuracy=packet.central_clock_accuracy)
+        if isinstance(packet, hci.HCI_LE_Connection_Complete_Event) and self.le_event_mask & ENHANCED_CONN_COMPLETE:
+            # A host that unmasked the enhanced event gets only that one (Bluetooth Core 5.4,
+            # Vol 4, Part E, 7.7.65.10); bumble always sent the legacy event.  Linux unmasks it
+            # when the controller has LL privacy, waits for it after LE Create Connection, and
+            # on the legacy one gives up after its timeout (LE Create Connection Cancel) with
+            # the link half known: it never disconnects it, so the button, still connected,
+            # stopped advertising to that laptop (tests/test_ble_bluez.py).
+            packet = hci.HCI_LE_Enhanced_Connection_Complete_Event(
+                status=packet.status, connection_handle=packet.connection_handle, role=packet.role,
+                peer_address_type=packet.peer_address_type, peer_address=packet.peer_address,
+                local_resolvable_private_address=hci.Address.ANY, peer_resolvable_private_address=hci.Address.ANY,
+                connection_interval=packet.connection_interval, peripheral_latency=packet.peripheral_latency,
+                supervision_timeout=packet.supervision_timeout, central_clock_accuracy=packet.central_clock_accuracy)
         super().send_hci_packet(packet)
 
     def on_advertising_pdu(self, pdu: ll.AdvInd | ll.AdvExtInd) -> None:
