@@ -20,7 +20,7 @@ from pathlib import Path
 
 from support.broker import Mosquitto
 from support.cli import run_cli
-from support.env import REPO, need_module
+from support.env import REPO, end_child, need_module
 from support.guard import SecretGuard
 from support.sim import Sim
 
@@ -121,9 +121,7 @@ def test_a_killed_test_process_leaves_no_vm(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, [c.decode(errors="replace") for c in _cmdlines(pgid)]
             time.sleep(0.2)
     finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+        end_child(child)
         if pgid and _group_alive(pgid):
             os.killpg(pgid, signal.SIGKILL)
 

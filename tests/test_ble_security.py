@@ -83,6 +83,7 @@ def ble_sim(tmp_path: Path, guard: SecretGuard) -> Iterator[tuple[Sim, str, str]
         assert sim.ble_spec
         pin = _pin()
         _set_pin(sim, pin)
+        guard.secret(pin)
         yield sim, pin, password
     finally:
         sim.stop()

@@ -25,21 +25,20 @@ packet malformed, with an expert error on that frame)."""
 from __future__ import annotations
 
 import re
-import secrets
 import struct
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import test_ble_security
 from support.btsnoop import ATT_NOTIFY, ATT_WRITE_CMD, ATT_WRITE_REQ, Capture, parse, read_records
 from support.cli import run_cli
 from support.env import need_module, need_program
 from support.guard import SecretGuard
 from support.sim import Sim
-from test_ble_security import PROVISION, SSID, _pin, _set_pin
+from test_ble_security import PROVISION, _pin
 
 need_module("bumble", "pip install -e '.[test]'")
 
@@ -48,6 +47,7 @@ OPS = (ATT_WRITE_REQ, ATT_WRITE_CMD, ATT_NOTIFY)
 # tshark's fields, one line per ATT PDU of those kinds (display filter)
 FIELDS = ("frame.number", "hci_h4.direction", "btatt.opcode", "btatt.handle", "btatt.value")
 Op = tuple[bool, int, int]  # (received by the host, ATT opcode, attribute handle)
+ble_sim = test_ble_security.ble_sim  # the fixture: a virtual device with BLE on and a PIN verifier
 
 
 @pytest.fixture
@@ -55,21 +55,6 @@ def wireshark() -> None:
     """Before the virtual device starts: tshark and capinfos are here (fails in CI if not)."""
     need_program("tshark", HOW)
     need_program("capinfos", HOW)
-
-
-@pytest.fixture
-def ble_sim(tmp_path: Path, guard: SecretGuard) -> Iterator[tuple[Sim, str, str]]:
-    """A virtual device with BLE on and a PIN verifier; (sim, pin, wifi password)."""
-    password = guard.secret("Wp-" + secrets.token_hex(8))
-    sim = Sim(tmp_path, guard, ble=True, aps=[(SSID, password)])
-    try:
-        assert sim.ble_spec
-        pin = _pin()
-        _set_pin(sim, pin)
-        guard.secret(pin)
-        yield sim, pin, password
-    finally:
-        sim.stop()
 
 
 def tshark(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
