@@ -98,15 +98,18 @@ def serve(opts: ServeOptions, ready: Callable[[str], None]) -> tuple[int, int]:
         ingest.start()
         shown_host = f"[{host}]" if family == socket.AF_INET6 else host
         ready(f"http://{shown_host}:{port}")
-        # uvicorn turns SIGTERM into a graceful shutdown, then raises it again once done: with this
-        # handler in place by then, a service manager's SIGTERM is a clean exit (0), not a kill.
+        # uvicorn turns SIGTERM and SIGINT into a graceful shutdown, then raises the signal again
+        # once done: with these handlers in place by then, a service manager's SIGTERM and a
+        # person's Ctrl-C (which the ready line offers) are a clean exit (0), not a kill or
+        # "Interrupted".
         on_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, lambda sig, frame: None) if on_main else None
+        stops = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, lambda sig, frame: None) for sig in stops} if on_main else {}
         try:
             server.run(sockets=[sock])
         finally:
-            if on_main:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     finally:
         ingest.stop()
         sock.close()
