@@ -70,11 +70,11 @@ class Dashboard:
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace") if self.err_path.exists() else ""
 
-    def stop(self) -> int:
-        """SIGTERM (what a service manager sends); the exit code."""
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """SIGTERM (what a service manager sends) or ``sig`` (SIGINT: Ctrl-C); the exit code."""
         if self.returncode is None:
             if self.proc.poll() is None:
-                self.proc.terminate()
+                self.proc.send_signal(sig)
             try:
                 out, _ = self.proc.communicate(timeout=30)
             except subprocess.TimeoutExpired:
