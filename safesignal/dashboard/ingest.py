@@ -104,9 +104,9 @@ class Ingest:
         self._subscribed = False
         self._failure: str | None = None
         self._sub_mid: int | None = None
-        self._presence = PresenceWriter(db)
         self._client = paho_client(client_id, persistent=True, tls=tls if scheme == "mqtts" else None, manual_ack=True,
                                    reconnect_max=RECONNECT_MAX)
+        self._presence = PresenceWriter(db)  # its thread starts once nothing above can fail
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message

@@ -282,24 +282,11 @@ class BleakRadio(Radio):
         await self.disconnect()
 
 
-async def _bleak_mtu(client: Any, wait: float = 2.0) -> int:
-    """The connection's ATT MTU as bleak knows it: the RX characteristic's largest write + 3.
-    (bleak's ``mtu_size`` is 23 and a warning on BlueZ unless a private call acquires it; the
-    characteristic's size comes from BlueZ's MTU property, which follows the exchange BlueZ
-    makes after connecting, so it may still say 23 just after: wait up to ``wait`` s for it.)"""
-    char = client.services.get_characteristic(P.RX_UUID) if client.services is not None else None
-
-    def size() -> int:
-        n = getattr(char, "max_write_without_response_size", None)
-        return min(n + 3, 517) if isinstance(n, int) and n >= 20 else 23
-
-    end = time.monotonic() + wait
-    while size() <= 23 and char is not None and time.monotonic() < end:
-        await asyncio.sleep(0.1)
-    if size() > 23:
-        return size()
-    # BlueZ shows the characteristic's MTU only once a write or notify pipe was acquired:
-    # bleak's BlueZ backend acquires one for that (its mtu_size documentation points to it).
+async def _bleak_mtu(client: Any) -> int:
+    """The connection's ATT MTU as bleak knows it.  On BlueZ the exchange's result shows only
+    once a write or notify pipe was acquired (bleak's ``mtu_size`` is 23 and a warning until
+    then): bleak's BlueZ backend acquires one for that, as its ``mtu_size`` documentation
+    says.  Elsewhere the RX characteristic's largest write without response + 3."""
     acquire = getattr(getattr(client, "_backend", None), "_acquire_mtu", None)
     if acquire is not None:
         with contextlib.suppress(Exception):
@@ -309,7 +296,9 @@ async def _bleak_mtu(client: Any, wait: float = 2.0) -> int:
                 n = int(client.mtu_size)
             if 23 <= n <= 517:
                 return n
-    return 23
+    char = client.services.get_characteristic(P.RX_UUID) if client.services is not None else None
+    size = getattr(char, "max_write_without_response_size", None)
+    return min(size + 3, 517) if isinstance(size, int) and size >= 20 else 23
 
 
 def make_radio(transport: str | None, btsnoop: str | None = None, mtu: int = MTU) -> Radio:
