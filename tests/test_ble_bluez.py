@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from support.broker import Mosquitto
 from support.cli import run_cli
 from support.env import REPO, end_child, need_module
@@ -25,6 +27,10 @@ from support.guard import SecretGuard
 from support.sim import Sim
 
 need_module("bumble", "pip install -e '.[test]'")
+
+# QEMU without KVM takes a whole core for minutes: test.sh runs these after the rest, alone, so
+# that they do not starve the timing of the virtual devices' tests beside them.
+pytestmark = pytest.mark.bluez_vm
 
 from support.bluez_vm import BluezVm, need_vm  # noqa: E402 - after the module check
 from test_ble_e2e import PIN, SSID, pin_step  # noqa: E402

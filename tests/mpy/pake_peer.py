@@ -7,7 +7,7 @@
 #   finish <confirmP> -> ok                  then the channel is open
 #   open <frame>     -> ok <plaintext>
 #   seal <plaintext> -> ok <frame>
-# Any refusal: "err <exception class> <message>".  The secrets never appear in the output.
+# Any refusal or failure: "err <exception class> <message> (heap free N)".  The secrets never appear in the output.
 import sys
 
 from ssproto import channel, spake2p
@@ -51,8 +51,10 @@ def main():
                 return
             else:
                 out("err ValueError unknown command")
-        except ValueError as e:
-            out("err %s %s" % (e.__class__.__name__, e))
+        except Exception as e:  # ValueError (and PakeError) for a refusal; anything else is reported too
+            import gc
+
+            out("err %s %s (heap free %d)" % (e.__class__.__name__, e, gc.mem_free()))
 
 
 main()
