@@ -51,7 +51,7 @@ from safesignal.link.serial import open_port
 from safesignal.link.session import DeviceSession
 from safesignal.provisioning.flow import ProvisionRequest, provision
 from safesignal.sim.control import SimControl
-from safesignal.tools import die_with_parent
+from safesignal.tools import die_with_parent, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 SSID, WIFI_PASS = "Bench-Net", "bench-wifi-pass"
@@ -101,13 +101,7 @@ class VirtualDevice:
         self.ready_at = time.time()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -306,16 +306,9 @@ class _Device:
             raise
 
     def stop(self):
-        import signal
-        import subprocess
+        from safesignal.tools import stop_process
 
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def _cli_run(repo, dev, mtu, log):

@@ -51,12 +51,13 @@ def die_with_parent(sig: int = signal.SIGKILL) -> Callable[[], None] | None:
     return arm
 
 
-def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0) -> None:
-    """SIGTERM (a broker saves its state, a server ends its requests), then SIGKILL if it has not
-    ended within ``grace`` seconds; returns once it has ended.  Nothing if it already had."""
+def stop_process(proc: subprocess.Popen[Any], grace: float = 10.0, sig: int = signal.SIGTERM) -> None:
+    """SIGTERM (a broker saves its state, a server ends its requests) or ``sig`` (PostgreSQL's fast
+    shutdown is SIGINT), then SIGKILL if it has not ended within ``grace`` seconds; returns once
+    it has ended.  Nothing if it already had."""
     if proc.poll() is not None:
         return
-    proc.terminate()
+    proc.send_signal(sig)
     try:
         proc.wait(grace)
     except subprocess.TimeoutExpired:

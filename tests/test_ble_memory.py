@@ -25,8 +25,6 @@ ss_ble.open_window's `import bluetooth` in 192 kB)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +35,7 @@ from safesignal.sim.launch import heap_bytes
 from safesignal.sim.module import PYTHON_HEAP
 from support.cli import run_cli
 from support.env import need_module
+from test_ble_e2e import pin_step
 from test_e2e_serial import SSID
 from tlsutil import running_site
 
@@ -55,12 +54,7 @@ def test_ble_provisioning_with_mtls_fits_the_heap(guard: SecretGuard, tmp_path: 
     with running_site(tmp_path / "site", guard) as site:
         sim = Sim(tmp_path, guard, aps=[(SSID, pw)], hosts=site.hosts, heap=heap, mpy=heap is not None, ble=True)
         try:
-            p = subprocess.run([sys.executable, "-m", "safesignal", "pin", "--port", sim.port, "--pin", PIN],
-                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-            assert p.returncode == 0, p.stderr  # (its PIN: line is the label's, by design)
-            boots = sim.control.state()["boots"]
-            sim.control.reset()
-            sim.wait_boot(boots)
+            pin_step(guard, sim, PIN)
             env = {"SAFESIGNAL_CA_PASS": site.passphrase, "SAFESIGNAL_WIFI_PASS": pw}
             p = run_cli(guard, "provision", "--ble", "--pin", PIN, "--ble-transport", str(sim.ble_spec),
                         "--wifi-ssid", SSID, *DEVICE, "--mqtt-uri", URI, "--ca", str(site.ca.dir), "--verify",
@@ -94,12 +88,7 @@ def test_ble_window_opens_in_a_small_heap(guard: SecretGuard, tmp_path: Path) ->
     guard.secret(PIN)
     sim = Sim(tmp_path, guard, heap="192k", mpy=True, ble=True)
     try:
-        p = subprocess.run([sys.executable, "-m", "safesignal", "pin", "--port", sim.port, "--pin", PIN],
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        assert p.returncode == 0, p.stderr
-        boots = sim.control.state()["boots"]
-        sim.control.reset()
-        sim.wait_boot(boots)
+        pin_step(guard, sim, PIN)
         scan = run_cli(guard, "ble", "scan", "--ble-transport", str(sim.ble_spec), "--duration", "3", "--json")
         assert scan.returncode == 0, scan.stderr
         found = json.loads(scan.stdout)

@@ -51,7 +51,8 @@ from support.sim import Sim
 
 need_module("bumble", "pip install -e '.[test]'")
 
-SSID = "SafeSignal-Edge"
+from test_ble_e2e import SSID, pin_step  # noqa: E402 - after the module check
+
 PROVISION = ["--wifi-ssid", SSID, "--device-id", "d1", "--tenant", "t1", "--building", "b1", "--room", "r1",
              "--offline"]
 
@@ -63,17 +64,6 @@ def _pin(exclude: frozenset[str] | set[str] = frozenset()) -> str:
             return p
 
 
-def _set_pin(sim: Sim, pin: str) -> None:
-    """The factory step over the console (its `PIN: NNNNNN` line is the label, by design: not
-    given to the guard), then a reboot so the device advertises with the verifier."""
-    p = subprocess.run([sys.executable, "-m", "safesignal", "pin", "--port", sim.port, "--pin", pin],
-                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    assert p.returncode == 0, p.stderr
-    boots = sim.control.state()["boots"]
-    sim.control.reset()
-    sim.wait_boot(boots)
-
-
 @pytest.fixture
 def ble_sim(tmp_path: Path, guard: SecretGuard) -> Iterator[tuple[Sim, str, str]]:
     """A virtual device with BLE on and a PIN verifier; (sim, pin, wifi password)."""
@@ -81,9 +71,8 @@ def ble_sim(tmp_path: Path, guard: SecretGuard) -> Iterator[tuple[Sim, str, str]
     sim = Sim(tmp_path, guard, ble=True, aps=[(SSID, password)])
     try:
         assert sim.ble_spec
-        pin = _pin()
-        _set_pin(sim, pin)
-        guard.secret(pin)
+        pin = guard.secret(_pin())
+        pin_step(guard, sim, pin)  # the factory step, then the reboot that opens the window
         yield sim, pin, password
     finally:
         sim.stop()

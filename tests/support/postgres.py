@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from safesignal.tools import die_with_parent
+from safesignal.tools import die_with_parent, stop_process
 
 from .env import free_port, need
 
@@ -134,24 +134,16 @@ class Postgres:
         return self.url(name)
 
     def halt(self) -> None:
-        """Stop the server (fast shutdown) and keep its data: :meth:`resume` starts it again."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            self.proc.wait(30)
+        """Stop the server (fast shutdown, SIGINT) and keep its data: :meth:`resume` starts it again."""
+        if self.proc is not None:
+            stop_process(self.proc, 30, signal.SIGINT)
         self.proc = None
 
     def resume(self) -> None:
         self._start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
