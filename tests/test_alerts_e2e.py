@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from conftest import Mosquitto, SecretGuard, Sim
 from safesignal.alerts.receiver import AlertReceiver
 from safesignal.provisioning.flow import ProvisionRequest, provision
 from safesignal.provisioning.verify import TopicScope, wait_test_alert
+from support.lines import Lines
 
 SSID = "School-Net"
 IDENT = ("btn-e2e-01", "acme", "hq", "r101")
@@ -290,34 +290,6 @@ def test_contact_bounce_gives_one_alert_per_press(make_sim, guard: SecretGuard, 
     assert len([json.loads(x) for x in r.stdout.splitlines()]) == 2
 
 
-class Lines:
-    """Collects a subprocess's stdout lines in a thread; wait() for a condition on them."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        import threading
-
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._proc = proc
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait(self, pred: Callable[[list[str]], bool], timeout: float = 20) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: pred(self.lines), timeout)
-
-    def text(self) -> str:
-        self._t.join(10)
-        return "\n".join(self.lines)
-
-
 def test_monitor_shows_alerts_and_presence(make_sim, guard: SecretGuard, mosquitto: Mosquitto) -> None:
     pw = guard.secret("monitor-me-pw")
     sim: Sim = make_sim(aps=[(SSID, pw)], hosts=mosquitto.hosts)
@@ -350,9 +322,8 @@ def test_monitor_shows_alerts_and_presence(make_sim, guard: SecretGuard, mosquit
     finally:
         mon.terminate()
         table.terminate()
-    _, errs = mon.communicate(10)
-    _, terrs = table.communicate(10)
-    out, tout = jl.text(), tl.text()
+    out, errs = jl.finish()
+    tout, terrs = tl.finish()
     guard.output("monitor json", out + errs)
     guard.output("monitor table", tout + terrs)
     evs = events()

@@ -9,7 +9,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,37 +21,12 @@ from conftest import Mosquitto, SecretGuard, Sim
 from safesignal.alerts.monitor import AnomalyWatch, format_event, json_event, summary_lines
 from safesignal.alerts.receiver import event_from_message
 from support.cli import run_cli
+from support.lines import Lines
 
 SSID = "Anomaly-Net"
 CHIP = "02:aa:bb:cc:dd:01"
 CLONE = "02:aa:bb:cc:dd:99"
 DEV = "btn-01"
-
-
-class Lines:
-    """A subprocess's stdout lines, collected in a thread."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.lines: list[str] = []
-        self._cond = threading.Condition()
-        self._proc = proc
-        self._t = threading.Thread(target=self._read, daemon=True)
-        self._t.start()
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip("\n"))
-                self._cond.notify_all()
-
-    def wait(self, pred: Callable[[list[str]], bool], timeout: float = 30) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: pred(self.lines), timeout)
-
-    def text(self) -> str:
-        self._t.join(10)
-        return "\n".join(self.lines)
 
 
 def publish(uri_host: str, port: int, topic: str, payload: bytes) -> None:
@@ -107,17 +81,16 @@ def test_monitor_flags_a_cloned_device_id(make_sim: Callable[..., Sim], guard: S
     finally:
         mon.terminate()
         table.send_signal(signal.SIGINT)  # Ctrl-C: the table ends with its summary
-    _, errs = mon.communicate(timeout=10)
-    _, terrs = table.communicate(timeout=10)
-    guard.output("monitor json", jl.text() + errs)
-    guard.output("monitor table", tl.text() + terrs)
+    out, errs = jl.finish()
+    table_text, terrs = tl.finish()
+    guard.output("monitor json", out + errs)
+    guard.output("monitor table", table_text + terrs)
     evs = alerts()
     assert [(e["chip_id"], e["room"]) for e in evs] == [(CHIP, "r101"), (CLONE, "r101"), (CHIP, "r102")]
     kinds = [[f.split(":")[0] for f in e["anomalies"]] for e in evs]
     assert kinds == [[], ["chip-mismatch", "epoch-change"], ["chip-mismatch", "location-mismatch", "epoch-change"]]
     assert CLONE in evs[1]["anomalies"][0] and CHIP in evs[1]["anomalies"][0]
     assert all(not e["duplicate"] for e in evs)  # nothing dropped, nothing taken for a repeat
-    table_text = tl.text()
     clone_line = next(x for x in table_text.splitlines() if " PANIC " in x and "chip-mismatch" in x)
     assert DEV in clone_line and "!! chip-mismatch" in clone_line
     assert any("flagged: chip-mismatch ×2" in x for x in table_text.splitlines()), table_text
