@@ -62,6 +62,85 @@ def test_power_cut_at_every_write():
             eq(after.add(PFX, "panic", None, 2), after.next_seq - 1)
 
 
+def _add_as_the_button_does(ob, nvs, kind, up):
+    """add() with the heap running out at nvs.oom_at; on MemoryError offer it again (ss_button
+    keeps the press) unless "next" moved on, which means the alert was committed (Outbox.add's
+    promise).  Returns (its seq, whether the heap ran out inside add())."""
+    before = ob.next_seq
+    try:
+        seq = ob.add(PFX, kind, None, up)
+    except MemoryError:
+        nvs.oom_at = None
+        if ob.next_seq != before:
+            return before, True
+        return ob.add(PFX, kind, None, up), True
+    ran_out = nvs.oom_at is None
+    nvs.oom_at = None
+    return seq, ran_out
+
+
+@test
+def test_out_of_memory_at_every_step_of_add_loses_no_alert():
+    # The heap runs out at each NVS call of one add() in turn (before the call or after it), on
+    # a device whose outbox is new (the epoch is drawn) or not, under both NVS models.  The
+    # press is then offered again as the button does.  Every alert is stored exactly once, the
+    # next one gets the next seq, and all of them are still there after a reset.  (Before: a
+    # MemoryError at the read-back left a committed alert untracked; the next alert took its
+    # slot and the alert was lost.)
+    for after in (False, True):
+        for auto in (False, True):
+            for first in (True, False):
+                k = 0
+                while True:  # every step of add(), until one more than it has
+                    k += 1
+                    nvs = FakeNVS(autocommit=auto)
+                    ob = fresh(nvs)
+                    want = []
+                    if not first:
+                        eq(ob.add(PFX, "panic", None, 0), 0)
+                        want.append(0)
+                    nvs.oom_at, nvs.oom_after = nvs.api + k, after
+                    seq, ran_out = _add_as_the_button_does(ob, nvs, "panic", 1)
+                    eq(seq, len(want), "the press's seq")
+                    want.append(seq)
+                    eq(ob.add(PFX, "panic", None, 2), seq + 1, "the next press")
+                    want.append(seq + 1)
+                    where = (after, auto, first, k)
+                    eq(ob.pending, want, "pending %r" % (where,))
+                    for s in want:
+                        assert ob.entry(s) is not None, (where, s)
+                    again = fresh(nvs.reset())
+                    eq((again.pending, again.next_seq), (want, want[-1] + 1), "after a reset %r" % (where,))
+                    eq(len(nvs.blobs()), len(want), "one entry per alert in flash %r" % (where,))
+                    if not ran_out:
+                        break
+                assert k > 4, k  # add() made several calls, each was a failure point
+
+
+@test
+def test_out_of_memory_while_a_test_alert_gives_way():
+    # TEST_MAX test alerts wait; a new one takes the oldest one's slot.  Out of memory at each
+    # step: the newest TEST_MAX are kept, each once.
+    for after in (False, True):
+        k = 0
+        while True:
+            k += 1
+            nvs = FakeNVS()
+            ob = fresh(nvs)
+            for i in range(TEST_MAX):
+                ob.add(PFX, "test", None, i)
+            nvs.oom_at, nvs.oom_after = nvs.api + k, after
+            seq, ran_out = _add_as_the_button_does(ob, nvs, "test", 9)
+            eq(seq, TEST_MAX)
+            want = list(range(1, TEST_MAX + 1))
+            eq(ob.pending, want, "pending %r" % ((after, k),))
+            eq(fresh(nvs.reset()).pending, want)
+            eq(len(nvs.blobs()), TEST_MAX)
+            if not ran_out:
+                break
+        assert k > 3, k
+
+
 @test
 def test_repaired_sequence_survives_the_delivery():
     # Power cut after the entry, before "next" (write-through NVS): the boot moves "next" past
@@ -121,7 +200,7 @@ def test_test_alerts_never_crowd_out_a_panic():
     for i in range(CAPACITY):
         eq(ob.add(PFX, "test", None, i), i, "every test alert gets its seq")
     eq(ob.pending, list(range(CAPACITY - TEST_MAX, CAPACITY)), "only the newest TEST_MAX wait")
-    eq(ob.replaced, list(range(CAPACITY - TEST_MAX)))
+    eq(ob.replaced, CAPACITY - TEST_MAX)
     eq(ob.add(PFX, "panic", None, 99), CAPACITY)
     eq(kinds(ob), ["test"] * TEST_MAX + ["panic"])
     again = fresh(nvs.reset())
@@ -141,7 +220,7 @@ def test_a_full_outbox_gives_a_panic_the_oldest_test_alerts_place():
     seq = ob.add(PFX, "panic", None, 0)
     eq(ob.pending[-1], seq)
     eq(ob.pending[0], 1, "the oldest test alert (seq 0) made room")
-    eq(ob.replaced, [0])
+    eq(ob.replaced, 1)
     raises(OutboxError, ob.add, PFX, "test", None, 0)  # full, fewer than TEST_MAX tests: no panic gives way
     eq(kinds(ob).count("panic"), CAPACITY - TEST_MAX + 1)
     # all test alerts give way, one per panic; then CAPACITY panics fill it, and the next is refused

@@ -15,6 +15,11 @@
 #
 # Power cuts: with budget=k the first k mutating calls (set_i32, set_blob, erase_key, commit)
 # run and the next one raises PowerCut before it has any effect.
+#
+# Out of memory: with oom_at=k the k-th call of any kind (counted in ``api``, reads included)
+# raises MemoryError once, before its effect (oom_after=False) or after it (True).  The chip's
+# esp32.NVS itself allocates nothing; the allocations around a call (ss_nvs.get_blob's buffer
+# before it, the bytes it returns after it) are where the firmware's heap runs out.
 
 ESP_ERR_NVS_NOT_FOUND = -0x1102
 ESP_ERR_NVS_KEY_TOO_LONG = -0x1109
@@ -37,6 +42,9 @@ class FakeNVS:
         self.autocommit = autocommit
         self.calls = 0  # mutating calls made (including ones that raised OSError)
         self.log = []
+        self.api = 0  # calls of any kind (for oom_at)
+        self.oom_at = None
+        self.oom_after = False
 
     # --- helpers for tests ---------------------------------------------------------------
     def reset(self):
@@ -51,6 +59,17 @@ class FakeNVS:
             raise PowerCut(what)
         self.calls += 1
         self.log.append(what)
+
+    def _enter(self):
+        self.api += 1
+        if self.oom_at == self.api and not self.oom_after:
+            self.oom_at = None
+            raise MemoryError("memory allocation failed (FakeNVS oom_at, before the call)")
+
+    def _leave(self):
+        if self.oom_at == self.api and self.oom_after:
+            self.oom_at = None
+            raise MemoryError("memory allocation failed (FakeNVS oom_at, after the call)")
 
     def _key(self, key):
         if not isinstance(key, str):
@@ -73,40 +92,77 @@ class FakeNVS:
         if self.autocommit:
             self.durable = dict(self.view)
 
-    # --- esp32.NVS API -----------------------------------------------------------------------
-    def set_i32(self, key, value):
+    # --- what the esp32.NVS calls below do -------------------------------------------------
+    def _set_i32_impl(self, key, value):
         self._key(key)
         if not isinstance(value, int) or value < -0x80000000 or value > 0x7FFFFFFF:
             raise OverflowError("value does not fit in i32")
         self._mutating("set_i32 " + key)
         self._set(key, (I32, value))
 
-    def get_i32(self, key):
+    def _get_i32_impl(self, key):
         return self._get(key, I32)
 
-    def set_blob(self, key, value):
+    def _set_blob_impl(self, key, value):
         self._key(key)
         value = bytes(value)
         self._mutating("set_blob " + key)
         self._set(key, (BLOB, value))
 
-    def get_blob(self, key, buf):
+    def _get_blob_impl(self, key, buf):
         v = self._get(key, BLOB)
         if len(v) > len(buf):
             raise OSError(ESP_ERR_NVS_INVALID_LENGTH)
         buf[: len(v)] = v
         return len(v)
 
-    def erase_key(self, key):
+    def _erase_key_impl(self, key):
         self._key(key)
         self._mutating("erase_key " + key)
         if key not in self.view:
             raise OSError(ESP_ERR_NVS_NOT_FOUND)
         self._set(key, None)
 
-    def commit(self):
+    def _commit_impl(self):
         self._mutating("commit")
         self.durable = dict(self.view)
+
+    # --- esp32.NVS API: each call counts for oom_at ----------------------------------------------
+    def set_i32(self, key, value):
+        self._enter()
+        r = self._set_i32_impl(key, value)
+        self._leave()
+        return r
+
+    def get_i32(self, key):
+        self._enter()
+        r = self._get_i32_impl(key)
+        self._leave()
+        return r
+
+    def set_blob(self, key, value):
+        self._enter()
+        r = self._set_blob_impl(key, value)
+        self._leave()
+        return r
+
+    def get_blob(self, key, buf):
+        self._enter()
+        r = self._get_blob_impl(key, buf)
+        self._leave()
+        return r
+
+    def erase_key(self, key):
+        self._enter()
+        r = self._erase_key_impl(key)
+        self._leave()
+        return r
+
+    def commit(self):
+        self._enter()
+        r = self._commit_impl()
+        self._leave()
+        return r
 
 
 def cut_states(make_store, start, op, autocommit=False):

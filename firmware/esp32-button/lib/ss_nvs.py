@@ -35,6 +35,16 @@ def get_blob(nvs, key, size):
     return bytes(buf[:n])
 
 
+def get_blob_into(nvs, key, buf):
+    """Read the value into ``buf`` (no allocation); its length, or None if missing."""
+    try:
+        return nvs.get_blob(key, buf)
+    except OSError as e:
+        if errno(e) == ESP_ERR_NVS_NOT_FOUND:
+            return None
+        raise
+
+
 def erase(nvs, key):
     """Erase the key; a missing key is fine."""
     try:

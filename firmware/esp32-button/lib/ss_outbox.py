@@ -15,6 +15,7 @@
 #
 # Order of writes for a new alert: entry, then "next", then commit; read back.  A power cut
 # between the two leaves an entry whose seq is >= "next": load() moves "next" past it.
+# Out of memory (MemoryError) is treated like a power cut in RAM: see Outbox.add.
 
 import ss_nvs
 import ssproto.msg as msg
@@ -46,6 +47,16 @@ def decode_entry(raw):
     return e
 
 
+def _same(buf, n, rec):
+    """buf[:n] == rec, without allocating (a slice would)."""
+    if n is None or n != len(rec):
+        return False
+    for i in range(n):
+        if buf[i] != rec[i]:
+            return False
+    return True
+
+
 class OutboxError(Exception):
     def __init__(self, message):
         super().__init__(message)
@@ -59,10 +70,11 @@ class Outbox:
         self.pending = []  # sequence numbers in flash, ascending
         self._slot = {}  # seq -> slot
         self._kind = {}  # seq -> "panic" / "test"
-        self.replaced = []  # test alerts dropped to make room (this boot), seq numbers
+        self.replaced = 0  # test alerts dropped to make room (this boot)
         self.notices = []
         self.dropped = 0  # alerts not stored because the outbox was full (this boot)
         self.epoch = None
+        self._readback = bytearray(_BUF)  # add()'s read-back: allocated once, so it cannot fail
 
     def _get_blob(self, key):
         return ss_nvs.get_blob(self._nvs, key, _BUF)
@@ -108,7 +120,14 @@ class Outbox:
 
     def add(self, pfx, kind, ts, up):
         """Store a new alert; returns its sequence number.  Raises OutboxError if the outbox
-        is full (the sequence number is used up anyway, so receivers see the gap)."""
+        is full (the sequence number is used up anyway, so receivers see the gap).
+
+        Out of memory: everything that allocates happens before the commit, including room
+        for the bookkeeping, so a MemoryError leaves either nothing (not committed: the
+        bookkeeping is undone and ``next_seq`` is unchanged; the caller may try again) or a
+        committed alert that is tracked (``next_seq`` has moved on).  A MemoryError after
+        the write used to lose the alert: the read-back allocated its buffer, the slot stayed
+        marked free and the next alert overwrote it."""
         seq = self.next_seq
         used = list(self._slot.values())
         slot = 0
@@ -119,49 +138,70 @@ class Outbox:
             slot = self._slot[victim]  # overwritten in place: NVS keeps the old entry or the new
         full = slot >= CAPACITY
         key = _key(slot)
-        rec = None
-        try:
-            if self.epoch is None:
-                import os
+        rec = None if full else encode_entry(pfx, seq, kind, ts, up)
+        # the oldest test alert, should the flash turn out full (a panic takes its place)
+        alt = self._victim(kind, True) if victim is None and not full else None
+        alt_key = _key(self._slot[alt]) if alt is not None else None
+        epoch = None
+        if self.epoch is None:
+            import os
 
-                epoch = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+            epoch = int.from_bytes(os.urandom(4), "big") & 0x7FFFFFFF
+        if not full:  # the bookkeeping's room, taken now (undone below unless committed)
+            self.pending.append(seq)
+            self._slot[seq] = slot
+            self._kind[seq] = kind
+        committed = False
+        try:
+            if epoch is not None:
                 self._nvs.set_i32(_KEY_EPOCH, epoch)  # committed with the first alert
-                self.epoch = epoch
             if not full:
-                rec = encode_entry(pfx, seq, kind, ts, up)
                 try:
                     self._nvs.set_blob(key, rec)
                 except OSError as e:
                     if ss_nvs.errno(e) != ss_nvs.ESP_ERR_NVS_NOT_ENOUGH_SPACE:
                         raise
-                    alt = self._victim(kind, True) if victim is None else None
                     if alt is None:
-                        full = True  # the flash is full: same as a full outbox
+                        full = True  # the flash is full: same as a full outbox ("next" moves on)
+                        self._untrack(seq)
                     else:  # the flash is full: a panic takes the oldest test alert's place
-                        victim, slot = alt, self._slot[alt]
-                        key = _key(slot)
+                        victim, slot, key = alt, self._slot[alt], alt_key
+                        self._slot[seq] = slot
                         self._erase(key)
                         self._nvs.set_blob(key, rec)
             self._nvs.set_i32(_KEY_NEXT, seq + 1)
             self._nvs.commit()
-            self.next_seq = seq + 1
-            if full:
-                self.dropped += 1
-                raise OutboxError("outbox full (%d undelivered alerts in flash): alert %d not stored"
-                                  % (len(self.pending), seq))
-            if self._get_blob(key) != rec:
-                raise OutboxError("alert %d read back differs from what was written" % seq)
+            committed = True
         except OSError as e:
             raise OutboxError("NVS write failed (%d)" % ss_nvs.errno(e))
+        finally:
+            if not committed:
+                self._untrack(seq)
+        # Committed: from here on nothing allocates until the alert is tracked and read back.
+        self.next_seq = seq + 1
+        if epoch is not None:
+            self.epoch = epoch
+        if full:
+            self._untrack(seq)
+            self.dropped += 1
+            raise OutboxError("outbox full (%d undelivered alerts in flash): alert %d not stored"
+                              % (len(self.pending), seq))
         if victim is not None:
-            self.pending.remove(victim)
-            del self._slot[victim]
-            del self._kind[victim]
-            self.replaced.append(victim)
-        self.pending.append(seq)
-        self._slot[seq] = slot
-        self._kind[seq] = kind
+            self._untrack(victim)
+            self.replaced += 1
+        n = ss_nvs.get_blob_into(self._nvs, key, self._readback)
+        if not _same(self._readback, n, rec):
+            raise OutboxError("alert %d read back differs from what was written" % seq)
         return seq
+
+    def _untrack(self, seq):
+        # No allocation: list.remove and dict deletion only shrink.
+        if seq in self.pending:
+            self.pending.remove(seq)
+        if seq in self._slot:
+            del self._slot[seq]
+        if seq in self._kind:
+            del self._kind[seq]
 
     def _victim(self, kind, full):
         """The waiting test alert a new alert takes the place of, or None: for a test alert the
