@@ -65,7 +65,8 @@ def test_device_key_certificate_and_mutual_tls(make_sim, guard: SecretGuard, tmp
     with running_site(tmp_path / "site", guard) as site:
         sim = make_sim(aps=[(SSID, pw)], hosts=site.hosts, heap=heap, mpy=heap is not None)
         env = {"SAFESIGNAL_CA_PASS": site.passphrase}
-        p = run_cli(guard, *provision_args(sim, site, pw, "--verify", "--broker", site.uri, "--operator", "monitor"),
+        p = run_cli(guard, *provision_args(sim, site, pw, "--verify", "--broker", site.uri, "--operator", "monitor",
+                                           "--show-log"),
                     env=env)
         assert p.returncode == 0, p.stdout + p.stderr
         assert "→ Sending: provision_identity_csr" in p.stdout

@@ -243,4 +243,78 @@ def test_cert_info_mutations_raise_only_value_error():
     assert parsed > 0  # some changes (in names, dates, signature bytes) still parse
 
 
+@test
+def test_wnaf_digits():
+    # ssproto.p256._wnaf: one byte per digit (the digit mod 32), least significant first;
+    # the digits give k back, each is 0 or odd with |d| < 16, and a non-zero digit is
+    # followed by at least 4 zeros (width-5 NAF).  At most 257 bytes for k < 2^256.
+    big = ss_ec.N * (1 << 40) + 12345  # over 256 bits: the buffer grows
+    for k in (0, 1, 31, 0x1F0F, ss_ec.N - 1, (1 << 256) - 1, X, big):
+        digits = ss_ec._wnaf(k)
+        assert isinstance(digits, bytearray)
+        if k < 1 << 256:
+            eq(len(digits), 257, "digits for k < 2^256")
+        total = 0
+        last = -5
+        for i in range(len(digits)):
+            d = digits[i]
+            if d:
+                assert d & 1 and d != 16, "digit byte %d" % d
+                assert i - last >= 5, "NAF spacing"
+                last = i
+                if d > 16:
+                    d -= 32
+            total += d << i
+        eq(total, k, "digits give k back")
+    # the multiplication by a scalar over 256 bits (k + N*2^40 is k times a point of order N)
+    g = (ss_ec.GX, ss_ec.GY)
+    eq(ss_ec._affine(*ss_ec._mul(big, g[0], g[1])), ss_ec.mul_g(12345), "k over 256 bits")
+
+
+def _fragment(hole):
+    # MicroPython: cut all free heap into holes of at most `hole` bytes (kept blocks of the
+    # same size between them).  Returns what keeps them, to drop afterwards.
+    import gc
+
+    gc.collect()
+    keep = [None] * (gc.mem_free() // hole + 64)
+    n = 0
+    try:
+        while n < len(keep):
+            keep[n] = bytearray(hole - 16)
+            drop = bytearray(hole - 16)  # freed at the next allocation's collection
+            n += 1
+    except MemoryError:
+        pass
+    drop = None  # noqa: F841
+    gc.collect()
+    return keep
+
+
+HOLE = 512
+
+
+@test
+def test_verify_and_ecdh_in_a_fragmented_heap():
+    # The device checks the certificate's signature (ss_identity.check, at provision_complete)
+    # in a heap that is often cut into small pieces: tens of kB free, no piece of 1 kB.  No
+    # step of the verification (nor of ECDH, the same variable-base multiplication) may
+    # need a large piece: the wNAF digits took one 4 kB block here (a list grown by
+    # doubling; 2 kB on the chip) and failed so on the virtual device in 192 kB.
+    # MicroPython only (CPython has no fixed heap): there the results alone are checked.
+    import gc
+
+    info = ss_der.cert_info(CERT_DER)
+    want = ss_ec.ecdh(X, CA_PUB)
+    keep = _fragment(HOLE) if hasattr(gc, "mem_free") else None
+    try:
+        ok = ss_der.cert_signed_by(info, CA_PUB)
+        shared = ss_ec.ecdh(X, CA_PUB)
+    finally:
+        keep = None  # noqa: F841
+        gc.collect()
+    assert ok
+    eq(shared, want, "ECDH in a fragmented heap")
+
+
 run()

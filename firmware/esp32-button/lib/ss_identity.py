@@ -82,9 +82,11 @@ def check(ident, device_id, tenant, verify_signature=True):
     if verify_signature:
         import gc
 
+        ca_pub = ca["pub"]
+        ca = None  # the CA's other fields are garbage from here on
         gc.collect()  # the verification needs room for its tables
-    if verify_signature and not ss_der.cert_signed_by(info, ca["pub"]):
-        raise _mismatch("the certificate's signature does not verify with this CA's key")
+        if not ss_der.cert_signed_by(info, ca_pub):
+            raise _mismatch("the certificate's signature does not verify with this CA's key")
     return info
 
 

@@ -198,26 +198,33 @@ def _mul_g(k):
 
 
 def _wnaf(k):
-    """Width-5 NAF digits of k >= 0, least significant first."""
-    out = []
+    """Width-5 NAF digits of k >= 0, least significant first, one byte each: the digit mod 32
+    (0; 1..15 odd for +1..+15; 17..31 odd for -15..-1).  257 bytes for k < 2^256 (the
+    digits above the top one are 0), longer for a larger k.  A bytearray, not a list: a
+    list of 257 ints grows by doubling to one 2 kB block on the chip (4 kB on the 64-bit
+    unix port), which a fragmented heap often does not have (a MemoryError in the
+    certificate check and the SPAKE2+ response, on the virtual device in 192 kB)."""
+    out = bytearray(257)
+    i = 0
     while k:
+        if i == len(out):
+            out.extend(bytes(16))
         if k & 1:
             dg = k & _WNAF_MASK
+            out[i] = dg
             if dg > _WNAF_HALF:
                 dg -= 32
             k -= dg
-        else:
-            dg = 0
-        out.append(dg)
         k >>= 1
+        i += 1
     return out
 
 
 def _mul(k, x, y):
     """k*(x, y), Jacobian; (x, y) an affine point of order N, 0 <= k."""
-    digits = _wnaf(k)
-    if not digits:
+    if not k:
         return 1, 1, 0
+    digits = _wnaf(k)
     # Odd multiples 1, 3, ..., 15 times the point, affine (two inversions in all).
     x2, y2 = _affine(*_dbl(x, y, 1))
     jac = []
@@ -234,12 +241,13 @@ def _mul(k, x, y):
         if Z:
             X, Y, Z = _dbl(X, Y, Z)
         dg = digits[i]
-        if dg > 0:
-            t = odd[dg >> 1]
-            X, Y, Z = _madd(X, Y, Z, t[0], t[1])
-        elif dg < 0:
-            t = odd[(-dg) >> 1]
-            X, Y, Z = _madd(X, Y, Z, t[0], p - t[1])
+        if dg:
+            if dg < _WNAF_HALF:
+                t = odd[dg >> 1]
+                X, Y, Z = _madd(X, Y, Z, t[0], t[1])
+            else:  # the digit dg - 32
+                t = odd[(32 - dg) >> 1]
+                X, Y, Z = _madd(X, Y, Z, t[0], p - t[1])
         i -= 1
     return X, Y, Z
 
@@ -260,6 +268,9 @@ def comb_table(w=_COMB_W, d=_COMB_D, pt=None):
     """The comb table of width w and d columns for the base point pt (default G: then it is
     _COMB_TABLE recomputed): entry i = T[i] at (i-1)*64.  Jacobian throughout, two
     inversions in all (Montgomery's trick): about 7 ms for w = 4 on the unix port, not 10."""
+    # The result first, while the heap has room in one piece: the points below stay live
+    # until the end, each with the garbage of its computation between it and the next.
+    out = bytearray(((1 << w) - 1) * 64)
     x0, y0 = pt or (GX, GY)
     q = (x0, y0, 1)
     jac = []
@@ -280,7 +291,6 @@ def comb_table(w=_COMB_W, d=_COMB_D, pt=None):
             tj[i] = _madd(t[0], t[1], t[2], x, y)
         else:
             tj[i] = (x, y, 1)
-    out = bytearray(((1 << w) - 1) * 64)
     o = 0
     for x, y in _batch_affine(tj[1:]):
         out[o:o + 32] = x.to_bytes(32, "big")
