@@ -274,4 +274,91 @@ def test_no_irq_without_a_trigger():
     eq(pin.handler, None)
 
 
+@test
+def test_a_press_the_alert_path_cannot_take_yet_is_kept_and_offered_again():
+    # on_press returns False when the heap ran out before the alert was stored (ss_app); it
+    # raises MemoryError if even that could not run.  Either way the press is kept, offered
+    # again, and the presses after it wait their turn.  (Before: the press was gone.)
+    answers = [False, "raise", False]
+    taken = []
+
+    def on_press():
+        a = answers.pop(0) if answers else True
+        if a == "raise":
+            raise MemoryError("memory allocation failed")
+        if a:
+            taken.append(1)
+        return a
+
+    pin = Pin()
+    b = Button(pin, on_press, 2)
+    pin.fall()
+    eq(b.sample(0), True)
+    eq((b.presses, b.unsent, taken), (1, 1, []))
+    feed(b, [0, 1, 1, 1])
+    pin.fall()
+    eq(b.sample(0), True, "a second press while the first waits")
+    eq((b.presses, b.unsent), (2, 2))
+    b._offer()  # run() does this every RETRY_MS
+    eq((b.unsent, taken), (2, []))
+    b._offer()
+    eq((b.unsent, len(taken)), (0, 2), "both taken once memory is back, one alert each")
+    b._offer()
+    eq(len(taken), 2)
+
+
+@test
+def test_the_press_at_power_on_is_kept_too():
+    answers = [False]
+    pin = Pin()
+    b = Button(pin, lambda: answers.pop(0) if answers else True, 2)
+    b.counted_elsewhere()
+    eq((b.presses, b.unsent), (1, 1))
+    b._offer()
+    eq(b.unsent, 0)
+
+
+@test
+def test_run_offers_a_kept_press_again_and_survives_errors():
+    # The button task itself: a press that waits is offered again within RETRY_MS, and an
+    # on_press that fails (a bug) costs that press only, not the task.
+    import asyncio
+
+    from ss_compat import sleep_ms
+
+    calls = []
+
+    def on_press():
+        calls.append(len(calls))
+        if len(calls) == 1:
+            return False  # out of memory
+        if len(calls) == 3:
+            raise ValueError("a bug")
+        return True
+
+    class LevelPin(Pin):
+        level = 1
+
+        def value(self):
+            return self.level
+
+    pin = LevelPin()
+    b = Button(pin, on_press, 2)
+
+    async def main():
+        task = asyncio.create_task(b.run())
+        for _ in range(2):  # two presses, 150 ms each, with 300 ms between
+            pin.level = 0
+            pin.fall()
+            await sleep_ms(150)
+            pin.level = 1
+            await sleep_ms(300)
+        task.cancel()
+
+    asyncio.run(main())
+    eq(b.presses, 2)
+    eq(b.unsent, 0)
+    eq(calls, [0, 1, 2], "offered, offered again (taken), then the second press (the bug)")
+
+
 run()

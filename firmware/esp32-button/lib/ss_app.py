@@ -9,6 +9,7 @@ FIRMWARE = "safesignal-button 0.1.0"
 _IDENTITY_PRELOAD_FREE = 96 * 1024  # bytes of free heap at boot above which ss_identity loads at once
 # Oldest MicroPython this firmware supports (also pinned in manifest.py and PROVISIONING.md).
 REQUIRES_MICROPYTHON = (1, 24, 0)
+_PRESS_KEPT = "[ALERT] Out of memory: the panic press is kept and stored as soon as memory allows"
 
 
 def _chip_id(machine):
@@ -33,8 +34,11 @@ class App:
     def __init__(self, store, outbox, wlan_factory, firmware, boot_id, machine=None, chip_id=""):
         import time
 
+        from ss_outbox import OutboxError
         from ss_time import Uptime
 
+        self._OutboxError = OutboxError  # bound now: on_press must not import when memory is short
+        self.press_waits = False  # a press is kept because the heap ran out (on_press)
         self.uptime = Uptime(time.ticks_ms, time.ticks_diff)  # alerts carry the time since boot
         self.store = store
         self.machine = machine  # for the RTC (SNTP); None in tests
@@ -188,17 +192,34 @@ class App:
         asyncio.create_task(self.ble.run())
 
     def on_press(self):
-        from ss_outbox import OutboxError
-
-        if not self.store.provision_is_provisioned():
-            print("[BUTTON] Pressed, but the device is not provisioned: no alert can be sent")
-            return
+        """Store the panic alert of one press.  True when the press is dealt with (stored, or
+        refused for good: not provisioned, outbox full); False when the heap ran out before
+        the alert was in flash: the button keeps the press and calls again (ss_button), so a
+        press is never lost to a moment without memory.  (On the virtual device's 128 kB heap
+        a press once hit a MemoryError after its alert was written: the alert was lost.)"""
+        outbox = self.outbox
+        before = outbox.next_seq
         try:
-            seq = self.alert("panic")
-        except OutboxError as e:
-            print("[ALERT] PANIC NOT STORED: %s" % e.message)
-            return
-        print("[ALERT] Panic alert %d stored; sending" % seq)
+            if not self.store.provision_is_provisioned():
+                print("[BUTTON] Pressed, but the device is not provisioned: no alert can be sent")
+                return True
+            try:
+                seq = self.alert("panic")
+            except self._OutboxError as e:
+                print("[ALERT] PANIC NOT STORED: %s" % e.message)
+                return True
+            print("[ALERT] Panic alert %d stored; sending" % seq)
+        except MemoryError:
+            if outbox.next_seq != before:
+                return True  # the alert is in flash (Outbox.add); only what came after ran out
+            if not self.press_waits:
+                self.press_waits = True
+                print(_PRESS_KEPT)  # a constant: printing it allocates nothing
+            return False
+        if self.press_waits:
+            self.press_waits = False
+            print("[ALERT] The panic press kept while memory was short is stored")
+        return True
 
 
 async def _main():
@@ -303,6 +324,7 @@ async def _button_and_ble(app, pin, machine, Button, ble_console):
     from ss_compat import ticks_diff, ticks_ms
 
     held = False
+    button = Button(pin, app.on_press, machine.Pin.IRQ_FALLING)
     if pin.value() == 0:
         t0 = ticks_ms()
         while pin.value() == 0 and ticks_diff(ticks_ms(), t0) < P.HOLD_MS:
@@ -314,8 +336,8 @@ async def _button_and_ble(app, pin, machine, Button, ble_console):
             while pin.value() == 0:
                 await sleep_ms(20)
         else:
-            app.on_press()
-    asyncio.create_task(Button(pin, app.on_press, machine.Pin.IRQ_FALLING).run())
+            button.counted_elsewhere()
+    asyncio.create_task(button.run())
     app.ble_boot(held, ble_console)
 
 

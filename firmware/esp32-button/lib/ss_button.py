@@ -40,6 +40,7 @@ POLL_MS = const(10)
 STABLE_SAMPLES = const(3)  # released samples in a row that re-arm the button after a press
 CONFIRM_SAMPLES = const(2)  # samples after a "pressed" one in which a late edge still counts it
 STALL_MS = const(30)  # a gap between samples longer than this may have hidden a press
+RETRY_MS = const(100)  # a press the alert path could not take yet (no memory): offered again this often
 
 
 class Button:
@@ -49,6 +50,8 @@ class Button:
         self.pressed = False  # a press was counted and the button is not re-armed yet
         self.presses = 0
         self.latched = 0  # presses counted from the interrupt latch alone
+        self.unsent = 0  # presses counted that on_press has not taken yet (it returned False)
+        self._offered = 0  # ticks_ms when an unsent press was last offered
         self._run = 0  # pressed: released samples in a row; armed: 1 if the last sample was low
         self._low = 0  # armed: samples left in which an edge confirms the last "pressed" sample
         self._edge = False
@@ -63,7 +66,32 @@ class Button:
         self._run = 0
         self._low = 0
         self.presses += 1
-        self._on_press()
+        self.unsent += 1
+        self._offer()
+
+    def counted_elsewhere(self):
+        """A press seen by other code (the power-on check): handed over like any other."""
+        self.presses += 1
+        self.unsent += 1
+        self._offer()
+
+    def _offer(self):
+        """Give every counted press to on_press.  on_press returns False when it cannot take
+        it yet (out of memory before the alert was stored): the press stays in ``unsent`` (an
+        int: counting it allocates nothing) and run() offers it again every RETRY_MS.  Any
+        other result (None included) takes it.  An exception takes it too, and propagates."""
+        self._offered = ticks_ms()
+        while self.unsent:
+            try:
+                taken = self._on_press()
+            except MemoryError:
+                taken = False
+            except BaseException:
+                self.unsent -= 1
+                raise
+            if taken is False:
+                return
+            self.unsent -= 1
 
     def sample(self, level, late=False):
         """Feed one pin reading; ``late``: more than STALL_MS since the previous one.  Returns
@@ -77,8 +105,12 @@ class Button:
             self._low = 0
             if not self.pressed:
                 self._run = 0
-            print("[BUTTON] Press latched by the pin interrupt (sampling was held up)")
-            self._on_press()
+            self.unsent += 1  # counted before anything that could run out of memory
+            try:
+                print("[BUTTON] Press latched by the pin interrupt (sampling was held up)")
+            except MemoryError:
+                pass
+            self._offer()
             return True
         if self.pressed:  # wait for STABLE_SAMPLES released samples; edges are bounce
             if down:
@@ -113,6 +145,11 @@ class Button:
             last = now
             try:
                 self.sample(self._pin.value(), late)
+                if self.unsent and ticks_diff(now, self._offered) >= RETRY_MS:
+                    self._offer()
             except Exception as e:  # never let one bad press stop the button
-                print("[BUTTON] Error: %s" % e)
+                try:
+                    print("[BUTTON] Error: %s" % e)
+                except MemoryError:
+                    pass  # formatting the message needs heap; the loop must go on all the same
             await sleep_ms(POLL_MS)
