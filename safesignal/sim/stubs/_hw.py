@@ -40,19 +40,31 @@ def _lost():
                 sys.exit(0)  # SystemExit: the firmware catches only Exception
 
 
-def call(op, **args):
+def exchange(request):
+    """Send one request line (bytes, ending in a newline) in one write and return the reply
+    line, undecoded.  One write: a request split over several would meet Nagle's algorithm and
+    the peer's delayed ACK on the loopback connection, 40 ms a call."""
     global _sock
     if _sock is None:
         _sock = _connect()
-    args["op"] = op
-    _sock.write(json.dumps(args).encode() + b"\n")
+    _sock.write(request)
     line = _sock.readline()
     if not line:
         _lost()
+    return line
+
+
+def result(line):
+    """The ``result`` of a reply line; OSError for an ``errno`` reply."""
     reply = json.loads(line)
     if "errno" in reply:
         raise OSError(reply["errno"])
     return reply.get("result")
+
+
+def call(op, **args):
+    args["op"] = op
+    return result(exchange(json.dumps(args).encode() + b"\n"))
 
 
 # The chip's bluetooth module is C in flash: importing it costs the heap nothing, at any time.
