@@ -1,7 +1,7 @@
 """Compile the firmware library to .mpy with mpy-cross, the way it is deployed.
 
 Loading precompiled bytecode spares the device the compiler's memory peaks (a 280-line module
-can need tens of kB of parse tree while it compiles), so the firmware fits a 128 kB heap.
+can need tens of kB of parse tree while it compiles), so the firmware fits a 144 kB heap.
 Bytecode .mpy files are portable: the same output runs on the ESP32-S3 and under the virtual
 device; ``march`` only matters for native-code functions, which the firmware does not use.
 """

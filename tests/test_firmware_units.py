@@ -33,7 +33,7 @@ MPY_SCRIPTS = sorted(MPY_TESTS.glob("check_*.py"))
 
 def _micropython(script):
     env = {"MICROPYPATH": f"{LIB}:{MPY_TESTS}:.frozen"}
-    # The firmware's own 128 kB budget is proven by tests/test_alerts_e2e.py (the whole flow on
+    # The firmware's own 144 kB budget is proven by tests/test_alerts_e2e.py (the whole flow on
     # a virtual device); these scripts hold test code and fakes on top of the modules.
     return [str(MICROPYTHON), "-X", "heapsize=256k", str(script)], env
 

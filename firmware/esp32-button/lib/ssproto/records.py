@@ -13,7 +13,7 @@
 # i32 counters "next" and "epoch" (ss_outbox).
 #
 # Memory: every name, and every string of up to 10 characters, becomes a qstr when the module
-# loads, and the qstr pool grows in steps of several kB; the 128 kB heap the whole flow is
+# loads, and the qstr pool grows in steps of several kB; the 144 kB heap the whole flow is
 # tested in (tests/test_alerts_e2e.py) has little room.  So: few names, the ones ss_store and
 # ss_outbox already had where possible, and longer messages.  Errors are ValueError("what is
 # wrong"), never naming a value (it may be a password).
