@@ -28,10 +28,14 @@
 #
 # The latch: when the loop comes back late (more than STALL_MS since the previous sample),
 # finds the pin released and an edge seen, a press it could not sample happened, and it
-# counts.  Limits: the edge is one flag, so several presses inside one pause count once; and
-# if a pause begins within a few ms of a release, that release's contact bounce can count as a
-# second press.  Both err towards sending the alert: a lost panic press is worse than a second
-# alert.
+# counts.  A pause shorter than LATCH_HELD_MS (60 ms) is read more closely: if it began before
+# the button re-armed, its edge is the last press's release bounce (no whole new press fits:
+# a release, STALL_MS held, a release again), and a press it latches re-arms as after any
+# release, so its own bounce does not count again.  (Without this, slow sampling turned about
+# half of all bouncy presses into two alerts: tests/mpy/check_button.py.)  Limits: the edge
+# is one flag, so several presses inside one pause count once; and a longer pause around a
+# release can still count its bounce as a second press.  Both err towards sending the alert:
+# a lost panic press is worse than a second alert.
 
 from ss_compat import const, sleep_ms, ticks_diff, ticks_ms
 
@@ -40,6 +44,7 @@ POLL_MS = const(10)
 STABLE_SAMPLES = const(3)  # released samples in a row that re-arm the button after a press
 CONFIRM_SAMPLES = const(2)  # samples after a "pressed" one in which a late edge still counts it
 STALL_MS = const(30)  # a gap between samples longer than this may have hidden a press
+LATCH_HELD_MS = const(60)  # a pause that began before the button re-armed latches only if this long
 RETRY_MS = const(100)  # a press the alert path could not take yet (no memory): offered again this often
 
 
@@ -93,17 +98,30 @@ class Button:
                 return
             self.unsent -= 1
 
-    def sample(self, level, late=False):
-        """Feed one pin reading; ``late``: more than STALL_MS since the previous one.  Returns
-        True if it counted a press."""
+    def sample(self, level, late=False, gap_ms=None):
+        """Feed one pin reading; ``late``: more than STALL_MS since the previous one, which was
+        ``gap_ms`` ago (None: unknown, taken as long).  Returns True if it counted a press."""
         edge = self._edge
         self._edge = False
         down = level == 0
+        if late and edge and not down and self.pressed and gap_ms is not None and gap_ms < LATCH_HELD_MS:
+            # Not re-armed since the last press: the edge is that press's release bounce.  A
+            # new press does not fit in the pause: it needs a release, STALL_MS held and a
+            # release again, and one starting within STABLE_SAMPLES samples of a release is
+            # bounce on the sampled path too.  (Latching here sent a second alert for one
+            # bouncy press whenever the loop paused around a release.)
+            edge = False
         if late and edge and not down:
             self.presses += 1
             self.latched += 1
             self._low = 0
-            if not self.pressed:
+            if gap_ms is not None and gap_ms < LATCH_HELD_MS:
+                # A short pause: the press it hid was released moments ago, or is still in
+                # its contact bounce at the start: re-arm as after any release, so the rest of
+                # that press is not a second one.
+                self.pressed = True
+                self._run = 0
+            elif not self.pressed:
                 self._run = 0
             self.unsent += 1  # counted before anything that could run out of memory
             try:
@@ -141,10 +159,10 @@ class Button:
         last = ticks_ms()
         while True:
             now = ticks_ms()
-            late = ticks_diff(now, last) > STALL_MS
+            gap = ticks_diff(now, last)
             last = now
             try:
-                self.sample(self._pin.value(), late)
+                self.sample(self._pin.value(), gap > STALL_MS, gap)
                 if self.unsent and ticks_diff(now, self._offered) >= RETRY_MS:
                     self._offer()
             except Exception as e:  # never let one bad press stop the button
