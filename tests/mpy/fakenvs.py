@@ -128,41 +128,21 @@ class FakeNVS:
         self.durable = dict(self.view)
 
     # --- esp32.NVS API: each call counts for oom_at ----------------------------------------------
-    def set_i32(self, key, value):
-        self._enter()
-        r = self._set_i32_impl(key, value)
-        self._leave()
-        return r
+    def _api(impl):  # noqa: N805 - used in this class body, on the functions above
+        def call(self, *args):
+            self._enter()
+            r = impl(self, *args)
+            self._leave()
+            return r
 
-    def get_i32(self, key):
-        self._enter()
-        r = self._get_i32_impl(key)
-        self._leave()
-        return r
+        return call
 
-    def set_blob(self, key, value):
-        self._enter()
-        r = self._set_blob_impl(key, value)
-        self._leave()
-        return r
-
-    def get_blob(self, key, buf):
-        self._enter()
-        r = self._get_blob_impl(key, buf)
-        self._leave()
-        return r
-
-    def erase_key(self, key):
-        self._enter()
-        r = self._erase_key_impl(key)
-        self._leave()
-        return r
-
-    def commit(self):
-        self._enter()
-        r = self._commit_impl()
-        self._leave()
-        return r
+    set_i32 = _api(_set_i32_impl)
+    get_i32 = _api(_get_i32_impl)
+    set_blob = _api(_set_blob_impl)
+    get_blob = _api(_get_blob_impl)
+    erase_key = _api(_erase_key_impl)
+    commit = _api(_commit_impl)
 
 
 def cut_states(make_store, start, op, autocommit=False):
