@@ -14,8 +14,10 @@ which this test reports (pytest -s prints it; junit XML gets it as properties).
 
 Also in 256 kB with the firmware compiled by mpy-cross (as deployed).  Not less: in 224 kB
 provision_complete's connect test (mbedTLS handshake with BLE up) runs out of memory, and in
-192 kB, the smallest heap PROVISIONING.md documents for mqtts:// over the console, the device's
-SPAKE2+ response does (p256._wnaf, a MemoryError that ends ss_ble's task: the host times out).
+192 kB, the smallest heap PROVISIONING.md documents for mqtts:// over the console, the device
+runs out during provision_identity_csr (the host reports a message that failed authentication,
+drops the link and times out).  Before p256._wnaf kept its digits in a bytearray, 192 kB ran
+out earlier, in the device's SPAKE2+ response.
 
 The bluetooth stub is loaded at power-up (safesignal/sim/stubs/_hw.py), not compiled when the
 BLE window opens: a lazy import from source needs ~55 kB free for a moment, which the chip's C
