@@ -3,6 +3,7 @@ every case runs the real CLI as a subprocess."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -50,6 +51,26 @@ def test_mistyped_flag_with_equals_shows_no_value(guard: SecretGuard) -> None:
     guard.output("stderr", p.stderr)
     assert p.returncode == 2 and p.stderr.startswith("usage: safesignal status ")
     assert "unrecognized arguments: --wifi-password, --jsn (did you mean --json?)" in p.stderr
+
+
+def test_usage_errors_of_a_json_command_are_json_on_stdout(guard: SecretGuard) -> None:
+    """A factory script runs `provision --json` and reads stdout: a usage error is one JSON
+    object there too (exit 2, the same text as on stderr, no value shown), not an empty stdout."""
+    guard.secret(SECRET)
+    p = run(SAFESIGNAL + ["provision", "--json", "--port", "/dev/null", "--wifi-ssid", "Net", "--wifi-pas", SECRET,
+                          "--device-id", "d", "--tenant", "t", "--building", "b", "--room", "r"])
+    guard.output("stdout", p.stdout)
+    guard.output("stderr", p.stderr)
+    assert p.returncode == 2 and p.stderr.startswith("usage: safesignal provision "), p.stderr
+    doc = json.loads(p.stdout)
+    assert doc["exit_code"] == 2
+    assert doc["error"].startswith("usage: unrecognized arguments: --wifi-pas (did you mean --wifi-pass?)"), doc
+    p = run(SAFESIGNAL + ["ble", "scan", "--json", "--duration", "soon"])
+    assert p.returncode == 2
+    assert json.loads(p.stdout) == {"error": "usage: argument --duration: invalid float value (value not shown)",
+                                    "exit_code": 2}
+    p = run(SAFESIGNAL + ["status", "--port", "x", "--jsn"])  # no --json: stdout stays empty
+    assert p.returncode == 2 and p.stdout == ""
 
 
 def test_nested_and_top_level_unknown_flags() -> None:

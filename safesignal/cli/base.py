@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import logging
 import os
 import re
@@ -59,6 +60,8 @@ class Parser(argparse.ArgumentParser):
             names = self._subcommand_names()
             if not argv or (argv[0] not in names and argv[0] not in ("-h", "--help")):
                 argv.insert(0, self.default_command)
+        if "--json" in argv:
+            self.json_errors = True  # a script asked for JSON: a usage error is JSON too
         ns, extras = super().parse_known_args(argv, namespace)
         if extras and self._subparsers is None:
             self.error(unrecognized(extras, self._option_names()))  # here, with this command's usage
@@ -82,6 +85,10 @@ class Parser(argparse.ArgumentParser):
         message = re.sub(r"invalid choice: '[^']*'", "invalid choice", message)
         message = re.sub(r"ambiguous option: \S+", "ambiguous option", message)
         self.print_usage(sys.stderr)
+        if getattr(self, "json_errors", False):
+            # One JSON object on stdout as for any other failure of a --json command, so a
+            # script that reads stdout sees why (the text goes to stderr as ever).
+            print(json.dumps({"error": f"usage: {message}", "exit_code": 2}), flush=True)
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
