@@ -15,9 +15,11 @@ which this test reports (pytest -s prints it; junit XML gets it as properties).
 Also in 256 kB with the firmware compiled by mpy-cross (as deployed).  Not less: in 224 kB
 provision_complete's connect test (mbedTLS handshake with BLE up) runs out of memory, and in
 192 kB, the smallest heap PROVISIONING.md documents for mqtts:// over the console, the device
-runs out during provision_identity_csr (the host reports a message that failed authentication,
-drops the link and times out).  Before p256._wnaf kept its digits in a bytearray, 192 kB ran
-out earlier, in the device's SPAKE2+ response.
+runs out after the SPAKE2+ session is up and ends it: the host says "the device refused the BLE
+session: out of memory on the device; try again" (exit 1).  Before p256._wnaf kept its digits
+in a bytearray, 192 kB ran out earlier, in the device's SPAKE2+ response; and before the
+channel counted a frame only once it was made, a MemoryError while sealing one cost a counter,
+and the host took the next frame for a forgery.
 
 The bluetooth stub is loaded at power-up (safesignal/sim/stubs/_hw.py), not compiled when the
 BLE window opens: a lazy import from source needs ~55 kB free for a moment, which the chip's C

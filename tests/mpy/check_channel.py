@@ -97,6 +97,29 @@ def test_channel_known_frames():
 
 
 @test
+def test_a_seal_that_ran_out_of_memory_uses_no_counter():
+    # The device's heap runs out while it encrypts (a fragmented heap, ss_ble): nothing was
+    # sent, so the next frame must carry the counter the host expects.  (Before, seal counted
+    # first: the host refused the next frame as "lost or reordered", which it reported as a
+    # message that failed authentication.)
+    host = Channel(h(K_SHARED), False)
+    dev = Channel(h(K_SHARED), True)
+    real = channel.ccm_encrypt
+
+    def no_memory(*a, **kw):
+        raise MemoryError("memory allocation failed")
+
+    channel.ccm_encrypt = no_memory
+    try:
+        raises(MemoryError, dev.seal, b"status")
+    finally:
+        channel.ccm_encrypt = real
+    eq(dev.seal(FRAMES[2][0]), h(FRAMES[2][1]), "the next frame carries counter 0")
+    eq(host.open(h(FRAMES[2][1])), FRAMES[2][0], "and opens")
+    eq(host.open(dev.seal(b"next")), b"next", "the counter moves on after a frame made")
+
+
+@test
 def test_replay_refused_and_channel_dies():
     dev = Channel(h(K_SHARED), True)
     dev.open(h(FRAMES[0][1]))

@@ -168,9 +168,12 @@ class Channel:
         ctr = self.sent
         if ctr >> 32:
             self._fail("counter exhausted")
-        self.sent = ctr + 1
         head = ctr.to_bytes(CTR_LEN, "big")
-        return head + ccm_encrypt(self._tx, _nonce(self._txd, ctr), bytes(plaintext))
+        frame = head + ccm_encrypt(self._tx, _nonce(self._txd, ctr), bytes(plaintext))
+        # Counted once the frame exists: a MemoryError while encrypting (a device's fragmented
+        # heap) sent nothing, and the next frame must carry the counter the peer expects.
+        self.sent = ctr + 1
+        return frame
 
     def open(self, frame):
         if self.dead:
