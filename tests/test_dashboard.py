@@ -128,8 +128,11 @@ def test_api_ingest_and_confirmation(backend: str, request: pytest.FixtureReques
         # presence from the retained status; a test alert delivered twice is stored once
         before = now_iso()
         alert(mosquitto, "btn-1", 0, "test", copies=2)
+        # (presence is written on its own thread, ingest.PresenceWriter: it may trail the alert;
+        # the firmware comes from the status message only)
         devs = dash.wait_for("/api/devices", viewer,
-                             lambda ds: (d := device(ds, "btn-1")) is not None and d["last_test_alert"] is not None)
+                             lambda ds: (d := device(ds, "btn-1")) is not None and d["last_test_alert"] is not None
+                             and d["firmware"] is not None)
         d = device(devs, "btn-1")
         assert d is not None
         assert {"tenant", "building", "room", "device_id", "chip_id", "online", "last_seen", "last_test_alert",
@@ -567,7 +570,9 @@ def test_ingest_over_mutual_tls_with_an_operator_certificate(guard: SecretGuard,
             pfx = msg.prefix(site.tenant, "main", "room-1", "button-1")
             dev.publish(pfx + "/status", msg.status_payload(pfx, True, "fw", "b1"), retain=True)
             dev.publish(pfx + "/alert", msg.alert_payload(pfx, 0, "panic", time.time(), 5, 3))
-            devs = dash.wait_for("/api/devices", viewer, lambda ds: any(d["last_alert"] for d in ds))
+            # the alert and the presence (written on its own thread: it may trail the alert; the
+            # firmware comes from the status message only)
+            devs = dash.wait_for("/api/devices", viewer, lambda ds: any(d["last_alert"] and d["firmware"] for d in ds))
             assert [(d["tenant"], d["device_id"], d["online"]) for d in devs] == [(site.tenant, "button-1", True)]
             assert [(a["device_id"], a["seq"], a["type"]) for a in dash.get("/api/alerts", viewer)] == [
                 ("button-1", 0, "panic")]

@@ -50,9 +50,11 @@ def test_provision_posts_the_record_and_the_installer_confirms(make_sim, guard: 
         assert r.returncode == 0, r.stderr
         assert "✓ Provisioning record posted to " in r.stdout and installer not in r.stdout + r.stderr
         status = json.loads(run_cli(guard, "status", "--port", sim.port, "--json").stdout)
+        # the record, the test alert after it, and the device's birth message (presence is
+        # written on its own thread, ingest.PresenceWriter: it may trail the alert)
         devs = dash.wait_for("/api/devices", viewer, lambda ds: any(
             d["device_id"] == IDENT[0] and d["provisioned_at"] and d["last_test_alert"] and
-            d["last_test_alert"] >= d["provisioned_at"] for d in ds))
+            d["last_test_alert"] >= d["provisioned_at"] and d["online"] for d in ds))
         d = next(d for d in devs if d["device_id"] == IDENT[0])
         # the registry knows which chip stands behind the id: the one the device reported
         assert d["chip_id"] == status["chip_id"] and d["chip_id"]
