@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from safesignal.tools import stop_process
 from support.broker import Mosquitto
 from support.cli import run_cli
-from support.env import REPO, end_child, need_module
+from support.env import REPO, need_module
 from support.guard import SecretGuard
 from support.sim import Sim
 
@@ -127,7 +128,7 @@ def test_a_killed_test_process_leaves_no_vm(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, [c.decode(errors="replace") for c in _cmdlines(pgid)]
             time.sleep(0.2)
     finally:
-        end_child(child)
+        stop_process(child, 5, signal.SIGKILL)
         if pgid and _group_alive(pgid):
             os.killpg(pgid, signal.SIGKILL)
 

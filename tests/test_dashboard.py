@@ -27,9 +27,10 @@ import ssproto.msg as msg
 from conftest import REPO, Mosquitto, SecretGuard, need
 from safesignal.alerts.anomaly import kind
 from safesignal.alerts.mosquitto import Mosquitto as RealMosquitto
+from safesignal.tools import stop_process
 from support.cli import run_cli
 from support.dashboard import Dashboard, add_user
-from support.env import end_child, free_port
+from support.env import free_port
 from support.postgres import Postgres, find_bindir, postgres_server  # noqa: F401 - the fixture
 
 TENANT, BUILDING, ROOM = "acme", "hq", "r101"
@@ -539,7 +540,7 @@ def test_postgres_ends_with_a_killed_test_process() -> None:
             time.sleep(0.1)
         assert not _alive(pid), "the postmaster outlived the test process"
     finally:
-        end_child(child)
+        stop_process(child, 5, signal.SIGKILL)
         if pid and _alive(pid):
             os.kill(pid, signal.SIGKILL)
         if pgdir is not None:

@@ -52,6 +52,7 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)  # "--wifi=secret" must not be matched, nor echoed
         super().__init__(*args, **kwargs)
         self.default_command = default_command
+        self.json_errors = False  # --json was given: a usage error is JSON on stdout too
 
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -61,7 +62,7 @@ class Parser(argparse.ArgumentParser):
             if not argv or (argv[0] not in names and argv[0] not in ("-h", "--help")):
                 argv.insert(0, self.default_command)
         if "--json" in argv:
-            self.json_errors = True  # a script asked for JSON: a usage error is JSON too
+            self.json_errors = True
         ns, extras = super().parse_known_args(argv, namespace)
         if extras and self._subparsers is None:
             self.error(unrecognized(extras, self._option_names()))  # here, with this command's usage
@@ -85,7 +86,7 @@ class Parser(argparse.ArgumentParser):
         message = re.sub(r"invalid choice: '[^']*'", "invalid choice", message)
         message = re.sub(r"ambiguous option: \S+", "ambiguous option", message)
         self.print_usage(sys.stderr)
-        if getattr(self, "json_errors", False):
+        if self.json_errors:
             # One JSON object on stdout as for any other failure of a --json command, so a
             # script that reads stdout sees why (the text goes to stderr as ever).
             print(json.dumps({"error": f"usage: {message}", "exit_code": 2}), flush=True)

@@ -41,7 +41,6 @@ class FakeNVS:
         self.budget = budget
         self.autocommit = autocommit
         self.calls = 0  # mutating calls made (including ones that raised OSError)
-        self.log = []
         self.api = 0  # calls of any kind (for oom_at)
         self.oom_at = None
         self.oom_after = False
@@ -58,7 +57,6 @@ class FakeNVS:
         if self.budget is not None and self.calls >= self.budget:
             raise PowerCut(what)
         self.calls += 1
-        self.log.append(what)
 
     def _enter(self):
         self.api += 1

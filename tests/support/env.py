@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -60,10 +59,3 @@ def tmux_dies_with_this_process(sock: str) -> None:
 
     watch = f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; tmux -L {sock} kill-server"
     subprocess.run(["tmux", "-L", sock, "run-shell", "-b", watch], check=True)
-
-
-def end_child(proc: Any) -> None:
-    """Kill ``proc`` (a subprocess.Popen) if it still runs, and reap it: a test's last word on a child."""
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()

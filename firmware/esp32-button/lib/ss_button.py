@@ -104,7 +104,8 @@ class Button:
         edge = self._edge
         self._edge = False
         down = level == 0
-        if late and edge and not down and self.pressed and gap_ms is not None and gap_ms < LATCH_HELD_MS:
+        short = gap_ms is not None and gap_ms < LATCH_HELD_MS
+        if late and edge and not down and self.pressed and short:
             # Not re-armed since the last press: the edge is that press's release bounce.  A
             # new press does not fit in the pause: it needs a release, STALL_MS held and a
             # release again, and one starting within STABLE_SAMPLES samples of a release is
@@ -115,7 +116,7 @@ class Button:
             self.presses += 1
             self.latched += 1
             self._low = 0
-            if gap_ms is not None and gap_ms < LATCH_HELD_MS:
+            if short:
                 # A short pause: the press it hid was released moments ago, or is still in
                 # its contact bounce at the start: re-arm as after any release, so the rest of
                 # that press is not a second one.

@@ -139,9 +139,6 @@ class Outbox:
         full = slot >= CAPACITY
         key = _key(slot)
         rec = None if full else encode_entry(pfx, seq, kind, ts, up)
-        # the oldest test alert, should the flash turn out full (a panic takes its place)
-        alt = self._victim(kind, True) if victim is None and not full else None
-        alt_key = _key(self._slot[alt]) if alt is not None else None
         epoch = None
         if self.epoch is None:
             import os
@@ -161,11 +158,13 @@ class Outbox:
                 except OSError as e:
                     if ss_nvs.errno(e) != ss_nvs.ESP_ERR_NVS_NOT_ENOUGH_SPACE:
                         raise
+                    alt = self._victim(kind, True) if victim is None else None
                     if alt is None:
                         full = True  # the flash is full: same as a full outbox ("next" moves on)
                         self._untrack(seq)
                     else:  # the flash is full: a panic takes the oldest test alert's place
-                        victim, slot, key = alt, self._slot[alt], alt_key
+                        victim, slot = alt, self._slot[alt]
+                        key = _key(slot)
                         self._slot[seq] = slot
                         self._erase(key)
                         self._nvs.set_blob(key, rec)

@@ -33,8 +33,7 @@ class NVS:
     def get_blob(self, key, buffer):
         line = _hw.exchange(('{"op": "nvs_get", "ns": %s, "key": %s, "type": "blob", "size": %d}\n'
                              % (json.dumps(self._ns), json.dumps(key), len(buffer))).encode())
-        start = line.find(b'{"result": "')
-        if start != 0:
+        if not line.startswith(b'{"result": "'):
             _hw.result(line)  # an errno reply raises OSError
             raise OSError(errno.EIO)
         end = line.index(b'"', 12)
